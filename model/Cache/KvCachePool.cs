@@ -1,0 +1,63 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Model.Cache;
+
+/// <summary>
+/// The preallocated paged KV cache of a range of layers: per layer, keys and values for NumBlocks × BlockSize
+/// slots of [Hkv, Dh]. A slot is block × BlockSize + offset; which blocks a sequence owns is decided elsewhere
+/// (<see cref="BlockManager"/>), so the pool never grows.
+/// </summary>
+public sealed class KvCachePool : IDisposable
+{
+    readonly Tensor[] _keys;
+    readonly Tensor[] _values;
+
+    public int FirstLayer { get; }
+    public int NumBlocks { get; }
+    public int BlockSize { get; }
+    /// <summary>A new value for every pool ever made, so a holder of cached state can tell its pool was replaced.</summary>
+    public Guid Generation { get; } = Guid.NewGuid();
+
+    public KvCachePool(int firstLayer, int layers, int numBlocks, int blockSize, int kvHeads, int headDim, Device device)
+    {
+        FirstLayer = firstLayer;
+        NumBlocks = numBlocks;
+        BlockSize = blockSize;
+        _keys = new Tensor[layers];
+        _values = new Tensor[layers];
+        for (int i = 0; i < layers; i++)
+        {
+            _keys[i] = zeros([(long)numBlocks * blockSize, kvHeads, headDim], ScalarType.Float32, device);
+            _values[i] = zeros([(long)numBlocks * blockSize, kvHeads, headDim], ScalarType.Float32, device);
+        }
+    }
+
+    public static long BytesPerBlock(int layers, int blockSize, int kvHeads, int headDim) =>
+        2L * layers * blockSize * kvHeads * headDim * sizeof(float);
+
+    /// <summary>Stores keys and values [T, Hkv, Dh] of new tokens at their slots [T].</summary>
+    public void Write(int layer, Tensor slots, Tensor keys, Tensor values)
+    {
+        int i = layer - FirstLayer;
+        _keys[i].index_copy_(0, slots, keys);
+        _values[i].index_copy_(0, slots, values);
+    }
+
+    /// <summary>Keys and values [B, L, Hkv, Dh] at the slots of <paramref name="gather"/> [B, L].</summary>
+    public (Tensor Keys, Tensor Values) Read(int layer, Tensor gather)
+    {
+        int i = layer - FirstLayer;
+        using var flat = gather.view(-1);
+        long b = gather.shape[0], l = gather.shape[1];
+        using var k = _keys[i].index_select(0, flat);
+        using var v = _values[i].index_select(0, flat);
+        return (k.view(b, l, k.shape[1], k.shape[2]), v.view(b, l, v.shape[1], v.shape[2]));
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _keys) t.Dispose();
+        foreach (var t in _values) t.Dispose();
+    }
+}

@@ -1,0 +1,204 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using Qwen3Cluster.Model.Sampling;
+
+namespace Qwen3Cluster.Model.Engine;
+
+/// <summary>
+/// A model replica's decode loop: schedule -> run the stages -> sample -> postprocess, one step at a time for
+/// every active sequence. Requests join through <see cref="GenerateAsync"/> from any thread; the loop alone
+/// touches the scheduler.
+/// </summary>
+public sealed class GenerationEngine : IAsyncDisposable
+{
+    readonly IModelExecutor _executor;
+    readonly Scheduler _scheduler;
+    readonly Sampler _sampler = new();
+    readonly OutputProcessor _output;
+    readonly ITextDecoderFactory? _decoders;
+    readonly int _vocabSize;
+    readonly ConcurrentQueue<Sequence> _incoming = new();
+    readonly ConcurrentQueue<Sequence> _aborted = new();
+    readonly ConcurrentQueue<string> _dropParked = new();
+    readonly SemaphoreSlim _wake = new(0);
+    readonly CancellationTokenSource _stopping = new();
+    readonly Dictionary<long, Sequence> _live = [];
+    Task? _loop;
+    long _nextId;
+
+    public GenerationEngine(IModelExecutor executor, SchedulerOptions options, int vocabSize,
+        IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders)
+    {
+        _executor = executor;
+        _scheduler = new Scheduler(options);
+        _output = new OutputProcessor(eosTokenIds, options.MaxModelLength);
+        _decoders = decoders;
+        _vocabSize = vocabSize;
+    }
+
+    public SchedulerOptions Options => _scheduler.Options;
+    /// <summary>Blocks in use right now (parked caches included).</summary>
+    public int UsedBlocks => _scheduler.Blocks.UsedBlocks;
+    public int ActiveSequences => _live.Count;
+    public long Steps { get; private set; }
+    public long Preemptions => _scheduler.Preemptions;
+    public IReadOnlyCollection<string> ParkedKeys => _scheduler.Parked.Keys.ToArray();
+
+    /// <summary>Starts the loop on the caller's task scheduler (an Orleans activation keeps it on its own).</summary>
+    public void Start() => _loop ??= Task.Factory.StartNew(RunAsync, CancellationToken.None,
+        TaskCreationOptions.None, TaskScheduler.Current).Unwrap();
+
+    /// <summary>Checks a request against the model; throws <see cref="InvalidRequestException"/> naming the field.</summary>
+    public void Validate(GenerationRequest request)
+    {
+        if (request.PromptTokens.Count == 0) throw new InvalidRequestException("prompt", "must not be empty");
+        for (int i = 0; i < request.PromptTokens.Count; i++)
+            if (request.PromptTokens[i] < 0 || request.PromptTokens[i] >= _vocabSize)
+                throw new InvalidRequestException("token_ids",
+                    $"token {request.PromptTokens[i]} at index {i} is outside the vocabulary [0, {_vocabSize})");
+        if (request.PromptTokens.Count >= Options.MaxModelLength)
+            throw new InvalidRequestException("prompt",
+                $"{request.PromptTokens.Count} tokens; the context window is {Options.MaxModelLength}");
+        if (request.Sampling.Validate(_vocabSize) is { } problem)
+            throw new InvalidRequestException(problem.Field, problem.Message);
+    }
+
+    public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(GenerationRequest request,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        Validate(request);
+        var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _decoders?.Create());
+        _incoming.Enqueue(sequence);
+        _wake.Release();
+        Start();
+        bool finished = false;
+        try
+        {
+            await foreach (var update in sequence.Updates.Reader.ReadAllAsync(cancellationToken))
+            {
+                finished = update.IsFinal;
+                yield return update;
+            }
+        }
+        finally
+        {
+            if (!finished)
+            {
+                _aborted.Enqueue(sequence);
+                _wake.Release();
+            }
+        }
+    }
+
+    /// <summary>Drops a parked cache (a deleted session) at the loop's next turn.</summary>
+    public void DropParked(string key)
+    {
+        _dropParked.Enqueue(key);
+        _wake.Release();
+    }
+
+    async Task RunAsync()
+    {
+        var stop = _stopping.Token;
+        while (!stop.IsCancellationRequested)
+        {
+            DrainQueues();
+            if (!_scheduler.HasWork)
+            {
+                try { await _wake.WaitAsync(stop); } catch (OperationCanceledException) { break; }
+                continue;
+            }
+            await StepAsync(stop);
+        }
+        FailAll(new OperationCanceledException("The engine stopped."));
+    }
+
+    void DrainQueues()
+    {
+        while (_dropParked.TryDequeue(out var key)) _scheduler.DropParked(key);
+        while (_incoming.TryDequeue(out var sequence))
+        {
+            try
+            {
+                _scheduler.Add(sequence);
+                _live[sequence.Id] = sequence;
+            }
+            catch (Exception e)
+            {
+                sequence.Updates.Writer.TryComplete(e);
+                sequence.Dispose();
+            }
+        }
+        while (_aborted.TryDequeue(out var sequence))
+        {
+            if (!_live.Remove(sequence.Id)) continue;
+            if (sequence.Status != SequenceStatus.Finished) _scheduler.Remove(sequence);
+            sequence.Updates.Writer.TryComplete();
+            sequence.Dispose();
+        }
+    }
+
+    /// <summary>schedule -> run the stages -> sample -> postprocess.</summary>
+    async Task StepAsync(CancellationToken cancellationToken)
+    {
+        var step = _scheduler.Schedule();
+        if (step is null)
+        {
+            await Task.Yield();
+            return;
+        }
+        IReadOnlyList<SampledToken> sampled;
+        try
+        {
+            using var logits = await _executor.ExecuteAsync(step.Context, step.InputIds, cancellationToken);
+            sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
+        }
+        catch (KvCacheLostException)
+        {
+            _scheduler.ResetCache();
+            return;
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            FailAll(e);
+            return;
+        }
+        Steps++;
+        _scheduler.Completed(step);
+        for (int i = 0; i < sampled.Count; i++)
+        {
+            var sequence = step.Sampling[i].Sequence;
+            if (_output.Apply(sequence, sampled[i])) Finish(sequence);
+        }
+        foreach (var sequence in _scheduler.FlushedTails()) Finish(sequence);
+    }
+
+    void Finish(Sequence sequence)
+    {
+        _scheduler.Finish(sequence);
+        if (sequence.Status != SequenceStatus.Finished) return;
+        _live.Remove(sequence.Id);
+        sequence.Dispose();
+    }
+
+    void FailAll(Exception error)
+    {
+        foreach (var sequence in _live.Values)
+        {
+            if (sequence.Status != SequenceStatus.Finished) _scheduler.Remove(sequence);
+            sequence.Updates.Writer.TryComplete(error);
+            sequence.Dispose();
+        }
+        _live.Clear();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _stopping.Cancel();
+        if (_loop is not null)
+        {
+            try { await _loop; } catch (OperationCanceledException) { }
+        }
+        _stopping.Dispose();
+    }
+}

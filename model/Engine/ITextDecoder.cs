@@ -1,0 +1,14 @@
+namespace Qwen3Cluster.Model.Engine;
+
+/// <summary>Turns a stream of token ids into text, one delta per token, never splitting a character.</summary>
+public interface IIncrementalTextDecoder
+{
+    string Push(int tokenId);
+    string Flush();
+}
+
+/// <summary>Makes a decoder per sequence; null text (a checkpoint without a tokenizer) yields empty strings.</summary>
+public interface ITextDecoderFactory
+{
+    IIncrementalTextDecoder Create();
+}

@@ -1,0 +1,198 @@
+using Qwen3Cluster.Model.Cache;
+
+namespace Qwen3Cluster.Model.Engine;
+
+/// <summary>
+/// Continuous batching over a paged KV cache. Each step first continues the running sequences (decode tokens,
+/// or the next chunk of a long prompt), then admits waiting ones FIFO while blocks and the token budget last.
+/// A waiting request is admitted only when its whole prompt fits; when decoding runs out of blocks the newest
+/// running sequence is preempted and later recomputed. Plain bookkeeping: no tensors.
+/// </summary>
+public sealed class Scheduler
+{
+    readonly BlockManager _blocks;
+    readonly SchedulerOptions _options;
+    readonly LinkedList<Sequence> _waiting = new();
+    readonly List<Sequence> _running = [];
+    readonly Dictionary<string, ParkedCache> _parked = new(StringComparer.Ordinal);
+
+    public Scheduler(SchedulerOptions options)
+    {
+        _options = options;
+        _blocks = new BlockManager(options.NumBlocks, options.BlockSize);
+    }
+
+    public BlockManager Blocks => _blocks;
+    public SchedulerOptions Options => _options;
+    public int WaitingCount => _waiting.Count;
+    public int RunningCount => _running.Count;
+    public bool HasWork => _waiting.Count > 0 || _running.Count > 0;
+    public IReadOnlyDictionary<string, ParkedCache> Parked => _parked;
+    /// <summary>Sequences preempted (their cache dropped, to be recomputed) since this scheduler started.</summary>
+    public long Preemptions { get; private set; }
+
+    /// <summary>Queues a sequence; throws when it could never fit, so nothing waits forever.</summary>
+    public void Add(Sequence sequence)
+    {
+        int needed = _blocks.BlocksFor(sequence.Tokens.Count + 1);
+        if (needed > _blocks.NumBlocks)
+            throw new CapacityExceededException(
+                $"The prompt needs {needed} KV blocks of {_blocks.BlockSize} tokens; the pool has {_blocks.NumBlocks}.");
+        sequence.Status = SequenceStatus.Waiting;
+        _waiting.AddLast(sequence);
+    }
+
+    public ScheduledStep? Schedule()
+    {
+        var slices = new List<ScheduledSlice>();
+        int budget = _options.MaxBatchTokens;
+        bool preempted = false;
+        for (int i = 0; i < _running.Count && budget > 0; i++)
+        {
+            var sequence = _running[i];
+            int count = Math.Min(sequence.PendingTokens, budget);
+            if (count <= 0) continue;
+            while (!_blocks.EnsureCapacity(sequence.BlockTable, sequence.NumComputed + count))
+            {
+                var victim = _running[^1];
+                Preempt(victim);
+                preempted = true;
+                if (victim == sequence) break;
+            }
+            if (sequence.Status != SequenceStatus.Running) break;
+            slices.Add(Slice(sequence, count));
+            budget -= count;
+        }
+        if (!preempted) Admit(slices, ref budget);
+        return slices.Count == 0 ? null : new ScheduledStep(slices, _options.BlockSize);
+    }
+
+    void Admit(List<ScheduledSlice> slices, ref int budget)
+    {
+        for (var node = _waiting.First; node is not null && budget > 0 && _running.Count < _options.MaxSequences;)
+        {
+            var sequence = node.Value;
+            var next = node.Next;
+            if (sequence.Request.ResumeFrom is { } key && IsFlushing(key))
+            {
+                node = next;
+                continue;
+            }
+            if (sequence.NumComputed == 0 && sequence.BlockTable.Count == 0) TakeParked(sequence);
+            int needed = _blocks.BlocksFor(sequence.Tokens.Count + 1) - sequence.BlockTable.Count;
+            if (!_blocks.CanAllocate(needed) && !EvictParked(needed)) break;
+            int count = Math.Min(sequence.PendingTokens, budget);
+            _blocks.EnsureCapacity(sequence.BlockTable, sequence.NumComputed + count);
+            _waiting.Remove(node);
+            sequence.Status = SequenceStatus.Running;
+            _running.Add(sequence);
+            slices.Add(Slice(sequence, count));
+            budget -= count;
+            node = next;
+        }
+    }
+
+    ScheduledSlice Slice(Sequence sequence, int count) =>
+        new(sequence, sequence.NumComputed, count,
+            Samples: sequence.NumComputed + count == sequence.Tokens.Count && !sequence.FlushingTail);
+
+    /// <summary>Records that a step ran: every slice's tokens are now in the cache.</summary>
+    public void Completed(ScheduledStep step)
+    {
+        foreach (var slice in step.Slices) slice.Sequence.NumComputed = slice.Start + slice.Count;
+    }
+
+    /// <summary>Ends a sequence: frees its blocks, or parks them under its ParkAs key once its last token is cached.</summary>
+    public void Finish(Sequence sequence)
+    {
+        if (sequence.Request.ParkAs is { } key && sequence.Status == SequenceStatus.Running)
+        {
+            if (sequence.NumComputed < sequence.Tokens.Count)
+            {
+                sequence.FlushingTail = true;
+                return;
+            }
+            _running.Remove(sequence);
+            sequence.Status = SequenceStatus.Finished;
+            DropParked(key);
+            _parked[key] = new ParkedCache(key, [.. sequence.Tokens], [.. sequence.BlockTable]);
+            sequence.BlockTable.Clear();
+            return;
+        }
+        Remove(sequence);
+    }
+
+    /// <summary>Removes a sequence wherever it is and frees its blocks (finished without parking, or aborted).</summary>
+    public void Remove(Sequence sequence)
+    {
+        if (sequence.Status == SequenceStatus.Waiting) _waiting.Remove(sequence);
+        else _running.Remove(sequence);
+        sequence.Status = SequenceStatus.Finished;
+        _blocks.Release(sequence.BlockTable);
+        sequence.BlockTable.Clear();
+    }
+
+    /// <summary>Sequences whose tail is written and can now be parked.</summary>
+    public IEnumerable<Sequence> FlushedTails() =>
+        _running.Where(s => s.FlushingTail && s.NumComputed == s.Tokens.Count).ToList();
+
+    public void DropParked(string key)
+    {
+        if (_parked.Remove(key, out var parked)) _blocks.Release(parked.BlockTable);
+    }
+
+    /// <summary>
+    /// The pools lost their contents (a stage was re-created): every cached token is gone. Running sequences
+    /// start over from their tokens, parked caches are dropped.
+    /// </summary>
+    public void ResetCache()
+    {
+        foreach (var sequence in _running.ToList()) Preempt(sequence);
+        foreach (var key in _parked.Keys.ToList()) DropParked(key);
+        _blocks.Reset();
+    }
+
+    void Preempt(Sequence sequence)
+    {
+        _running.Remove(sequence);
+        _blocks.Release(sequence.BlockTable);
+        sequence.BlockTable.Clear();
+        sequence.NumComputed = 0;
+        if (sequence.FlushingTail)
+        {
+            // Its output was already delivered; only the cache for the next turn is lost.
+            sequence.Status = SequenceStatus.Finished;
+            return;
+        }
+        sequence.Status = SequenceStatus.Waiting;
+        _waiting.AddFirst(sequence);
+        Preemptions++;
+    }
+
+    bool IsFlushing(string key) => _running.Any(s => s.FlushingTail && s.Request.ParkAs == key);
+
+    void TakeParked(Sequence sequence)
+    {
+        if (sequence.Request.ResumeFrom is not { } key || !_parked.Remove(key, out var parked)) return;
+        var tokens = sequence.Tokens;
+        bool extends = parked.Tokens.Count < tokens.Count && parked.Tokens.SequenceEqual(tokens.Take(parked.Tokens.Count));
+        if (!extends)
+        {
+            _blocks.Release(parked.BlockTable);
+            return;
+        }
+        sequence.BlockTable.AddRange(parked.BlockTable);
+        sequence.NumComputed = parked.Tokens.Count;
+        sequence.CachedPromptTokens = parked.Tokens.Count;
+    }
+
+    bool EvictParked(int needed)
+    {
+        foreach (var parked in _parked.Values.OrderBy(p => p.LastUsed).ToList())
+        {
+            if (_blocks.CanAllocate(needed)) break;
+            DropParked(parked.Key);
+        }
+        return _blocks.CanAllocate(needed);
+    }
+}

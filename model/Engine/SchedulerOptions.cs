@@ -1,0 +1,16 @@
+namespace Qwen3Cluster.Model.Engine;
+
+/// <summary>Limits of one model replica's continuous batching.</summary>
+public sealed record SchedulerOptions
+{
+    /// <summary>KV blocks in every stage's pool.</summary>
+    public int NumBlocks { get; init; } = 2048;
+    /// <summary>Tokens per KV block.</summary>
+    public int BlockSize { get; init; } = 16;
+    /// <summary>Tokens run through the model in one step (prefill chunks plus decode tokens).</summary>
+    public int MaxBatchTokens { get; init; } = 512;
+    /// <summary>Sequences decoded together in one step.</summary>
+    public int MaxSequences { get; init; } = 64;
+    /// <summary>Prompt plus output never exceeds this (the model's max_position_embeddings by default).</summary>
+    public int MaxModelLength { get; init; } = 32768;
+}

@@ -1,0 +1,29 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using TorchSharp.Utils;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Model.Layers;
+
+/// <summary>Qwen3RMSNorm: normalised in float32, then scaled by the weight.</summary>
+public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+{
+    [ComponentName(Name = "weight")] readonly Parameter _weight;
+    readonly double _eps;
+
+    public RmsNorm(IWeightSource weights, string prefix, long size, double eps) : base(prefix)
+    {
+        _weight = new Parameter(weights.Load($"{prefix}.weight", size), requires_grad: false);
+        _eps = eps;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = x.to(ScalarType.Float32);
+        var variance = h.pow(2).mean([-1], keepdim: true);
+        h = h * rsqrt(variance + _eps);
+        return (_weight * h.to(x.dtype)).MoveToOuterDisposeScope();
+    }
+}
