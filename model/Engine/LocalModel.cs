@@ -62,9 +62,10 @@ public sealed class LocalModel : IModelExecutor, IDisposable
     }
 
     /// <summary>How many tensors loading these stages and groups reads: the meta device builds them for free.</summary>
-    public static int CountTensors(Qwen3Config config, IEnumerable<StageRange> ranges, IReadOnlyList<ExpertRange> groups)
+    public static int CountTensors(Qwen3Config config, IEnumerable<StageRange> ranges, IReadOnlyList<ExpertRange> groups,
+        MetaWeights? meta = null)
     {
-        var meta = new MetaWeights();
+        meta ??= new MetaWeights();
         foreach (var range in ranges)
         {
             using var stage = new ModelStage(config, range, meta);

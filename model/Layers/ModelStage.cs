@@ -30,7 +30,7 @@ public sealed class ModelStage : nn.Module
         _model = new Qwen3Model(config, range, weights);
         if (range.IsLast)
             _lmHead = config.TieWordEmbeddings
-                ? new LinearProjection("lm_head", _model.EmbedTokens!.Weight)
+                ? new LinearProjection("lm_head", _model.EmbedTokens!.Weight.alias())
                 : new LinearProjection(weights, "lm_head", config.HiddenSize, config.VocabSize);
         _rope = new RotaryEmbedding(config, Device);
         RegisterComponents();

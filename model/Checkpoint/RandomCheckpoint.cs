@@ -1,0 +1,54 @@
+using Qwen3Cluster.Model.Config;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Layers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Model.Checkpoint;
+
+/// <summary>
+/// A random-weights checkpoint in Hugging Face format for a config: every tensor the model reads, under its real
+/// name. Linear weights ~ N(0, 1/fan_in) and embeddings ~ N(0, 1) keep activations and logits of order one, so
+/// greedy choices have clear margins; norm weights are 1 + N(0, 0.1²) so a mistake in a norm shows.
+/// </summary>
+public static class RandomCheckpoint
+{
+    public static IReadOnlyList<(string Name, long[] Shape)> TensorShapes(Qwen3Config config)
+    {
+        var all = new[] { new StageRange(0, config.NumHiddenLayers, config.NumHiddenLayers) };
+        var groups = config.IsMoe && config.NumExperts > 0 ? new[] { new ExpertRange(0, config.NumExperts) } : [];
+        var meta = new MetaWeights();
+        LocalModel.CountTensors(config, all, groups, meta);
+        return meta.Requested.Select(kv => (kv.Key, kv.Value)).ToArray();
+    }
+
+    public static void Write(string directory, Qwen3Config config, SafetensorsDType dtype = SafetensorsDType.F32,
+        int shards = 1, ulong seed = 0, GenerationConfig? generation = null, IProgress<(int Written, int Total)>? progress = null)
+    {
+        Directory.CreateDirectory(directory);
+        File.WriteAllText(Path.Combine(directory, "config.json"),
+            (config with { TorchDtype = dtype == SafetensorsDType.F32 ? "float32" : dtype == SafetensorsDType.BF16 ? "bfloat16" : "float16" }).ToJson());
+        File.WriteAllText(Path.Combine(directory, GenerationConfig.FileName), (generation ?? GenerationConfig.Qwen3Default).ToJson());
+        var generator = new Generator(seed, new Device(DeviceType.CPU));
+        var specs = TensorShapes(config)
+            .Select(t => new TensorSpec(t.Name, t.Shape, dtype, () => Values(t.Name, t.Shape, generator)))
+            .ToArray();
+        try
+        {
+            SafetensorsWriter.WriteCheckpoint(directory, specs, shards, progress);
+        }
+        finally
+        {
+            generator.Dispose();
+        }
+    }
+
+    static Tensor Values(string name, long[] shape, Generator generator)
+    {
+        using var noise = randn(shape, ScalarType.Float32, generator: generator);
+        if (name.EndsWith("norm.weight", StringComparison.Ordinal)) return noise * 0.1 + 1.0;
+        if (name.EndsWith(".bias", StringComparison.Ordinal)) return noise * 0.1;
+        if (name.Contains("embed_tokens", StringComparison.Ordinal)) return noise.clone();
+        return noise / Math.Sqrt(shape[^1]);
+    }
+}

@@ -1,0 +1,151 @@
+using Qwen3Cluster.Model.Checkpoint;
+using Qwen3Cluster.Model.Config;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Tests.Support;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Tests.Engine;
+
+/// <summary>The same numbers however the work is cut: batched, cached, chunked, staged, sharded, down-cast.</summary>
+public sealed class EquivalenceTests
+{
+    const double Tolerance = 1e-4;
+
+    public static TheoryData<string> Models => ["moe", "dense"];
+
+    static string Checkpoint(string kind) => kind == "moe"
+        ? TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe)
+        : TestCheckpoints.Get("small-dense", TestCheckpoints.SmallDense);
+
+    static readonly int[][] Prompts =
+    [
+        [5, 17, 300, 42],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 100, 200, 300, 400, 12, 13, 14, 15, 16, 17],
+        [250],
+        [11, 22, 33, 44, 55, 66, 77, 88, 99, 111, 122, 133, 144, 155, 166, 177, 188, 199, 211, 222, 233, 244, 255, 266, 277, 288, 299, 311, 322, 333, 344, 355, 366],
+        [400, 401, 402, 403, 404, 405, 406],
+    ];
+
+    static GenerationEngine Engine(LocalModel model, SchedulerOptions? options = null)
+    {
+        options ??= new SchedulerOptions { NumBlocks = 128, BlockSize = 4 };
+        return new GenerationEngine(model, options, model.Config.VocabSize, [], null);
+    }
+
+    static LocalModel Load(string dir, int stages = 1, int groups = 1, int blocks = 128, int blockSize = 4) =>
+        LocalModel.Load(dir, new LocalModelOptions { Stages = stages, ExpertGroups = groups, NumBlocks = blocks, BlockSize = blockSize });
+
+    static void AssertSame(EngineRunner.Result expected, EngineRunner.Result actual, double tolerance = Tolerance)
+    {
+        Assert.Equal(expected.Ids, actual.Ids);
+        for (int i = 0; i < expected.Tokens.Count; i++)
+        {
+            Assert.InRange(actual.Tokens[i].Logprob - expected.Tokens[i].Logprob, -tolerance, tolerance);
+            Assert.Equal(expected.Tokens[i].Top.Select(t => t.Id), actual.Tokens[i].Top.Select(t => t.Id));
+        }
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public async Task BatchedGenerationEqualsOneByOne(string kind)
+    {
+        using var model = Load(Checkpoint(kind));
+        await using var engine = Engine(model);
+        var single = new List<EngineRunner.Result>();
+        foreach (var prompt in Prompts) single.Add(await EngineRunner.RunAsync(engine, EngineRunner.Greedy(prompt, 12, logprobs: 3)));
+        long stepsBefore = engine.Steps;
+        var batched = await Task.WhenAll(Prompts.Select(p => EngineRunner.RunAsync(engine, EngineRunner.Greedy(p, 12, logprobs: 3))));
+        for (int i = 0; i < Prompts.Length; i++) AssertSame(single[i], batched[i]);
+        Assert.True(engine.Steps - stepsBefore < Prompts.Length * 12, $"{engine.Steps - stepsBefore} steps: the requests were not batched");
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public async Task CachedDecodeMatchesFullRecompute(string kind)
+    {
+        using var model = Load(Checkpoint(kind));
+        await using var engine = Engine(model);
+        var prompt = Prompts[1];
+        var generated = await EngineRunner.RunAsync(engine, EngineRunner.Greedy(prompt, 10, logprobs: 2));
+        int[] all = [.. prompt, .. generated.Ids];
+        using var fresh = Load(Checkpoint(kind));
+        var context = new ForwardContext([new SequenceSlice(0, all.Length, Enumerable.Range(0, 64).ToArray())], 4,
+            Enumerable.Range(0, all.Length).ToArray());
+        using var logits = await fresh.ExecuteAsync(context, all, CancellationToken.None);
+        using var logprobs = logits.log_softmax(-1);
+        for (int i = 0; i < generated.Ids.Length; i++)
+        {
+            int row = prompt.Length - 1 + i;
+            Assert.Equal(generated.Ids[i], (int)logits[row].argmax().item<long>());
+            Assert.InRange(logprobs[row, generated.Ids[i]].item<float>() - generated.Tokens[i].Logprob, -Tolerance, Tolerance);
+        }
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public async Task ChunkedPrefillAndPreemptionChangeNothing(string kind)
+    {
+        using var model = Load(Checkpoint(kind));
+        await using var reference = Engine(model);
+        var expected = new List<EngineRunner.Result>();
+        foreach (var prompt in Prompts) expected.Add(await EngineRunner.RunAsync(reference, EngineRunner.Greedy(prompt, 12, logprobs: 2)));
+
+        using var tight = Load(Checkpoint(kind), blocks: 12);
+        await using var engine = Engine(tight, new SchedulerOptions { NumBlocks = 12, BlockSize = 4, MaxBatchTokens = 7 });
+        var actual = await Task.WhenAll(Prompts.Select(p => EngineRunner.RunAsync(engine, EngineRunner.Greedy(p, 12, logprobs: 2))));
+        for (int i = 0; i < Prompts.Length; i++) AssertSame(expected[i], actual[i]);
+        Assert.True(engine.Preemptions > 0, "the pool was meant to be too small for every sequence at once");
+        Assert.Equal(0, engine.UsedBlocks);
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public async Task StagesAndExpertGroupsGiveTheSameOutput(string kind)
+    {
+        using var whole = Load(Checkpoint(kind));
+        using var split = Load(Checkpoint(kind), stages: 3, groups: kind == "moe" ? 3 : 1);
+        await using var a = Engine(whole);
+        await using var b = Engine(split);
+        foreach (var prompt in Prompts.Take(3))
+            AssertSame(await EngineRunner.RunAsync(a, EngineRunner.Greedy(prompt, 8, logprobs: 3)),
+                await EngineRunner.RunAsync(b, EngineRunner.Greedy(prompt, 8, logprobs: 3)), 1e-5);
+    }
+
+    [Fact]
+    public async Task ShardedCheckpointEqualsSingleFile()
+    {
+        var config = TestCheckpoints.SmallMoe;
+        string single = TestCheckpoints.Get("shard-test", config, shards: 1, seed: 3);
+        string sharded = TestCheckpoints.Get("shard-test", config, shards: 3, seed: 3);
+        Assert.True(File.Exists(Path.Combine(sharded, CheckpointReader.IndexFileName)));
+        Assert.Equal(3, Directory.GetFiles(sharded, "model-*-of-00003.safetensors").Length);
+        Assert.Equal(await Logits(single), await Logits(sharded));
+    }
+
+    [Fact]
+    public async Task Bf16CheckpointEqualsItsFloat32Upcast()
+    {
+        var config = TestCheckpoints.SmallMoe;
+        string bf16 = TestCheckpoints.Get("bf16-test", config, SafetensorsDType.BF16, seed: 5);
+        string upcast = TestCheckpoints.NewDirectory("upcast");
+        foreach (var file in Directory.GetFiles(bf16, "*.json")) File.Copy(file, Path.Combine(upcast, Path.GetFileName(file)));
+        using (var reader = CheckpointReader.Open(bf16))
+        {
+            var specs = reader.TensorNames.Select(name =>
+            {
+                var (_, entry) = reader.Locate(name);
+                Assert.Equal(SafetensorsDType.BF16, entry.DType);
+                return new TensorSpec(name, entry.Shape, SafetensorsDType.F32,
+                    () => reader.Load(name, entry.Shape, ScalarType.Float32, CPU));
+            }).ToArray();
+            SafetensorsWriter.WriteCheckpoint(upcast, specs);
+        }
+        Assert.Equal(await Logits(bf16), await Logits(upcast));
+    }
+
+    static async Task<float[]> Logits(string dir)
+    {
+        using var model = Load(dir);
+        var prompt = Prompts[3];
+        var context = new ForwardContext([new SequenceSlice(0, prompt.Length, Enumerable.Range(0, 16).ToArray())], 4,
+            Enumerable.Range(0, prompt.Length).ToArray());
+        using var logits = await model.ExecuteAsync(context, prompt, CancellationToken.None);
+        return logits.data<float>().ToArray();
+    }
+}
