@@ -41,5 +41,9 @@ public sealed class SamplerState : IDisposable
         return _generator;
     }
 
-    public void Dispose() => _generator?.Dispose();
+    public void Dispose()
+    {
+        _generator?.Dispose();
+        _generator = null;
+    }
 }

@@ -1,0 +1,153 @@
+using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
+
+namespace Qwen3Cluster.Tests.Engine;
+
+/// <summary>The bookkeeping under the decode loop, as plain data structures.</summary>
+public sealed class SchedulerTests
+{
+    static long _ids;
+
+    static Sequence Seq(int promptLength, string? parkAs = null, string? resumeFrom = null, int[]? prompt = null) =>
+        new(++_ids, new GenerationRequest(prompt ?? Enumerable.Range(1, promptLength).ToArray(), SamplingParams.Greedy(8))
+        {
+            ParkAs = parkAs,
+            ResumeFrom = resumeFrom,
+        }, null);
+
+    [Fact]
+    public void BlockManagerCountsReferencesAndFreesAtZero()
+    {
+        var blocks = new BlockManager(4, 16);
+        int a = blocks.Allocate();
+        blocks.AddReference(a);
+        blocks.Release(a);
+        Assert.Equal(3, blocks.FreeBlocks);
+        blocks.Release(a);
+        Assert.Equal(4, blocks.FreeBlocks);
+        Assert.Throws<InvalidOperationException>(() => blocks.Release(a));
+        var table = new List<int>();
+        Assert.True(blocks.EnsureCapacity(table, 64));
+        Assert.False(blocks.EnsureCapacity(table, 65));
+        Assert.Equal(4, table.Count);
+    }
+
+    [Fact]
+    public void PromptsAreChunkedToTheTokenBudget()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 16, BlockSize = 4, MaxBatchTokens = 10 });
+        var s = Seq(25);
+        scheduler.Add(s);
+        var counts = new List<int>();
+        while (scheduler.Schedule() is { } step)
+        {
+            counts.Add(step.Slices.Single().Count);
+            Assert.Equal(step.Slices.Single().Start + step.Slices.Single().Count == 25, step.Sampling.Count == 1);
+            scheduler.Completed(step);
+            if (s.PendingTokens == 0) break;
+        }
+        Assert.Equal([10, 10, 5], counts);
+    }
+
+    [Fact]
+    public void DecodeTokensComeFirstAndNewRequestsJoinTheSameStep()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 16, BlockSize = 4, MaxBatchTokens = 8 });
+        var first = Seq(3);
+        scheduler.Add(first);
+        scheduler.Completed(scheduler.Schedule()!);
+        first.Append(99);
+        var second = Seq(20);
+        scheduler.Add(second);
+        var step = scheduler.Schedule()!;
+        Assert.Equal([(first, 3, 1), (second, 0, 7)], step.Slices.Select(s => (s.Sequence, s.Start, s.Count)));
+        Assert.Equal([0], step.Context.LogitRows);
+    }
+
+    [Fact]
+    public void ARequestThatDoesNotFitWaitsAndOneThatNeverCanIsRefused()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 4, BlockSize = 4 });
+        Assert.Throws<CapacityExceededException>(() => scheduler.Add(Seq(16)));
+        var a = Seq(10);
+        var b = Seq(10);
+        scheduler.Add(a);
+        scheduler.Add(b);
+        var step = scheduler.Schedule()!;
+        Assert.Equal([a], step.Slices.Select(s => s.Sequence));
+        Assert.Equal(1, scheduler.WaitingCount);
+        scheduler.Completed(step);
+        scheduler.Finish(a);
+        Assert.Equal([b], scheduler.Schedule()!.Slices.Select(s => s.Sequence));
+    }
+
+    [Fact]
+    public void RunningOutOfBlocksPreemptsTheNewestSequence()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 2, BlockSize = 4 });
+        var a = Seq(3);
+        var b = Seq(3);
+        scheduler.Add(a);
+        scheduler.Add(b);
+        var step = scheduler.Schedule()!;
+        Assert.Equal(2, step.Slices.Count);
+        scheduler.Completed(step);
+        a.Append(7);
+        b.Append(7);
+        a.Append(8);
+        step = scheduler.Schedule()!;
+        Assert.Equal([a], step.Slices.Select(s => s.Sequence));
+        Assert.Equal(SequenceStatus.Waiting, b.Status);
+        Assert.Equal(0, b.NumComputed);
+        Assert.Equal(1, scheduler.Preemptions);
+    }
+
+    [Fact]
+    public void AParkedCacheIsResumedOnlyByAPromptThatExtendsIt()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 8, BlockSize = 4 });
+        var turn1 = Seq(5, parkAs: "s");
+        scheduler.Add(turn1);
+        scheduler.Completed(scheduler.Schedule()!);
+        turn1.Append(42);
+        scheduler.Finish(turn1);
+        Assert.True(turn1.FlushingTail);
+        var flush = scheduler.Schedule()!;
+        Assert.Equal((5, 1, false), (flush.Slices[0].Start, flush.Slices[0].Count, flush.Slices[0].Samples));
+        scheduler.Completed(flush);
+        foreach (var s in scheduler.FlushedTails()) scheduler.Finish(s);
+        Assert.Equal(2, scheduler.Blocks.UsedBlocks);
+
+        var turn2 = Seq(0, resumeFrom: "s", prompt: [1, 2, 3, 4, 5, 42, 9, 9]);
+        scheduler.Add(turn2);
+        var step = scheduler.Schedule()!;
+        Assert.Equal((6, 2), (step.Slices[0].Start, step.Slices[0].Count));
+        Assert.Equal(6, turn2.CachedPromptTokens);
+
+        var elsewhere = new Scheduler(new SchedulerOptions { NumBlocks = 8, BlockSize = 4 });
+        var other = Seq(3, parkAs: "t");
+        elsewhere.Add(other);
+        elsewhere.Completed(elsewhere.Schedule()!);
+        other.Append(5);
+        elsewhere.Finish(other);
+        elsewhere.Completed(elsewhere.Schedule()!);
+        foreach (var s in elsewhere.FlushedTails()) elsewhere.Finish(s);
+        var diverged = Seq(0, resumeFrom: "t", prompt: [1, 2, 4, 5, 6]);
+        elsewhere.Add(diverged);
+        Assert.Equal(0, elsewhere.Schedule()!.Slices[0].Start);
+        Assert.Equal(0, diverged.CachedPromptTokens);
+    }
+
+    [Fact]
+    public void StopStringsAreCutAndTheirPrefixesHeldBack()
+    {
+        var filter = new StopStringFilter(["END", "xyz"]);
+        Assert.Equal(("hel", false), filter.Push("hello"));
+        Assert.Equal(("lo wor", false), filter.Push(" world"));
+        Assert.Equal(("ld ", false), filter.Push(" EN"));
+        Assert.Equal(("", true), filter.Push("D and more"));
+        var plain = new StopStringFilter([]);
+        Assert.Equal(("abc", false), plain.Push("abc"));
+    }
+}

