@@ -1,0 +1,77 @@
+namespace Qwen3Cluster.Grains;
+
+/// <summary>Decoder layers [Start, End) of one model replica, with their KV pool; key <c>{model}/{replica}/stage/{s}</c>.</summary>
+[Alias("qwen3.IPipelineStageGrain")]
+public interface IPipelineStageGrain : IGrainWithStringKey
+{
+    /// <summary>Loads the stage's weights if not yet loaded (a long call the first time).</summary>
+    [ResponseTimeout("00:30:00"), Alias("EnsureLoaded")]
+    Task<ShardInfo> EnsureLoaded();
+
+    /// <summary>Runs one batched step of every active sequence through this stage.</summary>
+    [ResponseTimeout("00:30:00"), Alias("Forward")]
+    Task<StageResult> Forward(StageStep step);
+}
+
+/// <summary>Experts [Lo, Hi) of every sparse layer of a stage; key <c>{model}/experts/{s}/{g}</c>.</summary>
+[Alias("qwen3.IExpertGroupGrain")]
+public interface IExpertGroupGrain : IGrainWithStringKey
+{
+    [ResponseTimeout("00:30:00"), Alias("EnsureLoaded")]
+    Task<ShardInfo> EnsureLoaded();
+
+    /// <summary>The weighted outputs [T, D] of this group's experts for tokens x [T, D] with ids and weights [T, K].</summary>
+    [ResponseTimeout("00:30:00"), Alias("Run")]
+    Task<TensorPayload> Run(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights);
+}
+
+/// <summary>A model replica's scheduler and decode loop; key <c>{model}/{replica}</c>.</summary>
+[Alias("qwen3.IGatewayGrain")]
+public interface IGatewayGrain : IGrainWithStringKey
+{
+    /// <summary>Places and loads every stage and expert group of the replica; true when all are ready.</summary>
+    [ResponseTimeout("00:30:00"), Alias("Warmup")]
+    Task<ModelDescription> Warmup();
+
+    [Alias("Describe")]
+    Task<ModelDescription> Describe();
+
+    /// <summary>Streams a generation; cancelling the enumeration stops it within a step and frees its blocks.</summary>
+    [Alias("Generate")]
+    IAsyncEnumerable<GenerationEvent> Generate(GenerateCommand command, CancellationToken cancellationToken = default);
+
+    /// <summary>Frees a parked cache (a deleted or expired session).</summary>
+    [Alias("DropCache")]
+    Task DropCache(string key);
+
+    [Alias("Stats")]
+    Task<ReplicaStats> Stats();
+}
+
+/// <summary>A conversation's history and cache state; key: the session id.</summary>
+[Alias("qwen3.ISessionGrain")]
+public interface ISessionGrain : IGrainWithStringKey
+{
+    [Alias("Create")]
+    Task<SessionInfo> Create(string owner, string model, int ttlSeconds);
+
+    /// <summary>The session, or null when it does not exist or belongs to another owner.</summary>
+    [Alias("Get")]
+    Task<SessionInfo?> Get(string owner);
+
+    /// <summary>Starts a turn; NotFound for a missing or foreign session, Busy while another turn runs.</summary>
+    [Alias("BeginTurn")]
+    Task<TurnTicket> BeginTurn(string owner);
+
+    /// <summary>Ends a turn: the history becomes <paramref name="history"/> (the turn's prompt and reply).</summary>
+    [Alias("EndTurn")]
+    Task EndTurn(int turn, int[] history);
+
+    /// <summary>Ends a turn that failed or was cancelled: the history stays as it was.</summary>
+    [Alias("AbandonTurn")]
+    Task AbandonTurn(int turn);
+
+    /// <summary>Deletes the session and frees its cache; false when it does not exist for this owner.</summary>
+    [Alias("Delete")]
+    Task<bool> Delete(string owner);
+}

@@ -1,0 +1,41 @@
+using Qwen3Cluster.Model.Engine;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Grains;
+
+/// <summary>
+/// Runs a step through a replica's stage grains in order (ids -> stage 0 -> ... -> logits), each told which pool
+/// generation the scheduler's bookkeeping describes, so a stage that lost its cache says so instead of
+/// computing on an empty one.
+/// </summary>
+public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, Device device) : IModelExecutor
+{
+    readonly Guid[] _generations = new Guid[stages.Count];
+
+    public long StageCalls { get; private set; }
+    public long ExpertCalls { get; private set; }
+
+    public async ValueTask<Tensor> ExecuteAsync(ForwardContext context, int[] inputIds, CancellationToken cancellationToken)
+    {
+        var slices = context.ToWire();
+        var payload = TensorPayloads.FromIds(inputIds);
+        for (int s = 0; s < stages.Count; s++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var result = await stages[s].Forward(new StageStep(slices, context.BlockSize, context.LogitRows, payload, _generations[s]));
+            StageCalls++;
+            ExpertCalls += result.ExpertCalls;
+            if (result.Output is null)
+            {
+                Array.Clear(_generations);
+                throw new KvCacheLostException($"Stage {s} has a new KV pool ({result.PoolGeneration}); its cache is gone.");
+            }
+            _generations[s] = result.PoolGeneration;
+            payload = result.Output;
+        }
+        return payload.ToTensor(device);
+    }
+
+    /// <summary>Forgets which pools the bookkeeping describes (after the scheduler dropped every cached token).</summary>
+    public void Forget() => Array.Clear(_generations);
+}

@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Qwen3Cluster.Grains.Hosting;
+using Qwen3Cluster.Grains.Placement;
+using Qwen3Cluster.Model.Checkpoint;
+using Qwen3Cluster.Model.Layers;
+
+namespace Qwen3Cluster.Grains;
+
+/// <summary>
+/// Experts [Lo, Hi) of every sparse layer of one stage, pinned to its planned silo. It reads only those experts'
+/// tensors and, per call, runs them on every token of the step that was routed to them.
+/// </summary>
+[PlannedPlacement]
+public sealed partial class ExpertGroupGrain(ModelStore store, ILogger<ExpertGroupGrain> logger) : Grain, IExpertGroupGrain
+{
+    Dictionary<int, ExpertGroup>? _layers;
+    long _calls;
+    double _loadSeconds;
+
+    string Key => this.GetPrimaryKeyString();
+
+    public async Task<ShardInfo> EnsureLoaded()
+    {
+        var (_, _, _, s, g) = GrainKeys.Parse(Key);
+        var range = store.ExpertGroups[g];
+        if (_layers is null)
+        {
+            var clock = Stopwatch.StartNew();
+            LogLoading(Key, range.ToString(), store.Silo.Name);
+            _layers = await Task.Run(() =>
+            {
+                using var reader = CheckpointReader.Open(store.Path);
+                var weights = new CheckpointWeights(reader, store.Device);
+                return store.Stages[s].SparseLayers(store.Config)
+                    .ToDictionary(layer => layer, layer => new ExpertGroup(store.Config, layer, range.Lo, range.Hi, weights));
+            });
+            _loadSeconds = clock.Elapsed.TotalSeconds;
+            LogLoaded(Key, _loadSeconds);
+        }
+        return new ShardInfo(Key, store.Silo.Name, $"experts {range} of {store.Stages[s]}", _loadSeconds, _calls);
+    }
+
+    public async Task<TensorPayload> Run(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights)
+    {
+        await EnsureLoaded();
+        _calls++;
+        if (!_layers!.TryGetValue(layer, out var group))
+            throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {Key} holds no experts of layer {layer}.");
+        using var xs = x.ToTensor(store.Device);
+        using var ids = expertIds.ToTensor(store.Device);
+        using var w = weights.ToTensor(store.Device);
+        using var output = group.Forward(xs, ids, w);
+        return output.ToPayload();
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        foreach (var group in _layers?.Values.ToArray() ?? []) group.Dispose();
+        return Task.CompletedTask;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key}: loading {Range} on silo {Silo}")]
+    partial void LogLoading(string key, string range, string silo);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key}: loaded in {Seconds:F1}s")]
+    partial void LogLoaded(string key, double seconds);
+}

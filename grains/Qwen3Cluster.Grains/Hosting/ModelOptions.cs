@@ -1,0 +1,45 @@
+namespace Qwen3Cluster.Grains.Hosting;
+
+/// <summary>
+/// The model a cluster serves and how it is cut (configuration section <c>Qwen3:Model</c>). Every silo reads the
+/// same section, so every silo derives the same plan.
+/// </summary>
+public sealed record ModelOptions
+{
+    /// <summary>The name clients use; defaults to the checkpoint folder's name.</summary>
+    public string? Name { get; set; }
+    /// <summary>The checkpoint folder, reachable at this path from every silo that hosts a part of the model.</summary>
+    public string Path { get; set; } = "";
+    public int Replicas { get; set; } = 1;
+    public int Stages { get; set; } = 1;
+    public int ExpertGroups { get; set; } = 1;
+    public int KvBlocks { get; set; } = 2048;
+    public int BlockSize { get; set; } = 16;
+    public int MaxBatchTokens { get; set; } = 512;
+    public int MaxSequences { get; set; } = 64;
+    /// <summary>0 uses the model's max_position_embeddings.</summary>
+    public int MaxModelLength { get; set; }
+
+    public string ResolvedName => string.IsNullOrWhiteSpace(Name)
+        ? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(Path)))
+        : Name;
+}
+
+/// <summary>This silo's identity in the plan (configuration section <c>Qwen3:Silo</c>).</summary>
+public sealed record SiloRoleOptions
+{
+    public const string Gateway = "gateway";
+    public const string Stage = "stage";
+    public const string Experts = "experts";
+    public static readonly string[] AllRoles = [Gateway, Stage, Experts];
+
+    public string Name { get; set; } = Environment.MachineName;
+    /// <summary>Empty means every role. (No default list here: configuration binding appends to defaults.)</summary>
+    public string[] Roles { get; set; } = [];
+
+    public IReadOnlySet<string> EffectiveRoles => (Roles.Length == 0 ? AllRoles : Roles).ToHashSet();
+    /// <summary>"cpu" or "cuda:N": where this silo's tensors live.</summary>
+    public string Device { get; set; } = "cpu";
+    /// <summary>Threads for tensor work; 0 leaves libtorch's default.</summary>
+    public int Threads { get; set; }
+}

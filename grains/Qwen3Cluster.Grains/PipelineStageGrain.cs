@@ -1,0 +1,85 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Qwen3Cluster.Grains.Hosting;
+using Qwen3Cluster.Grains.Placement;
+using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Checkpoint;
+using Qwen3Cluster.Model.Layers;
+
+namespace Qwen3Cluster.Grains;
+
+/// <summary>
+/// Decoder layers [Start, End) of one replica, pinned to its planned silo: it loads only its layers (and the
+/// embedding / final norm + LM head at the ends) and keeps their KV blocks in its pool. Its sparse layers'
+/// experts are reached through the stage's expert-group grains, one call per group per layer per step.
+/// </summary>
+[PlannedPlacement]
+public sealed partial class PipelineStageGrain(ModelStore store, ILogger<PipelineStageGrain> logger) : Grain, IPipelineStageGrain
+{
+    ModelStage? _stage;
+    KvCachePool? _pool;
+    PartitionedExperts? _experts;
+    int _expertCalls;
+    long _calls;
+    double _loadSeconds;
+
+    string Key => this.GetPrimaryKeyString();
+
+    public async Task<ShardInfo> EnsureLoaded()
+    {
+        if (_stage is null)
+        {
+            var (_, _, _, s, _) = GrainKeys.Parse(Key);
+            var range = store.Stages[s];
+            var clock = Stopwatch.StartNew();
+            LogLoading(Key, range.ToString(), store.Silo.Name);
+            _stage = await Task.Run(() =>
+            {
+                using var reader = CheckpointReader.Open(store.Path);
+                return new ModelStage(store.Config, range, new CheckpointWeights(reader, store.Device));
+            });
+            _pool = _stage.CreatePool(store.Options.KvBlocks, store.Options.BlockSize);
+            _experts = new PartitionedExperts(store.ExpertGroups, RunExpertGroupAsync);
+            _loadSeconds = clock.Elapsed.TotalSeconds;
+            LogLoaded(Key, _loadSeconds);
+        }
+        return new ShardInfo(Key, store.Silo.Name, _stage.Range.ToString(), _loadSeconds, _calls);
+    }
+
+    public async Task<StageResult> Forward(StageStep step)
+    {
+        await EnsureLoaded();
+        _calls++;
+        if (step.ExpectedPoolGeneration != Guid.Empty && step.ExpectedPoolGeneration != _pool!.Generation)
+            return new StageResult(null, _pool.Generation, 0);
+        var context = step.ToContext();
+        context.Validate();
+        _expertCalls = 0;
+        using var input = step.Input.ToTensor(store.Device);
+        using var output = await _stage!.ForwardAsync(input, context, _pool!, _experts!);
+        return new StageResult(output.ToPayload(), _pool!.Generation, _expertCalls);
+    }
+
+    async ValueTask<TorchSharp.torch.Tensor> RunExpertGroupAsync(int group, int layer, TorchSharp.torch.Tensor x,
+        TorchSharp.torch.Tensor ids, TorchSharp.torch.Tensor weights, CancellationToken cancellationToken)
+    {
+        var (_, model, _, s, _) = GrainKeys.Parse(Key);
+        var grain = GrainFactory.GetGrain<IExpertGroupGrain>(GrainKeys.ExpertGroup(model, s, group));
+        _expertCalls++;
+        var result = await grain.Run(layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload());
+        return result.ToTensor(store.Device);
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _pool?.Dispose();
+        _stage?.Dispose();
+        return Task.CompletedTask;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stage {Key}: loading {Range} on silo {Silo}")]
+    partial void LogLoading(string key, string range, string silo);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stage {Key}: loaded in {Seconds:F1}s")]
+    partial void LogLoaded(string key, double seconds);
+}

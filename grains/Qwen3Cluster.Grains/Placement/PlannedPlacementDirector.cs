@@ -1,0 +1,38 @@
+using Microsoft.Extensions.Logging;
+using Orleans.Runtime;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using Orleans.Runtime.Placement;
+
+namespace Qwen3Cluster.Grains.Placement;
+
+/// <summary>
+/// Reads the silos' announced names and roles and puts each activation where the plan says; when the planned silo
+/// is gone the plan, derived from the silos still present, names another eligible one, where the grain reloads its
+/// weights.
+/// </summary>
+public sealed partial class PlannedPlacementDirector(
+    IClusterMembershipService membership,
+    ISiloMetadataCache metadata,
+    ClusterPlan plan,
+    ILogger<PlannedPlacementDirector> logger) : IPlacementDirector
+{
+    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    {
+        string key = target.GrainIdentity.Key.ToString()!;
+        var members = membership.CurrentSnapshot.Members;
+        var present = context.GetCompatibleSilos(target)
+            .Where(a => members.TryGetValue(a, out var m) && m.Status == SiloStatus.Active)
+            .Select(a => (Address: a, Silo: SiloDescriptor.FromMetadata(metadata.GetSiloMetadata(a).Metadata)))
+            .Where(p => p.Silo is not null)
+            .ToList();
+        string? chosen = plan.SiloFor(key, present.Select(p => p.Silo!).ToList());
+        if (chosen is null)
+            throw new OrleansException($"No active silo announces the '{ClusterPlan.RoleFor(key)}' role needed by {key}.");
+        var address = present.First(p => p.Silo!.Name == chosen).Address;
+        LogPlaced(key, chosen, address);
+        return Task.FromResult(address);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Placing {Key} on silo {Silo} ({Address})")]
+    partial void LogPlaced(string key, string silo, SiloAddress address);
+}

@@ -1,0 +1,125 @@
+using Orleans.Concurrency;
+using Orleans.Runtime;
+using Qwen3Cluster.Grains.Hosting;
+
+namespace Qwen3Cluster.Grains;
+
+/// <summary>What a session keeps between turns, in grain storage so it outlives the activation.</summary>
+[GenerateSerializer, Alias("qwen3.SessionState")]
+public sealed class SessionState
+{
+    [Id(0)] public string Owner { get; set; } = "";
+    [Id(1)] public string Model { get; set; } = "";
+    [Id(2)] public int[] History { get; set; } = [];
+    [Id(3)] public int Turns { get; set; }
+    [Id(4)] public int TtlSeconds { get; set; }
+    [Id(5)] public DateTimeOffset LastUsed { get; set; }
+    [Id(6)] public int Replica { get; set; }
+    [Id(7)] public bool Exists { get; set; }
+}
+
+/// <summary>
+/// A conversation: its token history (every turn's prompt and reply, exactly as the model saw them), its owner and
+/// time to live. Its KV cache is parked in its replica under <see cref="GrainKeys.SessionCache"/>; a turn resumes
+/// from it, and when the cache was dropped the engine recomputes it from the history, which only costs time.
+/// </summary>
+[Reentrant]
+public sealed class SessionGrain(
+    [PersistentState("session", SessionStorage.Name)] IPersistentState<SessionState> state,
+    ModelStore store) : Grain, ISessionGrain
+{
+    public const int DefaultTtlSeconds = 3600;
+    int? _activeTurn;
+    IGrainTimer? _expiry;
+
+    string Id => this.GetPrimaryKeyString();
+    SessionState S => state.State;
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (S.Exists) ScheduleExpiry();
+        return Task.CompletedTask;
+    }
+
+    public async Task<SessionInfo> Create(string owner, string model, int ttlSeconds)
+    {
+        if (S.Exists) throw new InvalidOperationException($"Session {Id} exists already.");
+        state.State = new SessionState
+        {
+            Exists = true,
+            Owner = owner,
+            Model = model,
+            TtlSeconds = ttlSeconds > 0 ? ttlSeconds : DefaultTtlSeconds,
+            LastUsed = DateTimeOffset.UtcNow,
+            Replica = (int)((uint)Id.GetHashCode() % (uint)Math.Max(1, store.Options.Replicas)),
+        };
+        await state.WriteStateAsync();
+        ScheduleExpiry();
+        return Info();
+    }
+
+    public Task<SessionInfo?> Get(string owner) => Task.FromResult(Owns(owner) ? Info() : null);
+
+    public async Task<TurnTicket> BeginTurn(string owner)
+    {
+        if (!Owns(owner)) return new TurnTicket(TurnStatus.NotFound, 0, [], "", "", 0);
+        if (_activeTurn is not null) return new TurnTicket(TurnStatus.Busy, 0, [], S.Model, "", S.Replica);
+        _activeTurn = S.Turns + 1;
+        S.LastUsed = DateTimeOffset.UtcNow;
+        await state.WriteStateAsync();
+        return new TurnTicket(TurnStatus.Started, _activeTurn.Value, S.History, S.Model, GrainKeys.SessionCache(Id), S.Replica);
+    }
+
+    public async Task EndTurn(int turn, int[] history)
+    {
+        if (_activeTurn != turn) return;
+        _activeTurn = null;
+        S.History = history;
+        S.Turns = turn;
+        S.LastUsed = DateTimeOffset.UtcNow;
+        await state.WriteStateAsync();
+    }
+
+    public Task AbandonTurn(int turn)
+    {
+        if (_activeTurn == turn) _activeTurn = null;
+        return Task.CompletedTask;
+    }
+
+    public async Task<bool> Delete(string owner)
+    {
+        if (!Owns(owner)) return false;
+        await Expire();
+        return true;
+    }
+
+    bool Owns(string owner) => S.Exists && S.Owner == owner;
+
+    SessionInfo Info() => new(Id, S.Model, S.History.Length, S.Turns, S.TtlSeconds, S.LastUsed.AddSeconds(S.TtlSeconds));
+
+    void ScheduleExpiry()
+    {
+        _expiry?.Dispose();
+        var period = TimeSpan.FromSeconds(Math.Clamp(S.TtlSeconds / 4.0, 1, 60));
+        _expiry = this.RegisterGrainTimer(async _ =>
+        {
+            if (S.Exists && _activeTurn is null && DateTimeOffset.UtcNow > S.LastUsed.AddSeconds(S.TtlSeconds)) await Expire();
+        }, new GrainTimerCreationOptions(period, period) { Interleave = true });
+    }
+
+    async Task Expire()
+    {
+        _expiry?.Dispose();
+        _expiry = null;
+        var gateway = GrainFactory.GetGrain<IGatewayGrain>(GrainKeys.Gateway(S.Model, S.Replica));
+        await gateway.DropCache(GrainKeys.SessionCache(Id));
+        await state.ClearStateAsync();
+        state.State = new SessionState();
+        DeactivateOnIdle();
+    }
+}
+
+public static class SessionStorage
+{
+    public const string Name = "sessions";
+}

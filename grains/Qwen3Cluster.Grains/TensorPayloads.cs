@@ -1,0 +1,59 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Grains;
+
+/// <summary>Tensors to and from <see cref="TensorPayload"/>: one copy of the raw bytes each way.</summary>
+public static class TensorPayloads
+{
+    public static TensorPayload ToPayload(this Tensor tensor)
+    {
+        using var cpu = tensor.device.type == DeviceType.CPU ? tensor.contiguous() : tensor.cpu().contiguous();
+        return new TensorPayload(Name(cpu.dtype), cpu.shape, cpu.bytes.ToArray());
+    }
+
+    public static TensorPayload FromIds(int[] ids) =>
+        new("int64", [ids.Length], System.Runtime.InteropServices.MemoryMarshal.AsBytes(ids.Select(i => (long)i).ToArray().AsSpan()).ToArray());
+
+    public static Tensor ToTensor(this TensorPayload payload, Device device)
+    {
+        var dtype = Type(payload.DType);
+        long expected = payload.ElementCount * ElementSize(dtype);
+        if (payload.Data.Length != expected)
+            throw new ArgumentException($"Tensor payload {payload} carries {payload.Data.Length} bytes, expected {expected}.");
+        var cpu = empty(payload.Shape, dtype);
+        if (payload.Data.Length > 0) payload.Data.AsSpan().CopyTo(cpu.bytes);
+        if (device.type == DeviceType.CPU) return cpu;
+        using (cpu) return cpu.to(device);
+    }
+
+    static string Name(ScalarType type) => type switch
+    {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        ScalarType.Int64 => "int64",
+        ScalarType.Int32 => "int32",
+        ScalarType.Bool => "bool",
+        _ => throw new NotSupportedException($"dtype {type} does not cross silos."),
+    };
+
+    static ScalarType Type(string name) => name switch
+    {
+        "float32" => ScalarType.Float32,
+        "bfloat16" => ScalarType.BFloat16,
+        "float16" => ScalarType.Float16,
+        "int64" => ScalarType.Int64,
+        "int32" => ScalarType.Int32,
+        "bool" => ScalarType.Bool,
+        _ => throw new NotSupportedException($"Tensor payload dtype '{name}' is not known."),
+    };
+
+    static long ElementSize(ScalarType type) => type switch
+    {
+        ScalarType.Float32 or ScalarType.Int32 => 4,
+        ScalarType.BFloat16 or ScalarType.Float16 => 2,
+        ScalarType.Int64 => 8,
+        _ => 1,
+    };
+}

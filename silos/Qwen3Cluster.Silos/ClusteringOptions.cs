@@ -1,0 +1,22 @@
+namespace Qwen3Cluster.Silos;
+
+/// <summary>
+/// How silos find each other (configuration section <c>Qwen3:Clustering</c>). Localhost: development clustering
+/// on loopback, the silo with no PrimarySiloPort holds the membership table. Redis and AdoNet (PostgreSQL): a real
+/// membership store at ConnectionString. Kubernetes: Orleans' Kubernetes hosting on top of Redis or AdoNet.
+/// </summary>
+public sealed record ClusteringOptions
+{
+    public string Provider { get; set; } = "Localhost";
+    public int SiloPort { get; set; } = 11111;
+    public int GatewayPort { get; set; } = 30000;
+    /// <summary>Localhost only: the silo port of the primary silo, for every silo but the primary.</summary>
+    public int? PrimarySiloPort { get; set; }
+    public string? ConnectionString { get; set; }
+    /// <summary>With Kubernetes: the membership store underneath, Redis or AdoNet.</summary>
+    public string Store { get; set; } = "Redis";
+    public string ClusterId { get; set; } = "qwen3";
+    public string ServiceId { get; set; } = "qwen3cluster";
+    /// <summary>Address other silos reach this one at; loopback by default.</summary>
+    public string? AdvertisedAddress { get; set; }
+}

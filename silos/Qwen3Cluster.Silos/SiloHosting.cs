@@ -1,0 +1,88 @@
+using System.Net;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Configuration;
+using Orleans.Dashboard;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using Qwen3Cluster.Grains;
+using Qwen3Cluster.Grains.Hosting;
+using Qwen3Cluster.Grains.Placement;
+
+namespace Qwen3Cluster.Silos;
+
+/// <summary>Turns a generic Orleans silo into a Qwen3Cluster silo from the <c>Qwen3</c> configuration section.</summary>
+public static class SiloHosting
+{
+    /// <summary>Large enough for a step's hidden states or logits; well under what a silo can hold.</summary>
+    public const int MaxMessageBodyBytes = 512 * 1024 * 1024;
+
+    public static ISiloBuilder AddQwen3(this ISiloBuilder silo, IConfiguration configuration, bool configureClustering = true)
+    {
+        var section = configuration.GetSection("Qwen3");
+        var model = section.GetSection("Model").Get<ModelOptions>() ?? new ModelOptions();
+        var roles = section.GetSection("Silo").Get<SiloRoleOptions>() ?? new SiloRoleOptions();
+        var pins = section.GetSection("Placement").Get<Dictionary<string, string>>() ?? [];
+        var unknown = roles.Roles.Except(SiloRoleOptions.AllRoles).ToList();
+        if (unknown.Count > 0)
+            throw new InvalidOperationException($"Qwen3:Silo:Roles has unknown role(s) {string.Join(", ", unknown)}; known: {string.Join(", ", SiloRoleOptions.AllRoles)}.");
+
+        silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(model));
+        silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(roles));
+        silo.Services.AddSingleton<ModelStore>();
+        silo.Services.AddSingleton(new ClusterPlan(pins, model));
+        silo.Services.AddPlacementDirector<PlannedPlacementStrategy, PlannedPlacementDirector>();
+        silo.UseSiloMetadata(new SiloDescriptor(roles.Name, roles.EffectiveRoles, roles.Device).ToMetadata());
+        silo.Services.PostConfigure<SiloOptions>(o => o.SiloName = roles.Name);
+        silo.Configure<SiloMessagingOptions>(o =>
+        {
+            o.MaxMessageBodySize = MaxMessageBodyBytes;
+            o.ResponseTimeout = TimeSpan.FromMinutes(5);
+        });
+        silo.Configure<GrainCollectionOptions>(o => o.CollectionAge = TimeSpan.FromHours(2));
+        silo.AddMemoryGrainStorage(SessionStorage.Name);
+        silo.AddActivityPropagation();
+        if (configureClustering) silo.UseClustering(section.GetSection("Clustering").Get<ClusteringOptions>() ?? new ClusteringOptions());
+        return silo;
+    }
+
+    public static ISiloBuilder UseClustering(this ISiloBuilder silo, ClusteringOptions options)
+    {
+        var advertised = options.AdvertisedAddress is { Length: > 0 } a ? IPAddress.Parse(a) : IPAddress.Loopback;
+        switch (options.Provider.ToLowerInvariant())
+        {
+            case "localhost":
+                silo.UseLocalhostClustering(options.SiloPort, options.GatewayPort,
+                    options.PrimarySiloPort is int primary ? new IPEndPoint(IPAddress.Loopback, primary) : null,
+                    options.ServiceId, options.ClusterId);
+                return silo;
+            case "redis":
+                silo.UseRedisClustering(Required(options.ConnectionString, "Qwen3:Clustering:ConnectionString"));
+                break;
+            case "adonet" or "postgres" or "postgresql":
+                silo.UseAdoNetClustering(o =>
+                {
+                    o.Invariant = "Npgsql";
+                    o.ConnectionString = Required(options.ConnectionString, "Qwen3:Clustering:ConnectionString");
+                });
+                break;
+            case "kubernetes":
+                silo.UseClustering(options with { Provider = options.Store });
+                silo.UseKubernetesHosting();
+                return silo;
+            default:
+                throw new InvalidOperationException(
+                    $"Qwen3:Clustering:Provider '{options.Provider}' is not one of Localhost, Redis, AdoNet, Kubernetes.");
+        }
+        silo.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = options.ClusterId;
+            o.ServiceId = options.ServiceId;
+        });
+        silo.ConfigureEndpoints(advertised, options.SiloPort, options.GatewayPort, listenOnAnyHostAddress: options.AdvertisedAddress is { Length: > 0 });
+        return silo;
+    }
+
+    static string Required(string? value, string name) =>
+        string.IsNullOrWhiteSpace(value) ? throw new InvalidOperationException($"{name} is required for this clustering provider.") : value;
+}

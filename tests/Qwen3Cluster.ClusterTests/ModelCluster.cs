@@ -1,0 +1,105 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Configuration;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using Orleans.TestingHost;
+using Qwen3Cluster.Grains;
+using Qwen3Cluster.Grains.Placement;
+using Qwen3Cluster.Silos;
+
+namespace Qwen3Cluster.ClusterTests;
+
+/// <summary>
+/// A multi-silo cluster in this process (Orleans' in-process test cluster: real serialization between silos)
+/// serving one checkpoint, each silo with its own name and roles.
+/// </summary>
+public sealed class ModelCluster : IAsyncDisposable
+{
+    public InProcessTestCluster Cluster { get; }
+    public IClusterClient Client => Cluster.Client;
+    public string Model { get; }
+
+    ModelCluster(InProcessTestCluster cluster, string model)
+    {
+        Cluster = cluster;
+        Model = model;
+    }
+
+    public static async Task<ModelCluster> StartAsync(string checkpoint, (string Name, string Roles)[] silos,
+        int stages = 1, int expertGroups = 1, int kvBlocks = 256, int blockSize = 4, Dictionary<string, string>? pins = null)
+    {
+        const string model = "test-model";
+        var builder = new InProcessTestClusterBuilder((short)silos.Length);
+        builder.ConfigureSilo((options, silo) =>
+        {
+            int index = int.Parse(options.SiloName.Split('_')[^1]);
+            var (name, roles) = silos[index];
+            var settings = new Dictionary<string, string?>
+            {
+                ["Qwen3:Model:Name"] = model,
+                ["Qwen3:Model:Path"] = checkpoint,
+                ["Qwen3:Model:Stages"] = stages.ToString(),
+                ["Qwen3:Model:ExpertGroups"] = expertGroups.ToString(),
+                ["Qwen3:Model:KvBlocks"] = kvBlocks.ToString(),
+                ["Qwen3:Model:BlockSize"] = blockSize.ToString(),
+                ["Qwen3:Silo:Name"] = name,
+            };
+            var roleList = roles.Split(',');
+            for (int i = 0; i < roleList.Length; i++) settings[$"Qwen3:Silo:Roles:{i}"] = roleList[i];
+            foreach (var (key, silo2) in pins ?? []) settings[$"Qwen3:Placement:{key}"] = silo2;
+            var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+            silo.AddQwen3(configuration, configureClustering: false);
+        });
+        builder.ConfigureClient(client => client.Configure<ClientMessagingOptions>(o =>
+        {
+            o.MaxMessageBodySize = SiloHosting.MaxMessageBodyBytes;
+            o.ResponseTimeout = TimeSpan.FromMinutes(5);
+        }));
+        var cluster = builder.Build();
+        await cluster.DeployAsync();
+        await cluster.WaitForLivenessToStabilizeAsync();
+        await WaitForMetadataAsync(cluster, silos.Length);
+        return new ModelCluster(cluster, model);
+    }
+
+    /// <summary>Every silo must see every silo's announced roles before placement can follow the plan.</summary>
+    static async Task WaitForMetadataAsync(InProcessTestCluster cluster, int silos)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            bool all = cluster.Silos.All(handle =>
+            {
+                var cache = handle.ServiceProvider.GetRequiredService<ISiloMetadataCache>();
+                return cluster.Silos.All(other => SiloDescriptor.FromMetadata(cache.GetSiloMetadata(other.SiloAddress).Metadata) is not null);
+            });
+            if (all) return;
+            await Task.Delay(100);
+        }
+        throw new TimeoutException("Silo metadata did not reach every silo.");
+    }
+
+    public IGatewayGrain Gateway(int replica = 0) => Client.GetGrain<IGatewayGrain>(GrainKeys.Gateway(Model, replica));
+
+    public async Task<(int[] Ids, float[] Logprobs, int[][] Top, UsageWire Usage, string Finish)> GenerateAsync(int[] prompt, SamplingWire sampling,
+        CancellationToken cancellationToken = default)
+    {
+        var events = new List<GenerationEvent>();
+        await foreach (var e in Gateway().Generate(new GenerateCommand(prompt, sampling), cancellationToken)) events.Add(e);
+        return Collect(events);
+    }
+
+    public static (int[] Ids, float[] Logprobs, int[][] Top, UsageWire Usage, string Finish) Collect(IReadOnlyList<GenerationEvent> events)
+    {
+        if (events.FirstOrDefault(e => e.Error is not null)?.Error is { } error) throw new InvalidOperationException($"{error.Kind} {error.Field}: {error.Message}");
+        var tokens = events.SelectMany(e => e.Tokens).ToArray();
+        return (tokens.Select(t => t.Id).ToArray(), tokens.Select(t => t.Logprob).ToArray(),
+            tokens.Select(t => t.Top.Select(a => a.Id).ToArray()).ToArray(), events[^1].Usage!, events[^1].FinishReason!);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Cluster.StopAllSilosAsync();
+        await Cluster.DisposeAsync();
+    }
+}
