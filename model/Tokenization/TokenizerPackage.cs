@@ -195,7 +195,7 @@ public sealed class TokenizerPackage
     // Unique per writer so concurrent processes never share a half-written file; the rename publishes it whole.
     private static string TempPath(string target) => $"{target}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
 
-    private static string DefaultCacheRoot()
+    public static string DefaultCacheRoot()
     {
         if (Environment.GetEnvironmentVariable(CacheEnvironmentVariable) is { Length: > 0 } explicitRoot)
         {

@@ -1,0 +1,28 @@
+using Qwen3Cluster.Grains;
+using Qwen3Cluster.Grains.Hosting;
+using Qwen3Cluster.Model.Tokenization;
+
+namespace Qwen3Cluster.Gateway;
+
+/// <summary>The model this gateway serves, as requests name it, with its tokenizer and defaults.</summary>
+public sealed class ServedModel(ModelStore store, IGrainFactory grains)
+{
+    public string Name => store.Name;
+    public ModelStore Store => store;
+
+    /// <summary>Checks a request's model field: empty means this model, anything else must be its name.</summary>
+    public void Check(string requested)
+    {
+        if (requested.Length > 0 && requested != store.Name)
+            throw ApiErrors.NotFound("model", $"'{requested}' is not served here; models: {store.Name}");
+    }
+
+    public Qwen3Tokenizer Tokenizer => store.Tokenizer
+        ?? throw ApiErrors.Invalid("text", $"model {store.Name} has no tokenizer.json: send token_ids");
+
+    public IGatewayGrain Replica(int replica = 0) => grains.GetGrain<IGatewayGrain>(GrainKeys.Gateway(store.Name, replica));
+
+    /// <summary>Replicas share requests by a stable hash of something the caller sends (or round-robin).</summary>
+    public IGatewayGrain AnyReplica() =>
+        Replica(store.Options.Replicas <= 1 ? 0 : Random.Shared.Next(store.Options.Replicas));
+}

@@ -1,0 +1,48 @@
+using Grpc.Core;
+using Qwen3Cluster.Grains;
+using Qwen3Cluster.Protos.V1;
+
+namespace Qwen3Cluster.Gateway;
+
+/// <summary>The Sessions gRPC service. A session belongs to the caller that created it: to anyone else it does not exist.</summary>
+public sealed class SessionsService(ServedModel model, IGrainFactory grains, Callers callers) : Sessions.SessionsBase
+{
+    public const int MaxTtlSeconds = 7 * 24 * 3600;
+
+    public override async Task<Session> CreateSession(CreateSessionRequest request, ServerCallContext context)
+    {
+        model.Check(request.Model);
+        if (request.TtlSeconds < 0 || request.TtlSeconds > MaxTtlSeconds)
+            throw ApiErrors.Invalid("ttl_seconds", $"must be between 0 (server default) and {MaxTtlSeconds}");
+        string id = Guid.NewGuid().ToString("N");
+        var info = await grains.GetGrain<ISessionGrain>(id).Create(callers.Owner(context), model.Name, request.TtlSeconds);
+        return ToProto(info);
+    }
+
+    public override async Task<Session> GetSession(GetSessionRequest request, ServerCallContext context)
+    {
+        var info = await Grain(request.SessionId).Get(callers.Owner(context));
+        return info is null ? throw Missing(request.SessionId) : ToProto(info);
+    }
+
+    public override async Task<DeleteSessionResponse> DeleteSession(DeleteSessionRequest request, ServerCallContext context)
+    {
+        if (!await Grain(request.SessionId).Delete(callers.Owner(context))) throw Missing(request.SessionId);
+        return new DeleteSessionResponse();
+    }
+
+    ISessionGrain Grain(string id) =>
+        id.Length is > 0 and <= 128 ? grains.GetGrain<ISessionGrain>(id) : throw ApiErrors.Invalid("session_id", "must be 1 to 128 characters");
+
+    static RpcException Missing(string id) => ApiErrors.NotFound("session_id", $"session {id} does not exist");
+
+    static Session ToProto(SessionInfo info) => new()
+    {
+        SessionId = info.SessionId,
+        Model = info.Model,
+        HistoryTokens = info.HistoryTokens,
+        Turns = info.Turns,
+        TtlSeconds = info.TtlSeconds,
+        ExpiresAt = info.ExpiresAt.ToUnixTimeSeconds(),
+    };
+}

@@ -1,0 +1,172 @@
+using System.Diagnostics;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Qwen3Cluster.Protos.V1;
+
+namespace Qwen3Cluster.EndToEndTests;
+
+/// <summary>silos/local/run.sh started as real processes: three silos on loopback with Redis membership (or localhost).</summary>
+public sealed class LocalClusterFixture : IAsyncLifetime
+{
+    public Processes.Running Script { get; private set; } = null!;
+    public GrpcChannel Channel { get; private set; } = null!;
+    public string Model { get; private set; } = "";
+    public int HttpPort { get; private set; }
+
+    public async Task InitializeAsync()
+    {
+        Model = await TestModels.GetAsync("tiny-moe");
+        int ports = Processes.FreePorts(8);
+        HttpPort = ports + 1;
+        var start = new ProcessStartInfo("bash", [Path.Combine(Processes.RepositoryRoot, "silos", "local", "run.sh")]);
+        start.Environment["MODEL_DIR"] = Model;
+        start.Environment["QWEN3"] = $"dotnet {Processes.Qwen3Dll}";
+        start.Environment["GRPC_PORT"] = ports.ToString();
+        start.Environment["HTTP_PORT"] = HttpPort.ToString();
+        start.Environment["SILO_PORT"] = (ports + 2).ToString();
+        start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
+        start.Environment["REDIS_PORT"] = Processes.FreePort().ToString();
+        Script = new Processes.Running(start);
+        await Script.WaitForHttpAsync($"http://127.0.0.1:{HttpPort}/healthz", TimeSpan.FromMinutes(4));
+        Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{ports}");
+    }
+
+    public async Task DisposeAsync()
+    {
+        Channel.Dispose();
+        await Script.DisposeAsync();
+    }
+}
+
+public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixture<LocalClusterFixture>
+{
+    Inference.InferenceClient Client => new(fixture.Channel);
+
+    static async Task<(int[] Ids, float[] Logprobs, Usage Usage, string Finish)> ReadAsync<T>(AsyncServerStreamingCall<T> call,
+        Func<T, (IEnumerable<Token> Tokens, Usage? Usage, string Finish)> parts)
+    {
+        var ids = new List<int>();
+        var logprobs = new List<float>();
+        Usage? usage = null;
+        string finish = "";
+        await foreach (var response in call.ResponseStream.ReadAllAsync())
+        {
+            var (tokens, u, f) = parts(response);
+            foreach (var t in tokens)
+            {
+                ids.Add(t.Id);
+                logprobs.Add(t.Logprob);
+            }
+            usage = u ?? usage;
+            if (f.Length > 0) finish = f;
+        }
+        return (ids.ToArray(), logprobs.ToArray(), usage!, finish);
+    }
+
+    Task<(int[] Ids, float[] Logprobs, Usage Usage, string Finish)> GenerateAsync(int[] prompt, int maxTokens)
+    {
+        var request = new GenerateRequest
+        {
+            TokenIds = new TokenIds(),
+            Sampling = new SamplingParams { Temperature = 0, MaxTokens = maxTokens, Logprobs = 3, IgnoreEos = true },
+        };
+        request.TokenIds.Ids.AddRange(prompt);
+        return ReadAsync(Client.Generate(request), r => (r.Tokens, r.Usage, r.FinishReason));
+    }
+
+    static int[] Prompt(int i) => Enumerable.Range(0, 5 + 3 * i).Select(j => 1000 + (j * 7919 + i * 104729) % 100000).ToArray();
+
+    [Fact]
+    public async Task StreamsOverGrpcWhatQwen3GenerateGives()
+    {
+        var expected = await GenerateJson.RunAsync(fixture.Model, Prompt(0), 12);
+        var actual = await GenerateAsync(Prompt(0), 12);
+        Assert.Equal(expected.Ids, actual.Ids);
+        for (int i = 0; i < expected.Ids.Length; i++) Assert.InRange(actual.Logprobs[i] - expected.Logprobs[i], -1e-4, 1e-4);
+        Assert.Equal("length", actual.Finish);
+        Assert.Equal(Prompt(0).Length, actual.Usage.PromptTokens);
+        Assert.Equal(12, actual.Usage.CompletionTokens);
+    }
+
+    [Fact]
+    public async Task EightConcurrentStreamsEachGetTheirOwnOutput()
+    {
+        var expected = new List<GenerateJson>();
+        for (int i = 0; i < 8; i++) expected.Add(await GenerateJson.RunAsync(fixture.Model, Prompt(i), 8));
+        var actual = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => GenerateAsync(Prompt(i), 8)));
+        for (int i = 0; i < 8; i++) Assert.Equal(expected[i].Ids, actual[i].Ids);
+    }
+
+    [Fact]
+    public async Task MultiTurnChatReusesTheSessionCacheAndEqualsAFromScratchRun()
+    {
+        var sessions = new Sessions.SessionsClient(fixture.Channel);
+        var session = await sessions.CreateSessionAsync(new CreateSessionRequest { TtlSeconds = 600 });
+        var tokenize = new List<int>();
+        var history = new List<int>();
+        string[] turns = ["Hello! What is a mixture of experts?", "And how many experts does each token use?"];
+        var sampling = new SamplingParams { Temperature = 0, MaxTokens = 10, Logprobs = 1 };
+        for (int t = 0; t < turns.Length; t++)
+        {
+            var request = new ChatRequest { SessionId = session.SessionId, Sampling = sampling, EnableThinking = false };
+            request.Messages.Add(new Message { Role = "user", Content = turns[t] });
+            var reply = await ReadAsync(Client.Chat(request), r => (r.Tokens, r.Usage, r.FinishReason));
+
+            // From scratch: the whole conversation's token ids through qwen3 generate in one process.
+            var status = await sessions.GetSessionAsync(new GetSessionRequest { SessionId = session.SessionId });
+            int promptTokens = reply.Usage.PromptTokens;
+            Assert.Equal(promptTokens + reply.Ids.Length, status.HistoryTokens);
+            Assert.Equal(t == 0 ? 0 : history.Count, reply.Usage.CachedPromptTokens);
+
+            var turnIds = await TurnPromptAsync(history, turns[t]);
+            var scratch = await GenerateJson.RunAsync(fixture.Model, turnIds, 10);
+            Assert.Equal(promptTokens, turnIds.Length);
+            Assert.Equal(scratch.Ids, reply.Ids);
+            history.Clear();
+            history.AddRange(turnIds);
+            history.AddRange(reply.Ids);
+        }
+        await sessions.DeleteSessionAsync(new DeleteSessionRequest { SessionId = session.SessionId });
+        var gone = await Assert.ThrowsAsync<RpcException>(() => sessions.GetSessionAsync(new GetSessionRequest { SessionId = session.SessionId }).ResponseAsync);
+        Assert.Equal(StatusCode.NotFound, gone.StatusCode);
+    }
+
+    /// <summary>The turn's prompt ids: the history, then the new user message as the chat template continues it.</summary>
+    async Task<int[]> TurnPromptAsync(List<int> history, string user)
+    {
+        var request = new TokenizeRequest { EnableThinking = false };
+        request.Messages.Add(new Message { Role = "user", Content = user });
+        var rendered = (await Client.TokenizeAsync(request)).Ids.ToArray();
+        if (history.Count == 0) return rendered;
+        var newline = (await Client.TokenizeAsync(new TokenizeRequest { Text = "\n" })).Ids.ToArray();
+        const int imEnd = 151645;
+        int[] close = history[^1] == imEnd ? newline : [imEnd, .. newline];
+        return [.. history, .. close, .. rendered];
+    }
+
+    [Fact]
+    public async Task TheScriptStopsEveryProcessOnCtrlC()
+    {
+        // Runs last in this class by name order is not guaranteed, so this starts a second cluster of its own.
+        string model = fixture.Model;
+        int ports = Processes.FreePorts(8);
+        var start = new ProcessStartInfo("bash", [Path.Combine(Processes.RepositoryRoot, "silos", "local", "run.sh")]);
+        start.Environment["MODEL_DIR"] = model;
+        start.Environment["QWEN3"] = $"dotnet {Processes.Qwen3Dll}";
+        start.Environment["GRPC_PORT"] = ports.ToString();
+        start.Environment["HTTP_PORT"] = (ports + 1).ToString();
+        start.Environment["SILO_PORT"] = (ports + 2).ToString();
+        start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
+        start.Environment["CLUSTERING"] = "localhost";
+        await using var script = new Processes.Running(start);
+        await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
+        Assert.Equal(0, await script.InterruptAsync(TimeSpan.FromSeconds(60)));
+        Assert.Contains("stopped", script.Output);
+        var leftovers = Process.GetProcesses().Where(p =>
+        {
+            try { return File.ReadAllText($"/proc/{p.Id}/environ").Contains($"Qwen3__Gateway__GrpcPort={ports}\0"); }
+            catch { return false; }
+        });
+        Assert.Empty(leftovers);
+    }
+}

@@ -1,0 +1,115 @@
+using System.CommandLine;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Dashboard;
+using Qwen3Cluster.Gateway;
+using Qwen3Cluster.Grains.Hosting;
+using Qwen3Cluster.Silos;
+
+namespace Qwen3Cluster.Cli.Commands;
+
+/// <summary>
+/// <c>qwen3 serve</c>: a silo. With no configuration it is the embedded default, one process with every role on
+/// localhost clustering; with <c>--config</c> (and flags, and QWEN3__ environment variables) it is one silo of a
+/// larger cluster. Silos with the gateway role serve gRPC and OpenAI-style HTTP.
+/// </summary>
+public static class ServeCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model") { Description = "Checkpoint folder (default: a demo model made on first use)" };
+        var grpcPort = new Option<int?>("--grpc-port") { Description = "gRPC port (default 50051)" };
+        var httpPort = new Option<int?>("--http-port") { Description = "OpenAI-compatible HTTP port (default 8000, 0: off)" };
+        var config = new Option<string?>("--config") { Description = "JSON file with a Qwen3 section (model, silo, clustering, placement)" };
+        var name = new Option<string?>("--name") { Description = "This silo's name in the plan" };
+        var roles = new Option<string?>("--roles") { Description = "Comma-separated roles: gateway, stage, experts (default: all)" };
+        var stages = new Option<int?>("--stages") { Description = "Pipeline stages to cut the model into" };
+        var groups = new Option<int?>("--expert-groups") { Description = "Expert groups per stage" };
+        var blocks = new Option<int?>("--kv-blocks") { Description = "KV cache blocks per stage pool" };
+        var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work" };
+        var device = new Option<string?>("--device") { Description = "cpu or cuda[:N]" };
+        var command = new Command("serve", "Run a silo of the cluster (by default: the whole cluster in this process)")
+        {
+            model, grpcPort, httpPort, config, name, roles, stages, groups, blocks, threads, device,
+        };
+        command.SetAction(async (parse, ct) =>
+        {
+            var overrides = new Dictionary<string, string?>();
+            void Set<T>(Option<T> option, string key)
+            {
+                if (parse.GetValue(option) is { } value) overrides[key] = value.ToString();
+            }
+            Set(model, "Qwen3:Model:Path");
+            Set(grpcPort, "Qwen3:Gateway:GrpcPort");
+            Set(httpPort, "Qwen3:Gateway:HttpPort");
+            Set(name, "Qwen3:Silo:Name");
+            Set(stages, "Qwen3:Model:Stages");
+            Set(groups, "Qwen3:Model:ExpertGroups");
+            Set(blocks, "Qwen3:Model:KvBlocks");
+            Set(threads, "Qwen3:Silo:Threads");
+            Set(device, "Qwen3:Silo:Device");
+            if (parse.GetValue(roles) is { } list)
+            {
+                var items = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                for (int i = 0; i < items.Length; i++) overrides[$"Qwen3:Silo:Roles:{i}"] = items[i];
+            }
+            var configuration = new ConfigurationBuilder();
+            if (parse.GetValue(config) is { } file) configuration.AddJsonFile(Path.GetFullPath(file), optional: false);
+            configuration.AddEnvironmentVariables().AddInMemoryCollection(overrides);
+            var settings = configuration.Build();
+            if (string.IsNullOrWhiteSpace(settings["Qwen3:Model:Path"]))
+                overrides["Qwen3:Model:Path"] = await DemoModel.EnsureAsync(ct);
+            await RunAsync(parse.GetValue(config), overrides, ct);
+            return 0;
+        });
+        return command;
+    }
+
+    static async Task RunAsync(string? configFile, Dictionary<string, string?> overrides, CancellationToken ct)
+    {
+        void Configure(IConfigurationBuilder configuration)
+        {
+            if (configFile is not null) configuration.AddJsonFile(Path.GetFullPath(configFile), optional: false);
+            configuration.AddEnvironmentVariables().AddInMemoryCollection(overrides);
+        }
+        var probe = new ConfigurationBuilder();
+        Configure(probe);
+        var silo = probe.Build().GetSection("Qwen3:Silo").Get<SiloRoleOptions>() ?? new SiloRoleOptions();
+        if (!silo.EffectiveRoles.Contains(SiloRoleOptions.Gateway))
+        {
+            // A silo without the gateway role serves no clients: no web server at all.
+            var host = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+            Configure(host.Configuration);
+            QuietLogs(host.Logging);
+            host.UseOrleans(s => s.AddQwen3(host.Configuration));
+            host.Services.AddQwen3Telemetry(host.Configuration, silo.Name, prometheus: false);
+            await host.Build().RunAsync(ct);
+            return;
+        }
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
+        Configure(builder.Configuration);
+        QuietLogs(builder.Logging);
+        builder.UseOrleans(s =>
+        {
+            s.AddQwen3(builder.Configuration);
+            s.AddDashboard();
+        });
+        builder.Services.AddQwen3Telemetry(builder.Configuration, silo.Name, prometheus: true);
+        builder.AddQwen3Gateway();
+        var app = builder.Build();
+        app.MapQwen3Gateway();
+        app.MapOrleansDashboard("/dashboard");
+        app.MapPrometheusScrapingEndpoint("/metrics");
+        await app.RunAsync(ct);
+    }
+
+    /// <summary>Information from Qwen3Cluster and hosting, warnings only from the frameworks' internals (overridable by Logging:LogLevel).</summary>
+    static void QuietLogs(ILoggingBuilder logging)
+    {
+        logging.AddFilter("Orleans", LogLevel.Warning);
+        logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        logging.AddFilter("Microsoft.Orleans", LogLevel.Warning);
+    }
+}
