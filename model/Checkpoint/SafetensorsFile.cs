@@ -14,7 +14,6 @@ public sealed class SafetensorsFile : IDisposable
     readonly long _dataOffset;
     readonly long _fileLength;
     MemoryMappedFile? _map;
-    MemoryMappedViewAccessor? _view;
 
     public string Path { get; }
     public IReadOnlyDictionary<string, TensorEntry> Entries => _entries;
@@ -117,18 +116,19 @@ public sealed class SafetensorsFile : IDisposable
             : throw new CheckpointException($"{Path}: missing tensor '{name}'.");
 
     /// <summary>
-    /// Lends the address of one tensor's raw little-endian bytes in the mapped file for the duration of
-    /// <paramref name="use"/>; only the pages <paramref name="use"/> reads are ever faulted in.
+    /// Lends the address of one tensor's raw little-endian bytes for the duration of <paramref name="use"/>,
+    /// through a view of just that tensor: only its pages are ever faulted in, and they leave this process's
+    /// resident set when the view closes, so loading a checkpoint never holds the file and the weights at once.
     /// </summary>
     public unsafe T WithBytes<T>(TensorEntry entry, Func<IntPtr, long, T> use)
     {
-        var view = EnsureMapped();
+        if (entry.ByteLength == 0) return use(IntPtr.Zero, 0);
+        using var view = EnsureMapped().CreateViewAccessor(_dataOffset + entry.Begin, entry.ByteLength, MemoryMappedFileAccess.Read);
         byte* basePointer = null;
         view.SafeMemoryMappedViewHandle.AcquirePointer(ref basePointer);
         try
         {
-            long offset = view.PointerOffset + _dataOffset + entry.Begin;
-            return use((IntPtr)(basePointer + offset), entry.ByteLength);
+            return use((IntPtr)(basePointer + view.PointerOffset), entry.ByteLength);
         }
         finally
         {
@@ -136,23 +136,18 @@ public sealed class SafetensorsFile : IDisposable
         }
     }
 
-    MemoryMappedViewAccessor EnsureMapped()
+    MemoryMappedFile EnsureMapped()
     {
-        if (_view is not null) return _view;
+        if (_map is not null) return _map;
         lock (_entries)
         {
-            if (_view is not null) return _view;
+            if (_map is not null) return _map;
             if (new FileInfo(Path).Length != _fileLength)
                 throw new CheckpointException($"{Path}: the file changed size while it was open.");
             _map = MemoryMappedFile.CreateFromFile(Path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            return _view;
+            return _map;
         }
     }
 
-    public void Dispose()
-    {
-        _view?.Dispose();
-        _map?.Dispose();
-    }
+    public void Dispose() => _map?.Dispose();
 }
