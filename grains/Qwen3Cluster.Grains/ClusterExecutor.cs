@@ -22,7 +22,17 @@ public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, D
         for (int s = 0; s < stages.Count; s++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var result = await stages[s].Forward(new StageStep(slices, context.BlockSize, context.LogitRows, payload, _generations[s]));
+            StageResult result;
+            try
+            {
+                result = await stages[s].Forward(new StageStep(slices, context.BlockSize, context.LogitRows, payload, _generations[s]));
+            }
+            catch
+            {
+                // The stage may come back as a new activation with an empty pool: accept whichever pool answers next.
+                Array.Clear(_generations);
+                throw;
+            }
             StageCalls++;
             ExpertCalls += result.ExpertCalls;
             if (result.Output is null)

@@ -25,6 +25,8 @@ public sealed class GenerationEngine : IAsyncDisposable
     readonly Dictionary<long, Sequence> _live = [];
     Task? _loop;
     long _nextId;
+    int _failedSteps;
+    const int MaxFailedSteps = 4;
 
     public GenerationEngine(IModelExecutor executor, SchedulerOptions options, int vocabSize,
         IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders)
@@ -160,9 +162,15 @@ public sealed class GenerationEngine : IAsyncDisposable
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            FailAll(e);
+            // A stage that failed mid-step may have written part of the step's KV: every cache is suspect, so all
+            // sequences start over. A transient failure (a silo died and its grains are being re-placed) then only
+            // costs time; a persistent one fails the requests.
+            _scheduler.ResetCache();
+            if (++_failedSteps > MaxFailedSteps) FailAll(e);
+            else await Task.Delay(TimeSpan.FromMilliseconds(250 << _failedSteps), cancellationToken);
             return;
         }
+        _failedSteps = 0;
         Steps++;
         _scheduler.Completed(step);
         for (int i = 0; i < sampled.Count; i++)
@@ -190,6 +198,7 @@ public sealed class GenerationEngine : IAsyncDisposable
             sequence.Dispose();
         }
         _live.Clear();
+        _failedSteps = 0;
     }
 
     public async ValueTask DisposeAsync()

@@ -78,9 +78,13 @@ public sealed class Scheduler
                 node = next;
                 continue;
             }
-            if (sequence.NumComputed == 0 && sequence.BlockTable.Count == 0) TakeParked(sequence);
+            if (sequence.NumComputed == 0 && sequence.BlockTable.Count == 0 && !TakeParked(sequence)) TakeCachedPrefix(sequence);
             int needed = _blocks.BlocksFor(sequence.Tokens.Count + 1) - sequence.BlockTable.Count;
-            if (!_blocks.CanAllocate(needed) && !EvictParked(needed)) break;
+            if (!_blocks.CanAllocate(needed) && !EvictParked(needed))
+            {
+                Forget(sequence);
+                break;
+            }
             int count = Math.Min(sequence.PendingTokens, budget);
             _blocks.EnsureCapacity(sequence.BlockTable, sequence.NumComputed + count);
             _waiting.Remove(node);
@@ -96,10 +100,19 @@ public sealed class Scheduler
         new(sequence, sequence.NumComputed, count,
             Samples: sequence.NumComputed + count == sequence.Tokens.Count && !sequence.FlushingTail);
 
-    /// <summary>Records that a step ran: every slice's tokens are now in the cache.</summary>
+    /// <summary>Records that a step ran: every slice's tokens are now in the cache, and its newly full blocks findable.</summary>
     public void Completed(ScheduledStep step)
     {
-        foreach (var slice in step.Slices) slice.Sequence.NumComputed = slice.Start + slice.Count;
+        foreach (var slice in step.Slices)
+        {
+            var sequence = slice.Sequence;
+            sequence.NumComputed = slice.Start + slice.Count;
+            int full = sequence.NumComputed / _blocks.BlockSize;
+            if (full <= sequence.RegisteredBlocks) continue;
+            BlockHash.Extend(sequence.BlockHashes, sequence.Tokens.Take(full * _blocks.BlockSize).ToList(), _blocks.BlockSize);
+            for (int b = sequence.RegisteredBlocks; b < full; b++) _blocks.Register(sequence.BlockTable[b], sequence.BlockHashes[b]);
+            sequence.RegisteredBlocks = full;
+        }
     }
 
     /// <summary>Ends a sequence: frees its blocks, or parks them under its ParkAs key once its last token is cached.</summary>
@@ -132,6 +145,9 @@ public sealed class Scheduler
         sequence.BlockTable.Clear();
     }
 
+    /// <summary>Blocks holding reusable prefixes, in use or not.</summary>
+    public int CachedBlocks => _blocks.CachedBlocks;
+
     /// <summary>Sequences whose tail is written and can now be parked.</summary>
     public IEnumerable<Sequence> FlushedTails() =>
         _running.Where(s => s.FlushingTail && s.NumComputed == s.Tokens.Count).ToList();
@@ -155,9 +171,7 @@ public sealed class Scheduler
     void Preempt(Sequence sequence)
     {
         _running.Remove(sequence);
-        _blocks.Release(sequence.BlockTable);
-        sequence.BlockTable.Clear();
-        sequence.NumComputed = 0;
+        Forget(sequence);
         if (sequence.FlushingTail)
         {
             // Its output was already delivered; only the cache for the next turn is lost.
@@ -171,19 +185,48 @@ public sealed class Scheduler
 
     bool IsFlushing(string key) => _running.Any(s => s.FlushingTail && s.Request.ParkAs == key);
 
-    void TakeParked(Sequence sequence)
+    /// <summary>Drops whatever cache a sequence holds (it will be recomputed, or was never started).</summary>
+    void Forget(Sequence sequence)
     {
-        if (sequence.Request.ResumeFrom is not { } key || !_parked.Remove(key, out var parked)) return;
+        _blocks.Release(sequence.BlockTable);
+        sequence.BlockTable.Clear();
+        sequence.NumComputed = 0;
+        sequence.CachedPromptTokens = 0;
+        sequence.RegisteredBlocks = 0;
+    }
+
+    /// <summary>Takes over the parked cache the request resumes, when its prompt extends the parked tokens.</summary>
+    bool TakeParked(Sequence sequence)
+    {
+        if (sequence.Request.ResumeFrom is not { } key || !_parked.Remove(key, out var parked)) return false;
         var tokens = sequence.Tokens;
         bool extends = parked.Tokens.Count < tokens.Count && parked.Tokens.SequenceEqual(tokens.Take(parked.Tokens.Count));
         if (!extends)
         {
             _blocks.Release(parked.BlockTable);
-            return;
+            return false;
         }
         sequence.BlockTable.AddRange(parked.BlockTable);
         sequence.NumComputed = parked.Tokens.Count;
         sequence.CachedPromptTokens = parked.Tokens.Count;
+        sequence.RegisteredBlocks = parked.Tokens.Count / _blocks.BlockSize;
+        return true;
+    }
+
+    /// <summary>
+    /// Reuses the cached full blocks that start this sequence's prompt. At least one prompt token is always left
+    /// to compute, since the step that computes it is the one that yields the next token's logits.
+    /// </summary>
+    void TakeCachedPrefix(Sequence sequence)
+    {
+        int usable = (sequence.Tokens.Count - 1) / _blocks.BlockSize;
+        if (usable == 0) return;
+        BlockHash.Extend(sequence.BlockHashes, sequence.Tokens.Take(usable * _blocks.BlockSize).ToList(), _blocks.BlockSize);
+        var hits = _blocks.TakeCachedPrefix(sequence.BlockHashes.Take(usable).ToList());
+        sequence.BlockTable.AddRange(hits);
+        sequence.NumComputed = hits.Count * _blocks.BlockSize;
+        sequence.CachedPromptTokens = sequence.NumComputed;
+        sequence.RegisteredBlocks = hits.Count;
     }
 
     bool EvictParked(int needed)

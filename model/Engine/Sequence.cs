@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Qwen3Cluster.Model.Cache;
 using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Model.Engine;
@@ -25,6 +26,10 @@ public sealed class Sequence : IDisposable
     /// <summary>Prompt tokens found in the cache at admission (not recomputed).</summary>
     public int CachedPromptTokens { get; set; }
     public List<int> BlockTable { get; } = [];
+    /// <summary>Hashes of this sequence's full blocks, as far as they have been needed.</summary>
+    public List<BlockHash> BlockHashes { get; } = [];
+    /// <summary>How many leading blocks of the table have been offered to the prefix cache.</summary>
+    public int RegisteredBlocks { get; set; }
     public SequenceStatus Status { get; set; } = SequenceStatus.Waiting;
     public SamplerState SamplerState { get; }
     public IIncrementalTextDecoder? Decoder { get; }

@@ -151,3 +151,65 @@ public sealed class SchedulerTests
         Assert.Equal(("abc", false), plain.Push("abc"));
     }
 }
+
+/// <summary>Automatic prefix caching: equal prefixes share their full blocks.</summary>
+public sealed class PrefixCacheTests
+{
+    static long _ids = 1000;
+
+    static Sequence Seq(params int[] prompt) => new(++_ids, new GenerationRequest(prompt, SamplingParams.Greedy(4)), null);
+
+    static void RunPrefill(Scheduler scheduler, Sequence sequence)
+    {
+        scheduler.Add(sequence);
+        while (sequence.PendingTokens > 0) scheduler.Completed(scheduler.Schedule()!);
+    }
+
+    [Fact]
+    public void ARequestSharingAPrefixReusesItsFullBlocks()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 16, BlockSize = 4 });
+        var first = Seq(1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+        RunPrefill(scheduler, first);
+        var second = Seq(1, 2, 3, 4, 5, 6, 7, 8, 9, 99, 98);
+        scheduler.Add(second);
+        var step = scheduler.Schedule()!;
+        Assert.Equal(8, second.CachedPromptTokens);
+        Assert.Equal((8, 3), (step.Slices.Single(s => s.Sequence == second).Start, step.Slices.Single(s => s.Sequence == second).Count));
+        Assert.Equal(first.BlockTable.Take(2), second.BlockTable.Take(2));
+        Assert.Equal(2, scheduler.Blocks.ReferenceCount(first.BlockTable[0]));
+    }
+
+    [Fact]
+    public void AFullHitStillComputesTheLastPromptToken()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 16, BlockSize = 4 });
+        RunPrefill(scheduler, Seq(1, 2, 3, 4, 5, 6, 7, 8));
+        var again = Seq(1, 2, 3, 4, 5, 6, 7, 8);
+        scheduler.Add(again);
+        var slice = scheduler.Schedule()!.Slices.Single(s => s.Sequence == again);
+        Assert.Equal((4, 4, true), (slice.Start, slice.Count, slice.Samples));
+    }
+
+    [Fact]
+    public void FinishedBlocksStayFindableUntilTheSpaceIsNeeded()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 4, BlockSize = 4 });
+        var first = Seq(1, 2, 3, 4, 5, 6, 7, 8, 9);
+        RunPrefill(scheduler, first);
+        scheduler.Remove(first);
+        Assert.Equal(0, scheduler.Blocks.UsedBlocks);
+        Assert.Equal(2, scheduler.CachedBlocks);
+
+        var later = Seq(1, 2, 3, 4, 5, 6, 7, 8, 42, 43);
+        scheduler.Add(later);
+        scheduler.Schedule();
+        Assert.Equal(8, later.CachedPromptTokens);
+        scheduler.Remove(later);
+
+        var other = Seq(50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63);
+        RunPrefill(scheduler, other);
+        Assert.Equal(0, other.CachedPromptTokens);
+        Assert.Equal(4, scheduler.Blocks.UsedBlocks);
+    }
+}
