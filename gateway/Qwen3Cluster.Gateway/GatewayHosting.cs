@@ -1,10 +1,12 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using System.Net;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Qwen3Cluster.Gateway;
 
@@ -22,24 +24,60 @@ public static class GatewayHosting
         builder.Services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = 16 * 1024 * 1024;
-            o.EnableDetailedErrors = false;
+            o.Interceptors.Add<ApiKeyInterceptor>();
         });
+        builder.Services.AddGrpcReflection();
+        builder.Services.AddGrpcHealthChecks()
+            .AddCheck<ReadinessCheck>("model");
+        builder.Services.Configure<Grpc.AspNetCore.HealthChecks.GrpcHealthChecksOptions>(o => o.UseHealthChecksCache = false);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
+            kestrel.Limits.MaxRequestBodySize = options.MaxRequestBytes;
             var address = options.ListenOnAnyAddress ? IPAddress.Any : IPAddress.Loopback;
-            kestrel.Listen(address, options.GrpcPort, listen => listen.Protocols = HttpProtocols.Http2);
-            if (options.HttpPort > 0) kestrel.Listen(address, options.HttpPort, listen => listen.Protocols = HttpProtocols.Http1);
+            var certificate = LoadCertificate(options.Tls);
+            kestrel.Listen(address, options.GrpcPort, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                if (certificate is not null) listen.UseHttps(certificate);
+            });
+            if (options.HttpPort > 0)
+                kestrel.Listen(address, options.HttpPort, listen =>
+                {
+                    // HTTP/2 without TLS needs prior knowledge, which OpenAI clients do not have.
+                    listen.Protocols = certificate is null ? HttpProtocols.Http1 : HttpProtocols.Http1AndHttp2;
+                    if (certificate is not null) listen.UseHttps(certificate);
+                });
         });
         return builder;
     }
 
+    static X509Certificate2? LoadCertificate(TlsOptions? tls)
+    {
+        if (tls is null || string.IsNullOrWhiteSpace(tls.CertificatePath)) return null;
+        return tls.KeyPath is { Length: > 0 }
+            ? X509Certificate2.CreateFromPemFile(tls.CertificatePath, tls.KeyPath)
+            : X509CertificateLoader.LoadPkcs12FromFile(tls.CertificatePath, tls.Password);
+    }
+
     public static WebApplication MapQwen3Gateway(this WebApplication app)
     {
+        app.UseMiddleware<HttpApiKeys>();
         app.MapGrpcService<InferenceService>();
         app.MapGrpcService<SessionsService>();
+        app.MapGrpcReflectionService();
+        app.MapGrpcHealthChecksService();
         app.MapGet("/healthz", (Readiness readiness) => readiness.IsReady
             ? Results.Ok(new { status = "serving" })
             : Results.Json(new { status = "starting", detail = readiness.LastError }, statusCode: StatusCodes.Status503ServiceUnavailable));
+        app.MapOpenAi();
         return app;
+    }
+
+    sealed class ReadinessCheck(Readiness readiness) : IHealthCheck
+    {
+        public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+            Task.FromResult(readiness.IsReady
+                ? HealthCheckResult.Healthy("model loaded, every planned grain placed")
+                : HealthCheckResult.Unhealthy(readiness.LastError ?? "loading"));
     }
 }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Qwen3Cluster.Model.Sampling;
 
@@ -36,12 +37,14 @@ public sealed class GenerationEngine : IAsyncDisposable
         _output = new OutputProcessor(eosTokenIds, options.MaxModelLength);
         _decoders = decoders;
         _vocabSize = vocabSize;
+        EngineMetrics.Register(this);
     }
 
     public SchedulerOptions Options => _scheduler.Options;
     /// <summary>Blocks in use right now (parked caches included).</summary>
     public int UsedBlocks => _scheduler.Blocks.UsedBlocks;
     public int ActiveSequences => _live.Count;
+    public int WaitingSequences => _scheduler.WaitingCount;
     public long Steps { get; private set; }
     public long Preemptions => _scheduler.Preemptions;
     public IReadOnlyCollection<string> ParkedKeys => _scheduler.Parked.Keys.ToArray();
@@ -150,6 +153,7 @@ public sealed class GenerationEngine : IAsyncDisposable
             return;
         }
         IReadOnlyList<SampledToken> sampled;
+        long started = Stopwatch.GetTimestamp();
         try
         {
             using var logits = await _executor.ExecuteAsync(step.Context, step.InputIds, cancellationToken);
@@ -172,6 +176,8 @@ public sealed class GenerationEngine : IAsyncDisposable
         }
         _failedSteps = 0;
         Steps++;
+        EngineMetrics.StepSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+        EngineMetrics.GeneratedTokens.Add(sampled.Count);
         _scheduler.Completed(step);
         for (int i = 0; i < sampled.Count; i++)
         {
@@ -183,6 +189,12 @@ public sealed class GenerationEngine : IAsyncDisposable
 
     void Finish(Sequence sequence)
     {
+        if (!sequence.FlushingTail)
+        {
+            EngineMetrics.Requests.Add(1, new KeyValuePair<string, object?>("finish_reason", sequence.FinishReason));
+            EngineMetrics.PromptTokens.Add(sequence.PromptLength);
+            EngineMetrics.CachedPromptTokens.Add(sequence.CachedPromptTokens);
+        }
         _scheduler.Finish(sequence);
         if (sequence.Status != SequenceStatus.Finished) return;
         _live.Remove(sequence.Id);
@@ -203,6 +215,7 @@ public sealed class GenerationEngine : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        EngineMetrics.Unregister(this);
         _stopping.Cancel();
         if (_loop is not null)
         {
