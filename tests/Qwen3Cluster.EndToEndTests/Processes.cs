@@ -109,9 +109,9 @@ public static class Processes
             return Process.ExitCode;
         }
 
-        public async Task WaitForHttpAsync(string url, TimeSpan timeout)
+        public async Task WaitForHttpAsync(string url, TimeSpan timeout, HttpMessageHandler? handler = null)
         {
-            using var http = new HttpClient();
+            using var http = handler is null ? new HttpClient() : new HttpClient(handler, disposeHandler: false);
             var deadline = DateTime.UtcNow + timeout;
             while (DateTime.UtcNow < deadline)
             {

@@ -8,6 +8,8 @@ var root = new RootCommand("qwen3: a serving cluster for Qwen3 and Qwen3-MoE mod
     TokenizeCommand.Create(),
     ServeCommand.Create(),
     DemoModelCommand(),
+    ChatCommand.Create(),
+    BenchCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();
 

@@ -1,0 +1,23 @@
+namespace Qwen3Cluster.EndToEndTests;
+
+/// <summary>One embedded-default server (qwen3 serve) with two API keys, shared by a test class.</summary>
+public sealed class ServerFixture : IAsyncLifetime
+{
+    public const string KeyA = "test-key-a";
+    public const string KeyB = "test-key-b";
+    public ServerProcess Server { get; private set; } = null!;
+    public string Model { get; private set; } = "";
+
+    public async Task InitializeAsync()
+    {
+        Model = await TestModels.GetAsync("tiny-moe");
+        Server = ServerProcess.Start(Model, new Dictionary<string, string>
+        {
+            ["Qwen3:Gateway:ApiKeys:0"] = KeyA,
+            ["Qwen3:Gateway:ApiKeys:1"] = KeyB,
+        });
+        await Server.WaitUntilServingAsync();
+    }
+
+    public async Task DisposeAsync() => await Server.DisposeAsync();
+}
