@@ -62,6 +62,7 @@ public static class GatewayHosting
     public static WebApplication MapQwen3Gateway(this WebApplication app)
     {
         app.UseMiddleware<HttpApiKeys>();
+        app.UseMiddleware<GrpcUtf8Guard>();
         app.MapGrpcService<InferenceService>();
         app.MapGrpcService<SessionsService>();
         app.MapGrpcReflectionService();

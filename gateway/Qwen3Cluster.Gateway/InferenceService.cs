@@ -14,7 +14,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains, Ca
         int[] prompt = request.PromptCase switch
         {
             GenerateRequest.PromptOneofCase.Text when request.Text.Length > 0 => model.Tokenizer.Encode(request.Text),
-            GenerateRequest.PromptOneofCase.TokenIds when request.TokenIds.Ids.Count > 0 => [.. request.TokenIds.Ids],
+            GenerateRequest.PromptOneofCase.TokenIds when request.TokenIds.Ids.Count > 0 => model.CheckIds(request.TokenIds.Ids, "token_ids"),
             GenerateRequest.PromptOneofCase.TokenIds => throw ApiErrors.Invalid("token_ids", "must not be empty"),
             _ => throw ApiErrors.Invalid("text", "a prompt is required: set text or token_ids"),
         };
@@ -38,6 +38,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains, Ca
         else
         {
             var tokenizer = model.Tokenizer;
+            SessionsService.CheckId(request.SessionId);
             events = new SessionTurns(grains).RunAsync(request.SessionId, callers.Owner(context),
                 history => ChatPrompt.Continue(tokenizer, history, messages, thinking), sampling, context.CancellationToken);
         }

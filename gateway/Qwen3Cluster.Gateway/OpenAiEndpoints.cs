@@ -85,7 +85,12 @@ public static class OpenAiEndpoints
                 $"Content-Type must be application/json, got '{http.Request.ContentType}'", null);
         try
         {
-            var body = await JsonDocument.ParseAsync(http.Request.Body, cancellationToken: http.RequestAborted);
+            using var buffer = new MemoryStream();
+            await http.Request.Body.CopyToAsync(buffer, http.RequestAborted);
+            var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+            if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
+                throw new OpenAiException(400, "invalid_request_error", "The body is not valid JSON: it is not valid UTF-8.", null);
+            var body = JsonDocument.Parse(bytes);
             if (body.RootElement.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, "invalid_request_error", "The body must be a JSON object.", null);
             return body;
         }
@@ -133,7 +138,7 @@ public static class OpenAiEndpoints
         int top = (int)(r.Integer("top_logprobs", 0, 20) ?? 0);
         if (top > 0 && !logprobs) throw OpenAiException.Invalid("top_logprobs", "requires logprobs: true");
         long? max = r.Integer("max_completion_tokens", 1, int.MaxValue) ?? r.Integer("max_tokens", 1, int.MaxValue);
-        return new Call(prompt, Sampling(r, model, prompt.Length, max, top), logprobs, top);
+        return new Call(prompt, Sampling(r, model, prompt.Length, max, top, "messages"), logprobs, top);
     }
 
     static Call CompletionCall(OpenAiRequest r, ServedModel model)
@@ -146,29 +151,35 @@ public static class OpenAiEndpoints
             { ValueKind: JsonValueKind.String } s => Tokenizer(model, "prompt").Encode(s.GetString()!),
             { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.String =>
                 Tokenizer(model, "prompt").Encode(a[0].GetString()!),
-            { ValueKind: JsonValueKind.Array } a when a.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number) => Ids(a, "prompt"),
-            { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.Array => Ids(a[0], "prompt[0]"),
+            { ValueKind: JsonValueKind.Array } a when a.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number) => Ids(a, "prompt", model),
+            { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.Array => Ids(a[0], "prompt[0]", model),
             { ValueKind: JsonValueKind.Array } => throw OpenAiException.Invalid("prompt", "only one prompt per request is supported"),
             _ => throw OpenAiException.Invalid("prompt", "must be a string, a list of token ids, or a list of one of those"),
         };
         if (prompt.Length == 0) throw OpenAiException.Invalid("prompt", "must not be empty");
         int top = (int)(r.Integer("logprobs", 0, 20) ?? -1);
-        return new Call(prompt, Sampling(r, model, prompt.Length, r.Integer("max_tokens", 1, int.MaxValue) ?? 16, Math.Max(top, 0)), top >= 0, Math.Max(top, 0));
+        return new Call(prompt, Sampling(r, model, prompt.Length, r.Integer("max_tokens", 1, int.MaxValue) ?? 16, Math.Max(top, 0), "prompt"),
+            top >= 0, Math.Max(top, 0));
     }
 
-    static int[] Ids(JsonElement array, string param) => array.EnumerateArray()
-        .Select((e, i) => e.TryGetInt32(out int id) ? id : throw OpenAiException.Invalid($"{param}[{i}]", "must be a token id"))
-        .ToArray();
+    static int[] Ids(JsonElement array, string param, ServedModel model)
+    {
+        int vocab = model.Store.Config.VocabSize;
+        return array.EnumerateArray()
+            .Select((e, i) => e.TryGetInt32(out int id) && id >= 0 && id < vocab ? id
+                : throw OpenAiException.Invalid($"{param}[{i}]", $"must be a token id in [0, {vocab})"))
+            .ToArray();
+    }
 
     static Qwen3Tokenizer Tokenizer(ServedModel model, string param) =>
         model.Store.Tokenizer ?? throw OpenAiException.Invalid(param, $"model {model.Name} has no tokenizer.json: send token ids");
 
-    static SamplingWire Sampling(OpenAiRequest r, ServedModel model, int promptLength, long? maxTokens, int topLogprobs)
+    static SamplingWire Sampling(OpenAiRequest r, ServedModel model, int promptLength, long? maxTokens, int topLogprobs, string promptParam)
     {
         var defaults = model.Store.Generation;
         int context = model.Store.Scheduler.MaxModelLength;
         if (promptLength >= context)
-            throw OpenAiException.Invalid("messages", $"the prompt has {promptLength} tokens; the context window is {context}");
+            throw OpenAiException.Invalid(promptParam, $"the prompt has {promptLength} tokens; the context window is {context}");
         long? topK = r.Integer("top_k", -1, int.MaxValue);
         var stop = r.Strings("stop");
         var wire = new SamplingWire

@@ -20,6 +20,17 @@ public sealed class ServedModel(ModelStore store, IGrainFactory grains)
     public Qwen3Tokenizer Tokenizer => store.Tokenizer
         ?? throw ApiErrors.Invalid("text", $"model {store.Name} has no tokenizer.json: send token_ids");
 
+    /// <summary>Token ids a client sent, refused with the first one outside the vocabulary.</summary>
+    public int[] CheckIds(IEnumerable<int> ids, string field)
+    {
+        var array = ids.ToArray();
+        int vocab = store.Config.VocabSize;
+        for (int i = 0; i < array.Length; i++)
+            if (array[i] < 0 || array[i] >= vocab)
+                throw ApiErrors.Invalid($"{field}[{i}]", $"token {array[i]} is outside the vocabulary [0, {vocab})");
+        return array;
+    }
+
     public IGatewayGrain Replica(int replica = 0) => grains.GetGrain<IGatewayGrain>(GrainKeys.Gateway(store.Name, replica));
 
     /// <summary>Replicas share requests by a stable hash of something the caller sends (or round-robin).</summary>

@@ -31,8 +31,18 @@ public sealed class SessionsService(ServedModel model, IGrainFactory grains, Cal
         return new DeleteSessionResponse();
     }
 
-    ISessionGrain Grain(string id) =>
-        id.Length is > 0 and <= 128 ? grains.GetGrain<ISessionGrain>(id) : throw ApiErrors.Invalid("session_id", "must be 1 to 128 characters");
+    ISessionGrain Grain(string id)
+    {
+        CheckId(id);
+        return grains.GetGrain<ISessionGrain>(id);
+    }
+
+    /// <summary>Session ids are what CreateSession hands out: 1 to 128 letters, digits, '-' or '_'.</summary>
+    public static void CheckId(string id)
+    {
+        if (id.Length is 0 or > 128 || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+            throw ApiErrors.Invalid("session_id", "must be 1 to 128 letters, digits, '-' or '_'");
+    }
 
     static RpcException Missing(string id) => ApiErrors.NotFound("session_id", $"session {id} does not exist");
 

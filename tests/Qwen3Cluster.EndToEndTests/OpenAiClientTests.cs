@@ -8,7 +8,8 @@ using OpenAI.Chat;
 namespace Qwen3Cluster.EndToEndTests;
 
 /// <summary>The official OpenAI .NET SDK (and plain HTTP for /v1/completions) against a real server process.</summary>
-public sealed class OpenAiClientTests(ServerFixture fixture) : IClassFixture<ServerFixture>
+[Collection(ServerCollection.Name)]
+public sealed class OpenAiClientTests(ServerFixture fixture)
 {
     ChatClient Chat(string key = ServerFixture.KeyA) =>
         new(Path.GetFileName(fixture.Model), new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri($"{fixture.Server.HttpAddress}/v1") });
