@@ -10,6 +10,10 @@ namespace Qwen3Cluster.Grains;
 /// </summary>
 public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, Device device) : IModelExecutor
 {
+    static readonly System.Diagnostics.Metrics.Counter<long> StageCallCounter =
+        EngineMetrics.Meter.CreateCounter<long>("qwen3.grain_calls.stage", description: "Calls from gateway grains to stage grains");
+    static readonly System.Diagnostics.Metrics.Counter<long> ExpertCallCounter =
+        EngineMetrics.Meter.CreateCounter<long>("qwen3.grain_calls.experts", description: "Calls from stage grains to expert-group grains");
     readonly Guid[] _generations = new Guid[stages.Count];
 
     public long StageCalls { get; private set; }
@@ -35,6 +39,8 @@ public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, D
             }
             StageCalls++;
             ExpertCalls += result.ExpertCalls;
+            StageCallCounter.Add(1);
+            ExpertCallCounter.Add(result.ExpertCalls);
             if (result.Output is null)
             {
                 Array.Clear(_generations);

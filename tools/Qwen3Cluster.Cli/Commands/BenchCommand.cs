@@ -24,14 +24,16 @@ public static class BenchCommand
         var multiTurn = new Option<int>("--multi-turn") { Description = "Turns per request, each a new message in one session", DefaultValueFactory = _ => 1 };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
         var apiKey = new Option<string?>("--api-key") { Description = "API key (default: $QWEN3_API_KEY)" };
+        var output = new Option<string?>("--output") { Description = "Also write the results as JSON to this file" };
+        var seed = new Option<int?>("--seed") { Description = "Seed of the random prompts (default: new prompts every run, so no run hits another's cache)" };
         var command = new Command("bench", "Load-test a gateway over gRPC")
         {
-            endpoint, concurrency, requests, promptTokens, maxTokens, multiTurn, json, apiKey,
+            endpoint, concurrency, requests, promptTokens, maxTokens, multiTurn, json, apiKey, output, seed,
         };
         command.SetAction(async (parse, ct) =>
         {
             var settings = new Settings(parse.GetValue(endpoint)!, parse.GetValue(concurrency), parse.GetValue(requests),
-                parse.GetValue(promptTokens), parse.GetValue(maxTokens), parse.GetValue(multiTurn));
+                parse.GetValue(promptTokens), parse.GetValue(maxTokens), parse.GetValue(multiTurn), parse.GetValue(seed) ?? Random.Shared.Next());
             if (settings.Concurrency < 1 || settings.Requests < 1 || settings.PromptTokens < 1 || settings.MaxTokens < 1 || settings.MultiTurn < 1)
             {
                 Console.Error.WriteLine("--concurrency, --requests, --prompt-tokens, --max-tokens and --multi-turn must be at least 1.");
@@ -39,14 +41,16 @@ public static class BenchCommand
             }
             using var channel = GrpcConnection.Open(settings.Endpoint, parse.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("QWEN3_API_KEY"));
             var report = await RunAsync(settings, channel, ct);
-            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true }));
+            string serialized = JsonSerializer.Serialize(report, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true });
+            if (parse.GetValue(output) is { } file) await File.WriteAllTextAsync(file, serialized, ct);
+            if (parse.GetValue(json)) Console.WriteLine(serialized);
             else Print(report);
             return report.Errors == 0 ? 0 : 1;
         });
         return command;
     }
 
-    public sealed record Settings(string Endpoint, int Concurrency, int Requests, int PromptTokens, int MaxTokens, int MultiTurn);
+    public sealed record Settings(string Endpoint, int Concurrency, int Requests, int PromptTokens, int MaxTokens, int MultiTurn, int Seed);
 
     public sealed record Percentiles(double P50, double P90, double P99, double Mean);
 
@@ -96,7 +100,7 @@ public static class BenchCommand
 
         async Task OneRequestAsync(int index)
         {
-            var random = new Random(index);
+            var random = new Random(HashCode.Combine(s.Seed, index));
             var sampling = new SamplingParams { Temperature = 0, MaxTokens = s.MaxTokens, IgnoreEos = true };
             if (s.MultiTurn == 1)
             {
