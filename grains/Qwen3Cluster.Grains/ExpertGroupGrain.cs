@@ -11,7 +11,7 @@ namespace Qwen3Cluster.Grains;
 /// Experts [Lo, Hi) of every sparse layer of one stage, pinned to its planned silo. It reads only those experts'
 /// tensors and, per call, runs them on every token of the step that was routed to them.
 /// </summary>
-[PlannedPlacement]
+[PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
 public sealed partial class ExpertGroupGrain(ModelStore store, ILogger<ExpertGroupGrain> logger) : Grain, IExpertGroupGrain
 {
     Dictionary<int, ExpertGroup>? _layers;

@@ -13,7 +13,7 @@ namespace Qwen3Cluster.Grains;
 /// active sequences through the stage grains together each step, samples, applies stop rules and streams token
 /// events back. Reentrant, so streams, new requests and the loop interleave on the activation's one thread.
 /// </summary>
-[Reentrant, PlannedPlacement]
+[Reentrant, PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
 public sealed partial class GatewayGrain(ModelStore store, ILogger<GatewayGrain> logger) : Grain, IGatewayGrain
 {
     GenerationEngine? _engine;
@@ -49,7 +49,10 @@ public sealed partial class GatewayGrain(ModelStore store, ILogger<GatewayGrain>
                 for (int g = 0; g < store.ExpertGroups.Length; g++)
                     loads.Add(GrainFactory.GetGrain<IExpertGroupGrain>(GrainKeys.ExpertGroup(model, s, g)).EnsureLoaded());
         }
+        // The tokenizer takes a second to build: off the activation's thread, before the first request needs it.
+        var tokenizer = Task.Run(() => store.Tokenizer);
         foreach (var shard in await Task.WhenAll(loads)) LogShard(shard.Key, shard.SiloName, shard.Description);
+        await tokenizer;
         _ = Engine;
         return store.Describe();
     }

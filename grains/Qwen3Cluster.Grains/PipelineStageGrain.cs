@@ -13,7 +13,7 @@ namespace Qwen3Cluster.Grains;
 /// embedding / final norm + LM head at the ends) and keeps their KV blocks in its pool. Its sparse layers'
 /// experts are reached through the stage's expert-group grains, one call per group per layer per step.
 /// </summary>
-[PlannedPlacement]
+[PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
 public sealed partial class PipelineStageGrain(ModelStore store, ILogger<PipelineStageGrain> logger) : Grain, IPipelineStageGrain
 {
     ModelStage? _stage;

@@ -166,3 +166,29 @@ public sealed class SiloFailureTests
         Assert.Equal("silo-c", group0.SiloName);
     }
 }
+
+/// <summary>A session left idle past its time to live frees its cache and disappears.</summary>
+public sealed class SessionExpiryTests(MoeClusterFixture fixture) : IClassFixture<MoeClusterFixture>
+{
+    [Fact]
+    public async Task AnExpiredSessionFreesItsBlocks()
+    {
+        var client = fixture.Cluster.Client;
+        string id = Guid.NewGuid().ToString("N");
+        var session = client.GetGrain<ISessionGrain>(id);
+        await session.Create("dave", fixture.Cluster.Model, ttlSeconds: 1);
+        await foreach (var _ in new SessionTurns(client).RunAsync(id, "dave", h => [.. h, 7, 8, 9, 10, 11],
+            new SamplingWire { Temperature = 0, MaxTokens = 3, IgnoreEos = true })) { }
+        string key = GrainKeys.SessionCache(id);
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        ReplicaStats stats;
+        do
+        {
+            await Task.Delay(250);
+            stats = await fixture.Cluster.Gateway().Stats();
+        }
+        while (DateTime.UtcNow < deadline && (stats.ParkedCaches.Contains(key) || await session.Get("dave") is not null));
+        Assert.DoesNotContain(key, stats.ParkedCaches);
+        Assert.Null(await session.Get("dave"));
+    }
+}
