@@ -15,16 +15,6 @@ namespace Qwen3Cluster.EndToEndTests;
 [Collection(ServerCollection.Name)]
 public sealed class BadInputTests(ServerFixture fixture)
 {
-    static GrpcChannel Channel(ServerFixture f, string key = ServerFixture.KeyA) => GrpcChannel.ForAddress(f.Server.GrpcAddress, new GrpcChannelOptions
-    {
-        Credentials = ChannelCredentials.Create(ChannelCredentials.Insecure, CallCredentials.FromInterceptor((_, m) =>
-        {
-            m.Add("authorization", $"Bearer {key}");
-            return Task.CompletedTask;
-        })),
-        UnsafeUseInsecureChannelCallCredentials = true,
-    });
-
     static GenerateRequest Ids(params int[] ids)
     {
         var r = new GenerateRequest { TokenIds = new TokenIds(), Sampling = new SamplingParams { Temperature = 0, MaxTokens = 4 } };
@@ -95,7 +85,7 @@ public sealed class BadInputTests(ServerFixture fixture)
     [Theory, MemberData(nameof(GrpcCases))]
     public async Task GrpcRefusesWithTheFieldAndStaysUnchanged(string name)
     {
-        using var channel = Channel(fixture);
+        using var channel = fixture.Channel();
         var client = new Inference.InferenceClient(channel);
         var before = await ValidAnswerAsync(client);
         var (call, status, field) = GrpcTable[name];
@@ -108,7 +98,7 @@ public sealed class BadInputTests(ServerFixture fixture)
     [Fact]
     public async Task GrpcRefusesInvalidUtf8NamingTheField()
     {
-        using var channel = Channel(fixture);
+        using var channel = fixture.Channel();
         var raw = new Method<byte[], byte[]>(MethodType.ServerStreaming, "qwen3cluster.v1.Inference", "Chat",
             Marshallers.Create(b => b, b => b), Marshallers.Create(b => b, b => b));
         // ChatRequest { messages: [{ role: "user", content: 0xC3 0x28 }] }: an invalid two-byte sequence.
@@ -218,7 +208,7 @@ public sealed class BadInputTests(ServerFixture fixture)
         using var channel = GrpcChannel.ForAddress(fixture.Server.GrpcAddress);
         var error = await Assert.ThrowsAsync<RpcException>(() => new Inference.InferenceClient(channel).ListModelsAsync(new ListModelsRequest()).ResponseAsync);
         Assert.Equal(StatusCode.Unauthenticated, error.StatusCode);
-        using var wrongChannel = Channel(fixture, "not-a-key");
+        using var wrongChannel = fixture.Channel("not-a-key");
         error = await Assert.ThrowsAsync<RpcException>(() => new Inference.InferenceClient(wrongChannel).ListModelsAsync(new ListModelsRequest()).ResponseAsync);
         Assert.Equal(StatusCode.Unauthenticated, error.StatusCode);
     }
@@ -226,8 +216,8 @@ public sealed class BadInputTests(ServerFixture fixture)
     [Fact]
     public async Task ASessionBelongsToTheKeyThatCreatedIt()
     {
-        using var a = Channel(fixture, ServerFixture.KeyA);
-        using var b = Channel(fixture, ServerFixture.KeyB);
+        using var a = fixture.Channel(ServerFixture.KeyA);
+        using var b = fixture.Channel(ServerFixture.KeyB);
         var sessionsA = new Sessions.SessionsClient(a);
         var sessionsB = new Sessions.SessionsClient(b);
         var session = await sessionsA.CreateSessionAsync(new CreateSessionRequest());

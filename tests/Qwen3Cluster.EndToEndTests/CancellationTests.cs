@@ -8,16 +8,6 @@ namespace Qwen3Cluster.EndToEndTests;
 [Collection(ServerCollection.Name)]
 public sealed class CancellationTests(ServerFixture fixture)
 {
-    GrpcChannel Open() => GrpcChannel.ForAddress(fixture.Server.GrpcAddress, new GrpcChannelOptions
-    {
-        Credentials = ChannelCredentials.Create(ChannelCredentials.Insecure, CallCredentials.FromInterceptor((_, m) =>
-        {
-            m.Add("authorization", $"Bearer {ServerFixture.KeyA}");
-            return Task.CompletedTask;
-        })),
-        UnsafeUseInsecureChannelCallCredentials = true,
-    });
-
     async Task<double> WaitForBlocksAsync(double expected)
     {
         double used = -1;
@@ -34,7 +24,7 @@ public sealed class CancellationTests(ServerFixture fixture)
     public async Task TwoHundredRequestsCancelledAtRandomMomentsLeaveNoBlocksInUse()
     {
         double baseline = await WaitForBlocksAsync(0);
-        using var channel = Open();
+        using var channel = fixture.Channel();
         var client = new Inference.InferenceClient(channel);
         var random = new Random(1234);
         int cancelled = 0;
@@ -66,7 +56,7 @@ public sealed class CancellationTests(ServerFixture fixture)
     [Fact]
     public async Task ADeadlineEndsTheCallAndFreesItsBlocks()
     {
-        using var channel = Open();
+        using var channel = fixture.Channel();
         var client = new Inference.InferenceClient(channel);
         var request = new GenerateRequest { Text = "Tell me everything.", Sampling = new SamplingParams { MaxTokens = 5000, IgnoreEos = true } };
         var call = client.Generate(request, deadline: DateTime.UtcNow.AddMilliseconds(500));

@@ -16,19 +16,28 @@ public sealed class LocalClusterFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         Model = await TestModels.GetAsync("tiny-moe");
-        int ports = Processes.FreePorts(8);
+        int ports;
+        (Script, ports) = await StartScriptAsync(Model);
         HttpPort = ports + 1;
+        Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{ports}");
+    }
+
+    /// <summary>Starts silos/local/run.sh on free ports and waits until it serves; returns it and its gRPC port (HTTP is one above).</summary>
+    public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string? clustering = null)
+    {
+        int ports = Processes.FreePorts(8);
         var start = new ProcessStartInfo("bash", [Path.Combine(Processes.RepositoryRoot, "silos", "local", "run.sh")]);
-        start.Environment["MODEL_DIR"] = Model;
+        start.Environment["MODEL_DIR"] = model;
         start.Environment["QWEN3"] = $"dotnet {Processes.Qwen3Dll}";
         start.Environment["GRPC_PORT"] = ports.ToString();
-        start.Environment["HTTP_PORT"] = HttpPort.ToString();
+        start.Environment["HTTP_PORT"] = (ports + 1).ToString();
         start.Environment["SILO_PORT"] = (ports + 2).ToString();
         start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
         start.Environment["REDIS_PORT"] = Processes.FreePort().ToString();
-        Script = new Processes.Running(start);
-        await Script.WaitForHttpAsync($"http://127.0.0.1:{HttpPort}/healthz", TimeSpan.FromMinutes(4));
-        Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{ports}");
+        if (clustering is not null) start.Environment["CLUSTERING"] = clustering;
+        var script = new Processes.Running(start);
+        await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
+        return (script, ports);
     }
 
     public async Task DisposeAsync()
@@ -147,19 +156,9 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
     [Fact]
     public async Task TheScriptStopsEveryProcessOnCtrlC()
     {
-        // Runs last in this class by name order is not guaranteed, so this starts a second cluster of its own.
-        string model = fixture.Model;
-        int ports = Processes.FreePorts(8);
-        var start = new ProcessStartInfo("bash", [Path.Combine(Processes.RepositoryRoot, "silos", "local", "run.sh")]);
-        start.Environment["MODEL_DIR"] = model;
-        start.Environment["QWEN3"] = $"dotnet {Processes.Qwen3Dll}";
-        start.Environment["GRPC_PORT"] = ports.ToString();
-        start.Environment["HTTP_PORT"] = (ports + 1).ToString();
-        start.Environment["SILO_PORT"] = (ports + 2).ToString();
-        start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
-        start.Environment["CLUSTERING"] = "localhost";
-        await using var script = new Processes.Running(start);
-        await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
+        // A second cluster of its own (on localhost clustering this time), since test order is not guaranteed.
+        var (script, ports) = await LocalClusterFixture.StartScriptAsync(fixture.Model, clustering: "localhost");
+        await using var _ = script;
         Assert.Equal(0, await script.InterruptAsync(TimeSpan.FromSeconds(60)));
         Assert.Contains("stopped", script.Output);
         var leftovers = Process.GetProcesses().Where(p =>

@@ -1,3 +1,6 @@
+using Grpc.Core;
+using Grpc.Net.Client;
+
 namespace Qwen3Cluster.EndToEndTests;
 
 /// <summary>One embedded-default server (qwen3 serve) with two API keys, shared by a test class.</summary>
@@ -20,6 +23,17 @@ public sealed class ServerFixture : IAsyncLifetime
     }
 
     public async Task DisposeAsync() => await Server.DisposeAsync();
+
+    /// <summary>A gRPC channel to the server that presents <paramref name="key"/> on every call.</summary>
+    public GrpcChannel Channel(string key = KeyA) => GrpcChannel.ForAddress(Server.GrpcAddress, new GrpcChannelOptions
+    {
+        Credentials = ChannelCredentials.Create(ChannelCredentials.Insecure, CallCredentials.FromInterceptor((_, metadata) =>
+        {
+            metadata.Add("authorization", $"Bearer {key}");
+            return Task.CompletedTask;
+        })),
+        UnsafeUseInsecureChannelCallCredentials = true,
+    });
 }
 
 [CollectionDefinition(Name)]
