@@ -11,7 +11,10 @@ public sealed class HttpApiKeys(RequestDelegate next, Callers callers)
     public Task InvokeAsync(HttpContext http)
     {
         string path = http.Request.Path.Value ?? "";
-        bool open = path is "/healthz" or "/metrics" || http.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true;
+        // gRPC methods are recognised by the endpoint routing matched (not by a header the client chooses);
+        // ApiKeyInterceptor checks those.
+        bool grpc = http.GetEndpoint()?.Metadata.GetMetadata<Grpc.AspNetCore.Server.GrpcMethodMetadata>() is not null;
+        bool open = grpc || path is "/healthz" or "/metrics";
         if (open || callers.Authenticate(http) is not null) return next(http);
         return OpenAiErrors.Write(http, StatusCodes.Status401Unauthorized, "invalid_request_error",
             "Incorrect or missing API key: send 'Authorization: Bearer KEY'.", param: null, code: "invalid_api_key");

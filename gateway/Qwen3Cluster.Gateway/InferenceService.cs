@@ -19,7 +19,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains, Ca
             _ => throw ApiErrors.Invalid("text", "a prompt is required: set text or token_ids"),
         };
         var sampling = request.Sampling.ToWire(model);
-        var events = model.AnyReplica().Generate(new GenerateCommand(prompt, sampling), context.CancellationToken);
+        var events = model.ReplicaFor(prompt).Generate(new GenerateCommand(prompt, sampling), context.CancellationToken);
         await Stream(events, e => Write(responses, e, context.CancellationToken), context.CancellationToken);
     }
 
@@ -33,7 +33,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains, Ca
         if (request.SessionId.Length == 0)
         {
             var prompt = ChatPrompt.Render(model.Tokenizer, messages, thinking);
-            events = model.AnyReplica().Generate(new GenerateCommand(prompt, sampling), context.CancellationToken);
+            events = model.ReplicaFor(prompt).Generate(new GenerateCommand(prompt, sampling), context.CancellationToken);
         }
         else
         {

@@ -35,7 +35,7 @@ public static class OpenAiEndpoints
         @object = "model",
         created = 0,
         owned_by = "qwen3cluster",
-        max_model_len = model.Store.Scheduler.MaxModelLength,
+        max_model_len = model.Store.Scheduler.ContextWindow,
     };
 
     static object Error(string message, string? param, string? code) =>
@@ -46,7 +46,7 @@ public static class OpenAiEndpoints
         var model = http.RequestServices.GetRequiredService<ServedModel>();
         try
         {
-            var body = await ReadBodyAsync(http);
+            using var body = await ReadBodyAsync(http);
             var request = new OpenAiRequest(body.RootElement);
             string name = request.String("model") ?? model.Name;
             if (name != model.Name)
@@ -54,7 +54,7 @@ public static class OpenAiEndpoints
             if (request.Integer("n", 1, 128) is > 1) throw OpenAiException.Invalid("n", "only 1 choice per request is supported");
             if (request.Integer("best_of", 1, 128) is > 1) throw OpenAiException.Invalid("best_of", "only 1 is supported");
             var call = chat ? ChatCall(request, model) : CompletionCall(request, model);
-            var events = model.AnyReplica().Generate(new GenerateCommand(call.Prompt, call.Sampling), http.RequestAborted);
+            var events = model.ReplicaFor(call.Prompt).Generate(new GenerateCommand(call.Prompt, call.Sampling), http.RequestAborted);
             var writer = new OpenAiResponseWriter(http, model, call, chat);
             if (request.Bool("stream") == true)
             {
@@ -177,7 +177,7 @@ public static class OpenAiEndpoints
     static SamplingWire Sampling(OpenAiRequest r, ServedModel model, int promptLength, long? maxTokens, int topLogprobs, string promptParam)
     {
         var defaults = model.Store.Generation;
-        int context = model.Store.Scheduler.MaxModelLength;
+        int context = model.Store.Scheduler.ContextWindow;
         if (promptLength >= context)
             throw OpenAiException.Invalid(promptParam, $"the prompt has {promptLength} tokens; the context window is {context}");
         long? topK = r.Integer("top_k", -1, int.MaxValue);

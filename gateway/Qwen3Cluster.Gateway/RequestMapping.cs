@@ -41,7 +41,7 @@ public static class RequestMapping
     {
         if (wire.ToParams().Validate(model.Store.Config.VocabSize) is { } problem)
             throw ApiErrors.Invalid(prefix + problem.Field, problem.Message);
-        int context = model.Store.Scheduler.MaxModelLength;
+        int context = model.Store.Scheduler.ContextWindow;
         if (wire.MaxTokens > context)
             throw ApiErrors.Invalid(prefix + "max_tokens", $"{wire.MaxTokens} exceeds the context window of {context} tokens");
     }

@@ -33,7 +33,16 @@ public sealed class ServedModel(ModelStore store, IGrainFactory grains)
 
     public IGatewayGrain Replica(int replica = 0) => grains.GetGrain<IGatewayGrain>(GrainKeys.Gateway(store.Name, replica));
 
-    /// <summary>Replicas share requests by a stable hash of something the caller sends (or round-robin).</summary>
-    public IGatewayGrain AnyReplica() =>
-        Replica(store.Options.Replicas <= 1 ? 0 : Random.Shared.Next(store.Options.Replicas));
+    /// <summary>
+    /// The replica for a prompt: chosen by its first tokens, so requests that share a beginning (a system prompt,
+    /// a conversation resent in full) meet the prefix cache of the same replica.
+    /// </summary>
+    public IGatewayGrain ReplicaFor(IReadOnlyList<int> prompt)
+    {
+        int replicas = store.Options.Replicas;
+        if (replicas <= 1) return Replica(0);
+        uint hash = 2166136261;
+        foreach (int token in prompt.Take(store.Options.BlockSize)) hash = (hash ^ (uint)token) * 16777619;
+        return Replica((int)(hash % (uint)replicas));
+    }
 }

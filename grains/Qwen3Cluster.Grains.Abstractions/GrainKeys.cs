@@ -11,15 +11,19 @@ public static class GrainKeys
     public static string Gateway(string model, int replica) => $"{model}/{replica}";
     public static string SessionCache(string sessionId) => $"session:{sessionId}";
 
-    /// <summary>What a key names: ("stage", model, replica, s, -1), ("experts", model, -1, s, g) or ("gateway", model, replica, -1, -1).</summary>
+    /// <summary>
+    /// What a key names: ("stage", model, replica, s, -1), ("experts", model, -1, s, g) or ("gateway", model, replica, -1, -1).
+    /// Read from the end, so a model name may itself contain '/' (as Hugging Face ids do).
+    /// </summary>
     public static (string Kind, string Model, int Replica, int Stage, int Group) Parse(string key)
     {
         var parts = key.Split('/');
-        if (parts.Length == 4 && parts[2] == "stage" && int.TryParse(parts[1], out int r) && int.TryParse(parts[3], out int s))
-            return ("stage", parts[0], r, s, -1);
-        if (parts.Length == 4 && parts[1] == "experts" && int.TryParse(parts[2], out int es) && int.TryParse(parts[3], out int g))
-            return ("experts", parts[0], -1, es, g);
-        if (parts.Length == 2 && int.TryParse(parts[1], out int gr)) return ("gateway", parts[0], gr, -1, -1);
+        string Model(int suffix) => string.Join('/', parts[..^suffix]);
+        if (parts.Length >= 4 && parts[^2] == "stage" && int.TryParse(parts[^3], out int r) && int.TryParse(parts[^1], out int s))
+            return ("stage", Model(3), r, s, -1);
+        if (parts.Length >= 4 && parts[^3] == "experts" && int.TryParse(parts[^2], out int es) && int.TryParse(parts[^1], out int g))
+            return ("experts", Model(3), -1, es, g);
+        if (parts.Length >= 2 && int.TryParse(parts[^1], out int gr)) return ("gateway", Model(1), gr, -1, -1);
         throw new FormatException($"'{key}' is not a Qwen3Cluster grain key.");
     }
 }

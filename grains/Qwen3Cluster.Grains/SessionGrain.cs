@@ -30,15 +30,17 @@ public sealed class SessionGrain(
 {
     public const int DefaultTtlSeconds = 3600;
     int? _activeTurn;
+    bool _deleteAfterTurn;
     IGrainTimer? _expiry;
 
     string Id => this.GetPrimaryKeyString();
     SessionState S => state.State;
 
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        if (S.Exists) ScheduleExpiry();
-        return Task.CompletedTask;
+        if (!S.Exists) return;
+        if (Expired) await Expire();
+        else ScheduleExpiry();
     }
 
     public async Task<SessionInfo> Create(string owner, string model, int ttlSeconds)
@@ -58,10 +60,15 @@ public sealed class SessionGrain(
         return Info();
     }
 
-    public Task<SessionInfo?> Get(string owner) => Task.FromResult(Owns(owner) ? Info() : null);
+    public async Task<SessionInfo?> Get(string owner)
+    {
+        if (Owns(owner) && Expired) await Expire();
+        return Owns(owner) ? Info() : null;
+    }
 
     public async Task<TurnTicket> BeginTurn(string owner)
     {
+        if (Owns(owner) && Expired) await Expire();
         if (!Owns(owner)) return new TurnTicket(TurnStatus.NotFound, 0, [], "", "", 0);
         if (_activeTurn is not null) return new TurnTicket(TurnStatus.Busy, 0, [], S.Model, "", S.Replica);
         _activeTurn = S.Turns + 1;
@@ -73,27 +80,44 @@ public sealed class SessionGrain(
     public async Task EndTurn(int turn, int[] history)
     {
         if (_activeTurn != turn) return;
-        _activeTurn = null;
+        if (_deleteAfterTurn)
+        {
+            await Expire();
+            return;
+        }
         S.History = history;
         S.Turns = turn;
         S.LastUsed = DateTimeOffset.UtcNow;
-        await state.WriteStateAsync();
+        // The turn stays open until its state is written, so no next turn can write over it meanwhile.
+        try
+        {
+            await state.WriteStateAsync();
+        }
+        finally
+        {
+            _activeTurn = null;
+        }
     }
 
-    public Task AbandonTurn(int turn)
+    public async Task AbandonTurn(int turn)
     {
-        if (_activeTurn == turn) _activeTurn = null;
-        return Task.CompletedTask;
+        if (_activeTurn != turn) return;
+        if (_deleteAfterTurn) await Expire();
+        _activeTurn = null;
     }
 
+    /// <summary>Deletes now, or, while a turn is streaming, as soon as it ends (so its cache is dropped once parked).</summary>
     public async Task<bool> Delete(string owner)
     {
         if (!Owns(owner)) return false;
-        await Expire();
+        if (_activeTurn is not null) _deleteAfterTurn = true;
+        else await Expire();
         return true;
     }
 
-    bool Owns(string owner) => S.Exists && S.Owner == owner;
+    bool Owns(string owner) => S.Exists && S.Owner == owner && !_deleteAfterTurn;
+
+    bool Expired => _activeTurn is null && DateTimeOffset.UtcNow > S.LastUsed.AddSeconds(S.TtlSeconds);
 
     SessionInfo Info() => new(Id, S.Model, S.History.Length, S.Turns, S.TtlSeconds, S.LastUsed.AddSeconds(S.TtlSeconds));
 
@@ -103,7 +127,7 @@ public sealed class SessionGrain(
         var period = TimeSpan.FromSeconds(Math.Clamp(S.TtlSeconds / 4.0, 1, 60));
         _expiry = this.RegisterGrainTimer(async _ =>
         {
-            if (S.Exists && _activeTurn is null && DateTimeOffset.UtcNow > S.LastUsed.AddSeconds(S.TtlSeconds)) await Expire();
+            if (S.Exists && Expired) await Expire();
         }, new GrainTimerCreationOptions(period, period) { Interleave = true });
     }
 
@@ -115,6 +139,8 @@ public sealed class SessionGrain(
         await gateway.DropCache(GrainKeys.SessionCache(Id));
         await state.ClearStateAsync();
         state.State = new SessionState();
+        _activeTurn = null;
+        _deleteAfterTurn = false;
         DeactivateOnIdle();
     }
 }

@@ -34,7 +34,7 @@ public sealed class GenerationEngine : IAsyncDisposable
     {
         _executor = executor;
         _scheduler = new Scheduler(options);
-        _output = new OutputProcessor(eosTokenIds, options.MaxModelLength);
+        _output = new OutputProcessor(eosTokenIds, options.ContextWindow);
         _decoders = decoders;
         _vocabSize = vocabSize;
         EngineMetrics.Register(this);
@@ -49,9 +49,13 @@ public sealed class GenerationEngine : IAsyncDisposable
     public long Preemptions => _scheduler.Preemptions;
     public IReadOnlyCollection<string> ParkedKeys => _scheduler.Parked.Keys.ToArray();
 
-    /// <summary>Starts the loop on the caller's task scheduler (an Orleans activation keeps it on its own).</summary>
-    public void Start() => _loop ??= Task.Factory.StartNew(RunAsync, CancellationToken.None,
-        TaskCreationOptions.None, TaskScheduler.Current).Unwrap();
+    /// <summary>Starts the loop (once) on the caller's task scheduler (an Orleans activation keeps it on its own).</summary>
+    public void Start()
+    {
+        if (Volatile.Read(ref _loop) is not null) return;
+        var loop = new Task<Task>(RunAsync);
+        if (Interlocked.CompareExchange(ref _loop, loop.Unwrap(), null) is null) loop.Start(TaskScheduler.Current);
+    }
 
     /// <summary>Checks a request against the model; throws <see cref="InvalidRequestException"/> naming the field.</summary>
     public void Validate(GenerationRequest request)
@@ -61,9 +65,9 @@ public sealed class GenerationEngine : IAsyncDisposable
             if (request.PromptTokens[i] < 0 || request.PromptTokens[i] >= _vocabSize)
                 throw new InvalidRequestException("token_ids",
                     $"token {request.PromptTokens[i]} at index {i} is outside the vocabulary [0, {_vocabSize})");
-        if (request.PromptTokens.Count >= Options.MaxModelLength)
+        if (request.PromptTokens.Count >= Options.ContextWindow)
             throw new InvalidRequestException("prompt",
-                $"{request.PromptTokens.Count} tokens; the context window is {Options.MaxModelLength}");
+                $"{request.PromptTokens.Count} tokens; the context window is {Options.ContextWindow}");
         if (request.Sampling.Validate(_vocabSize) is { } problem)
             throw new InvalidRequestException(problem.Field, problem.Message);
     }
@@ -105,17 +109,35 @@ public sealed class GenerationEngine : IAsyncDisposable
     async Task RunAsync()
     {
         var stop = _stopping.Token;
-        while (!stop.IsCancellationRequested)
+        try
         {
-            DrainQueues();
-            if (!_scheduler.HasWork)
+            while (!stop.IsCancellationRequested)
             {
-                try { await _wake.WaitAsync(stop); } catch (OperationCanceledException) { break; }
-                continue;
+                DrainQueues();
+                if (!_scheduler.HasWork)
+                {
+                    await _wake.WaitAsync(stop);
+                    continue;
+                }
+                try
+                {
+                    await StepAsync(stop);
+                }
+                catch (Exception e) when (e is not OperationCanceledException || !stop.IsCancellationRequested)
+                {
+                    // A bug in one step must not end the loop every later request depends on.
+                    _scheduler.ResetCache();
+                    FailAll(e);
+                }
             }
-            await StepAsync(stop);
         }
-        FailAll(new OperationCanceledException("The engine stopped."));
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            FailAll(new OperationCanceledException("The engine stopped."));
+        }
     }
 
     void DrainQueues()
@@ -147,9 +169,11 @@ public sealed class GenerationEngine : IAsyncDisposable
     async Task StepAsync(CancellationToken cancellationToken)
     {
         var step = _scheduler.Schedule();
+        ReapPreempted();
         if (step is null)
         {
-            await Task.Yield();
+            // Work that cannot run yet (a session turn waiting for its previous turn's cache): wait for news.
+            await _wake.WaitAsync(TimeSpan.FromMilliseconds(20), cancellationToken);
             return;
         }
         IReadOnlyList<SampledToken> sampled;
@@ -162,6 +186,7 @@ public sealed class GenerationEngine : IAsyncDisposable
         catch (KvCacheLostException)
         {
             _scheduler.ResetCache();
+            ReapPreempted();
             return;
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -170,6 +195,7 @@ public sealed class GenerationEngine : IAsyncDisposable
             // sequences start over. A transient failure (a silo died and its grains are being re-placed) then only
             // costs time; a persistent one fails the requests.
             _scheduler.ResetCache();
+            ReapPreempted();
             if (++_failedSteps > MaxFailedSteps) FailAll(e);
             else await Task.Delay(TimeSpan.FromMilliseconds(250 << _failedSteps), cancellationToken);
             return;
@@ -199,6 +225,16 @@ public sealed class GenerationEngine : IAsyncDisposable
         if (sequence.Status != SequenceStatus.Finished) return;
         _live.Remove(sequence.Id);
         sequence.Dispose();
+    }
+
+    /// <summary>Sequences that had already answered and were only writing their last token for a session, then lost their cache.</summary>
+    void ReapPreempted()
+    {
+        foreach (var sequence in _live.Values.Where(s => s.Status == SequenceStatus.Finished).ToList())
+        {
+            _live.Remove(sequence.Id);
+            sequence.Dispose();
+        }
     }
 
     void FailAll(Exception error)

@@ -54,6 +54,8 @@ public sealed class Scheduler
             if (count <= 0) continue;
             while (!_blocks.EnsureCapacity(sequence.BlockTable, sequence.NumComputed + count))
             {
+                // Idle parked caches go before any running sequence loses its cache.
+                if (EvictParked(_blocks.BlocksFor(sequence.NumComputed + count) - sequence.BlockTable.Count)) continue;
                 var victim = _running[^1];
                 Preempt(victim);
                 preempted = true;
@@ -78,6 +80,7 @@ public sealed class Scheduler
                 node = next;
                 continue;
             }
+            if (!sequence.Admitted) sequence.CachedPromptTokens = 0;
             if (sequence.NumComputed == 0 && sequence.BlockTable.Count == 0 && !TakeParked(sequence)) TakeCachedPrefix(sequence);
             int needed = _blocks.BlocksFor(sequence.Tokens.Count + 1) - sequence.BlockTable.Count;
             if (!_blocks.CanAllocate(needed) && !EvictParked(needed))
@@ -89,6 +92,7 @@ public sealed class Scheduler
             _blocks.EnsureCapacity(sequence.BlockTable, sequence.NumComputed + count);
             _waiting.Remove(node);
             sequence.Status = SequenceStatus.Running;
+            sequence.Admitted = true;
             _running.Add(sequence);
             slices.Add(Slice(sequence, count));
             budget -= count;
@@ -128,7 +132,8 @@ public sealed class Scheduler
             _running.Remove(sequence);
             sequence.Status = SequenceStatus.Finished;
             DropParked(key);
-            _parked[key] = new ParkedCache(key, [.. sequence.Tokens], [.. sequence.BlockTable]);
+            if (sequence.DiscardParking) _blocks.Release(sequence.BlockTable);
+            else _parked[key] = new ParkedCache(key, [.. sequence.Tokens], [.. sequence.BlockTable]);
             sequence.BlockTable.Clear();
             return;
         }
@@ -152,9 +157,12 @@ public sealed class Scheduler
     public IEnumerable<Sequence> FlushedTails() =>
         _running.Where(s => s.FlushingTail && s.NumComputed == s.Tokens.Count).ToList();
 
+    /// <summary>Frees a parked cache, or, if its sequence is still writing its last token, the cache it is about to park.</summary>
     public void DropParked(string key)
     {
         if (_parked.Remove(key, out var parked)) _blocks.Release(parked.BlockTable);
+        foreach (var sequence in _running)
+            if (sequence.FlushingTail && sequence.Request.ParkAs == key) sequence.DiscardParking = true;
     }
 
     /// <summary>
@@ -191,7 +199,6 @@ public sealed class Scheduler
         _blocks.Release(sequence.BlockTable);
         sequence.BlockTable.Clear();
         sequence.NumComputed = 0;
-        sequence.CachedPromptTokens = 0;
         sequence.RegisteredBlocks = 0;
     }
 
@@ -208,7 +215,7 @@ public sealed class Scheduler
         }
         sequence.BlockTable.AddRange(parked.BlockTable);
         sequence.NumComputed = parked.Tokens.Count;
-        sequence.CachedPromptTokens = parked.Tokens.Count;
+        if (!sequence.Admitted) sequence.CachedPromptTokens = Math.Min(parked.Tokens.Count, sequence.PromptLength);
         sequence.RegisteredBlocks = parked.Tokens.Count / _blocks.BlockSize;
         return true;
     }
@@ -225,7 +232,7 @@ public sealed class Scheduler
         var hits = _blocks.TakeCachedPrefix(sequence.BlockHashes.Take(usable).ToList());
         sequence.BlockTable.AddRange(hits);
         sequence.NumComputed = hits.Count * _blocks.BlockSize;
-        sequence.CachedPromptTokens = sequence.NumComputed;
+        if (!sequence.Admitted) sequence.CachedPromptTokens = Math.Min(sequence.NumComputed, sequence.PromptLength);
         sequence.RegisteredBlocks = hits.Count;
     }
 

@@ -13,4 +13,10 @@ public sealed record SchedulerOptions
     public int MaxSequences { get; init; } = 64;
     /// <summary>Prompt plus output never exceeds this (the model's max_position_embeddings by default).</summary>
     public int MaxModelLength { get; init; } = 32768;
+
+    /// <summary>
+    /// The context window actually served: the model's, or the KV pool's when that holds fewer tokens, so one
+    /// sequence can always fit in the pool on its own (and never has to be preempted for lack of room forever).
+    /// </summary>
+    public int ContextWindow => (int)Math.Min(MaxModelLength, (long)NumBlocks * BlockSize);
 }

@@ -39,6 +39,10 @@ public sealed class Sequence : IDisposable
     public string? FinishReason { get; set; }
     /// <summary>Set when this sequence's last token must still be written to the cache before it is parked.</summary>
     public bool FlushingTail { get; set; }
+    /// <summary>Its parked cache was dropped (the session was deleted) before it was parked: free it instead.</summary>
+    public bool DiscardParking { get; set; }
+    /// <summary>Admitted at least once; what the cache held at the first admission is what usage reports.</summary>
+    public bool Admitted { get; set; }
 
     public Sequence(long id, GenerationRequest request, IIncrementalTextDecoder? decoder)
     {

@@ -53,9 +53,10 @@ public sealed class ModelStage : nn.Module
     {
         using var meta = new AttentionMetadata(context, Device);
         var (cos, sin) = _rope.Tables(meta.Positions);
-        var h = Range.IsFirst ? _model.EmbedTokens!.forward(input) : input.alias();
+        Tensor? h = null;
         try
         {
+            h = Range.IsFirst ? _model.EmbedTokens!.forward(input) : input.alias();
             foreach (var layer in _model.Layers)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -78,7 +79,7 @@ public sealed class ModelStage : nn.Module
         }
         finally
         {
-            h.Dispose();
+            h?.Dispose();
             cos.Dispose();
             sin.Dispose();
         }

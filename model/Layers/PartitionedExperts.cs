@@ -25,9 +25,16 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
         try
         {
             var calls = shares.Select((s, i) =>
-                call(s.Group, layer, inputs[i].X, inputs[i].Ids, inputs[i].Weights, cancellationToken).AsTask());
-            var outputs = await Task.WhenAll(calls);
-            return Combine(x, inputs, outputs);
+                call(s.Group, layer, inputs[i].X, inputs[i].Ids, inputs[i].Weights, cancellationToken).AsTask()).ToArray();
+            try
+            {
+                return Combine(x, inputs, await Task.WhenAll(calls));
+            }
+            catch
+            {
+                foreach (var done in calls.Where(c => c.IsCompletedSuccessfully)) done.Result.Dispose();
+                throw;
+            }
         }
         finally
         {

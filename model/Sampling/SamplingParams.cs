@@ -25,7 +25,10 @@ public sealed record SamplingParams
     /// <summary>How many top alternatives to report with each token's log-probability; 0 reports only the token's own.</summary>
     public int Logprobs { get; init; }
 
-    public bool IsGreedy => Temperature == 0 || TopK == 1;
+    /// <summary>Temperatures this close to 0 would overflow the scaled logits: they mean greedy, as in vLLM.</summary>
+    public const double GreedyBelow = 1e-5;
+
+    public bool IsGreedy => Temperature < GreedyBelow || TopK == 1;
     public bool HasPenalties => RepetitionPenalty != 1.0 || PresencePenalty != 0 || FrequencyPenalty != 0;
 
     public static SamplingParams Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens };

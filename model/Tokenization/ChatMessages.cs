@@ -48,8 +48,8 @@ public static class ChatMessages
         JsonValueKind.String => c.GetString(),
         JsonValueKind.Null => null,
         JsonValueKind.Array => string.Concat(c.EnumerateArray().Select(part =>
-            part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var t) && t.GetString() == "text"
-                && part.TryGetProperty("text", out var text) && text.ValueKind == JsonValueKind.String
+            part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String
+                && t.GetString() == "text" && part.TryGetProperty("text", out var text) && text.ValueKind == JsonValueKind.String
                 ? text.GetString()
                 : throw new FormatException($"{at}.content: only text parts are supported."))),
         _ => throw new FormatException($"{at}.content: must be a string or a list of text parts."),
@@ -57,7 +57,9 @@ public static class ChatMessages
 
     static ChatToolCall ToolCall(JsonElement call, string at)
     {
+        if (call.ValueKind != JsonValueKind.Object) throw new FormatException($"{at}: must be an object.");
         var function = call.TryGetProperty("function", out var f) ? f : call;
+        if (function.ValueKind != JsonValueKind.Object) throw new FormatException($"{at}.function: must be an object.");
         string name = function.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String ? n.GetString()!
             : throw new FormatException($"{at}.function.name: missing or not a string.");
         var arguments = function.TryGetProperty("arguments", out var a) ? a.Clone() : JsonDocument.Parse("{}").RootElement.Clone();

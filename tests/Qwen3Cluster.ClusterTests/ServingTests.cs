@@ -192,3 +192,35 @@ public sealed class SessionExpiryTests(MoeClusterFixture fixture) : IClassFixtur
         Assert.Null(await session.Get("dave"));
     }
 }
+
+/// <summary>Deleting a session while one of its turns streams.</summary>
+public sealed class SessionDeleteTests(MoeClusterFixture fixture) : IClassFixture<MoeClusterFixture>
+{
+    [Fact]
+    public async Task ASessionDeletedMidTurnIsGoneAndItsCacheFreedWhenTheTurnEnds()
+    {
+        var client = fixture.Cluster.Client;
+        string id = Guid.NewGuid().ToString("N");
+        var session = client.GetGrain<ISessionGrain>(id);
+        await session.Create("erin", fixture.Cluster.Model, 600);
+        var before = await fixture.Cluster.Gateway().Stats();
+        var sampling = new SamplingWire { Temperature = 0, MaxTokens = 40, IgnoreEos = true };
+        bool deleted = false;
+        await foreach (var e in new SessionTurns(client).RunAsync(id, "erin", h => [.. h, 1, 2, 3, 4, 5, 6], sampling))
+            if (!deleted)
+            {
+                Assert.True(await session.Delete("erin"));
+                Assert.Null(await session.Get("erin"));
+                deleted = true;
+            }
+        ReplicaStats stats = await fixture.Cluster.Gateway().Stats();
+        for (int i = 0; i < 100 && stats.UsedBlocks != before.UsedBlocks; i++)
+        {
+            await Task.Delay(50);
+            stats = await fixture.Cluster.Gateway().Stats();
+        }
+        Assert.DoesNotContain(GrainKeys.SessionCache(id), stats.ParkedCaches);
+        Assert.Equal(before.UsedBlocks, stats.UsedBlocks);
+        Assert.Null(await session.Get("erin"));
+    }
+}

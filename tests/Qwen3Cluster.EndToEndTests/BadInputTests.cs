@@ -119,6 +119,8 @@ public sealed class BadInputTests(ServerFixture fixture)
         ["missing messages"] = ("/v1/chat/completions", "application/json", "{}", HttpStatusCode.BadRequest, "messages"),
         ["empty messages"] = ("/v1/chat/completions", "application/json", "{\"messages\": []}", HttpStatusCode.BadRequest, "messages"),
         ["unknown role"] = ("/v1/chat/completions", "application/json", "{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}", HttpStatusCode.BadRequest, "messages[0].role"),
+        ["content part with a numeric type"] = ("/v1/chat/completions", "application/json", "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": 3}]}]}", HttpStatusCode.BadRequest, "messages[0].content"),
+        ["tool call not an object"] = ("/v1/chat/completions", "application/json", "{\"messages\": [{\"role\": \"assistant\", \"content\": \"x\", \"tool_calls\": [7]}]}", HttpStatusCode.BadRequest, "messages[0].tool_calls[0]"),
         ["non-text content part"] = ("/v1/chat/completions", "application/json", "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]}", HttpStatusCode.BadRequest, "messages[0].content"),
         ["negative temperature"] = ("/v1/chat/completions", "application/json", Chat("\"temperature\": -0.5"), HttpStatusCode.BadRequest, "temperature"),
         ["temperature as text"] = ("/v1/chat/completions", "application/json", Chat("\"temperature\": \"hot\""), HttpStatusCode.BadRequest, "temperature"),
@@ -204,6 +206,11 @@ public sealed class BadInputTests(ServerFixture fixture)
         Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
         Assert.Equal("invalid_api_key", JsonDocument.Parse(await refused.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("code").GetString());
         Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/healthz")).StatusCode);
+        // Claiming to be gRPC in a header does not open the HTTP API.
+        using var disguised = new HttpRequestMessage(HttpMethod.Get, "/v1/models") { Content = new ByteArrayContent([]) };
+        disguised.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.SendAsync(disguised)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync("/dashboard/")).StatusCode);
 
         using var channel = GrpcChannel.ForAddress(fixture.Server.GrpcAddress);
         var error = await Assert.ThrowsAsync<RpcException>(() => new Inference.InferenceClient(channel).ListModelsAsync(new ListModelsRequest()).ResponseAsync);

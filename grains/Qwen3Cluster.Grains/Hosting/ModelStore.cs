@@ -50,6 +50,6 @@ public sealed class ModelStore
         MaxModelLength = Options.MaxModelLength > 0 ? Options.MaxModelLength : Config.MaxPositionEmbeddings,
     };
 
-    public ModelDescription Describe() => new(Name, Config.Architecture, Scheduler.MaxModelLength, Config.VocabSize,
+    public ModelDescription Describe() => new(Name, Config.Architecture, Scheduler.ContextWindow, Config.VocabSize,
         Options.Stages, ExpertGroups.Length);
 }

@@ -213,3 +213,41 @@ public sealed class PrefixCacheTests
         Assert.Equal(4, scheduler.Blocks.UsedBlocks);
     }
 }
+
+/// <summary>Limits the pool imposes on one sequence, and caches dropped while being written.</summary>
+public sealed class CapacityTests
+{
+    [Fact]
+    public async Task ASequenceLongerThanThePoolEndsWithLengthInsteadOfWaitingForever()
+    {
+        string dir = Qwen3Cluster.Tests.Support.TestCheckpoints.Get("small-dense", Qwen3Cluster.Tests.Support.TestCheckpoints.SmallDense);
+        using var model = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 8, BlockSize = 4 });
+        var options = new SchedulerOptions { NumBlocks = 8, BlockSize = 4, MaxModelLength = 40960 };
+        Assert.Equal(32, options.ContextWindow);
+        await using var engine = new GenerationEngine(model, options, model.Config.VocabSize, [], null);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var result = await Qwen3Cluster.Tests.Support.EngineRunner.RunAsync(engine,
+            Qwen3Cluster.Tests.Support.EngineRunner.Greedy([1, 2, 3, 4, 5], 100), timeout.Token);
+        Assert.Equal(FinishReasons.Length, result.FinishReason);
+        Assert.Equal(32 - 5, result.Ids.Length);
+        Assert.Equal(0, engine.UsedBlocks);
+        Assert.Throws<InvalidRequestException>(() => engine.Validate(new GenerationRequest(Enumerable.Range(1, 32).ToArray(), SamplingParams.Greedy(1))));
+    }
+
+    [Fact]
+    public void DroppingACacheWhileItsTailIsWrittenFreesItOnceWritten()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 8, BlockSize = 4 });
+        var sequence = new Sequence(1, new GenerationRequest([1, 2, 3, 4, 5, 6], SamplingParams.Greedy(4)) { ParkAs = "s" }, null);
+        scheduler.Add(sequence);
+        scheduler.Completed(scheduler.Schedule()!);
+        sequence.Append(9);
+        scheduler.Finish(sequence);
+        Assert.True(sequence.FlushingTail);
+        scheduler.DropParked("s");
+        scheduler.Completed(scheduler.Schedule()!);
+        foreach (var s in scheduler.FlushedTails()) scheduler.Finish(s);
+        Assert.Empty(scheduler.Parked);
+        Assert.Equal(0, scheduler.Blocks.UsedBlocks);
+    }
+}
