@@ -13,6 +13,8 @@ namespace Qwen3Cluster.Gateway;
 /// <summary>The gRPC and HTTP front door of a silo with the gateway role.</summary>
 public static class GatewayHosting
 {
+    public const int MaxGrpcMessageBytes = 16 * 1024 * 1024;
+
     public static WebApplicationBuilder AddQwen3Gateway(this WebApplicationBuilder builder)
     {
         var options = builder.Configuration.GetSection("Qwen3:Gateway").Get<GatewayOptions>() ?? new GatewayOptions();
@@ -23,7 +25,7 @@ public static class GatewayHosting
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Readiness>());
         builder.Services.AddGrpc(o =>
         {
-            o.MaxReceiveMessageSize = 16 * 1024 * 1024;
+            o.MaxReceiveMessageSize = MaxGrpcMessageBytes;
             o.Interceptors.Add<ApiKeyInterceptor>();
         });
         builder.Services.AddGrpcReflection();

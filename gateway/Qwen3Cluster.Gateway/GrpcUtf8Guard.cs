@@ -2,6 +2,7 @@ using System.Text;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Qwen3Cluster.Protos.V1;
 
 namespace Qwen3Cluster.Gateway;
@@ -28,13 +29,12 @@ public sealed class GrpcUtf8Guard(RequestDelegate next)
     public async Task InvokeAsync(HttpContext http)
     {
         if (!Requests.TryGetValue(http.Request.Path.Value ?? "", out var descriptor)) { await next(http); return; }
+        // gRPC lifts Kestrel's body limit for its calls and applies its own message limit; so does this read.
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = null;
         http.Request.EnableBuffering();
-        using var buffer = new MemoryStream();
-        await http.Request.Body.CopyToAsync(buffer, http.RequestAborted);
+        var field = await FindInvalidFieldAsync(http, descriptor);
         http.Request.Body.Position = 0;
-        var frame = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
-        // One length-prefixed message: a compression flag byte and a 4-byte big-endian length.
-        if (frame.Length >= 5 && frame.Span[0] == 0 && InvalidField(frame[5..], descriptor, "") is { } field)
+        if (field is not null)
         {
             http.Response.ContentType = "application/grpc";
             http.Response.Headers["grpc-status"] = "3";
@@ -42,6 +42,21 @@ public sealed class GrpcUtf8Guard(RequestDelegate next)
             return;
         }
         await next(http);
+    }
+
+    /// <summary>
+    /// Reads the one length-prefixed message of a unary or server-streaming call (a compression flag byte, a
+    /// 4-byte big-endian length) unless it is compressed or over gRPC's size limit, which gRPC itself refuses.
+    /// </summary>
+    static async Task<string?> FindInvalidFieldAsync(HttpContext http, MessageDescriptor descriptor)
+    {
+        var header = new byte[5];
+        if (await http.Request.Body.ReadAtLeastAsync(header, 5, throwOnEndOfStream: false, http.RequestAborted) < 5 || header[0] != 0) return null;
+        int length = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(1));
+        if (length < 0 || length > GatewayHosting.MaxGrpcMessageBytes) return null;
+        var message = new byte[length];
+        if (await http.Request.Body.ReadAtLeastAsync(message, length, throwOnEndOfStream: false, http.RequestAborted) < length) return null;
+        return InvalidField(message, descriptor, "");
     }
 
     /// <summary>The path of the first string field (searching nested messages) whose bytes are not UTF-8.</summary>

@@ -96,6 +96,18 @@ public sealed class BadInputTests(ServerFixture fixture)
     }
 
     [Fact]
+    public async Task GrpcRefusesAnOversizedMessageAndStaysUnchanged()
+    {
+        using var channel = fixture.Channel();
+        var client = new Inference.InferenceClient(channel);
+        var before = await ValidAnswerAsync(client);
+        var huge = new GenerateRequest { Text = new string('a', 17 * 1024 * 1024) };
+        var error = await Assert.ThrowsAsync<RpcException>(() => Drain(client.Generate(huge)));
+        Assert.Equal(StatusCode.ResourceExhausted, error.StatusCode);
+        Assert.Equal(before, await ValidAnswerAsync(client));
+    }
+
+    [Fact]
     public async Task GrpcRefusesInvalidUtf8NamingTheField()
     {
         using var channel = fixture.Channel();
