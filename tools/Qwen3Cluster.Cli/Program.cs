@@ -11,7 +11,18 @@ var root = new RootCommand("qwen3: a serving cluster for Qwen3 and Qwen3-MoE mod
     ChatCommand.Create(),
     BenchCommand.Create(),
 };
-return await root.Parse(args).InvokeAsync();
+try
+{
+    return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+}
+catch (Exception e) when (e is Qwen3Cluster.Model.Config.ModelConfigException or Qwen3Cluster.Model.Checkpoint.CheckpointException
+    or Qwen3Cluster.Model.Tokenization.TokenizerFormatException or Qwen3Cluster.Model.Tokenization.TokenizerIntegrityException
+    or FormatException or IOException or UnauthorizedAccessException or HttpRequestException or Grpc.Core.RpcException)
+{
+    // Problems with the user's files, network or server: the message says what and where; a stack trace would not help.
+    Console.Error.WriteLine(e is Grpc.Core.RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : e.Message);
+    return 2;
+}
 
 static Command DemoModelCommand()
 {

@@ -61,6 +61,18 @@ public static class ServeCommand
             var settings = configuration.Build();
             if (string.IsNullOrWhiteSpace(settings["Qwen3:Model:Path"]))
                 overrides["Qwen3:Model:Path"] = await DemoModel.EnsureAsync(ct);
+            string path = overrides.GetValueOrDefault("Qwen3:Model:Path") ?? settings["Qwen3:Model:Path"]!;
+            try
+            {
+                // Fail now, with the file and field at fault, rather than leave the silo forever not ready.
+                Qwen3Cluster.Model.Config.Qwen3Config.Load(path);
+                Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(path).Dispose();
+            }
+            catch (Exception e) when (e is Qwen3Cluster.Model.Config.ModelConfigException or Qwen3Cluster.Model.Checkpoint.CheckpointException)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
             await RunAsync(parse.GetValue(config), overrides, ct);
             return 0;
         });
