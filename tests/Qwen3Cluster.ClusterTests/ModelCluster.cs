@@ -81,6 +81,19 @@ public sealed class ModelCluster : IAsyncDisposable
 
     public IGatewayGrain Gateway(int replica = 0) => Client.GetGrain<IGatewayGrain>(GrainKeys.Gateway(Model, replica));
 
+    /// <summary>Polls the replica's stats until <paramref name="done"/> holds (things freed in the background) or 20 s pass.</summary>
+    public async Task<ReplicaStats> WaitForStatsAsync(Func<ReplicaStats, Task<bool>> done)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        var stats = await Gateway().Stats();
+        while (DateTime.UtcNow < deadline && !await done(stats))
+        {
+            await Task.Delay(50);
+            stats = await Gateway().Stats();
+        }
+        return stats;
+    }
+
     public async Task<(int[] Ids, float[] Logprobs, int[][] Top, UsageWire Usage, string Finish)> GenerateAsync(int[] prompt, SamplingWire sampling,
         CancellationToken cancellationToken = default)
     {

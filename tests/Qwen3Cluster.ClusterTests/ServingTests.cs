@@ -99,30 +99,15 @@ public sealed class ServingTests(MoeClusterFixture fixture) : IClassFixture<MoeC
         var session = client.GetGrain<ISessionGrain>(id);
         await session.Create("bob", fixture.Cluster.Model, 600);
         await foreach (var _ in new SessionTurns(client).RunAsync(id, "bob", h => [.. h, 1, 2, 3, 4, 5, 6, 7, 8, 9], Greedy(5))) { }
-        var stats = await WaitForParkedAsync(GrainKeys.SessionCache(id));
+        var stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.ParkedCaches.Contains(GrainKeys.SessionCache(id))));
+        Assert.Contains(GrainKeys.SessionCache(id), stats.ParkedCaches);
         Assert.True(stats.UsedBlocks > 0);
         Assert.False(await session.Delete("mallory"));
         Assert.True(await session.Delete("bob"));
-        stats = await fixture.Cluster.Gateway().Stats();
-        for (int i = 0; i < 50 && stats.UsedBlocks > 0; i++)
-        {
-            await Task.Delay(50);
-            stats = await fixture.Cluster.Gateway().Stats();
-        }
+        stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.UsedBlocks == 0));
         Assert.Equal(0, stats.UsedBlocks);
         Assert.DoesNotContain(GrainKeys.SessionCache(id), stats.ParkedCaches);
         Assert.Null(await session.Get("bob"));
-    }
-
-    async Task<ReplicaStats> WaitForParkedAsync(string key)
-    {
-        for (int i = 0; i < 100; i++)
-        {
-            var stats = await fixture.Cluster.Gateway().Stats();
-            if (stats.ParkedCaches.Contains(key)) return stats;
-            await Task.Delay(50);
-        }
-        throw new TimeoutException($"{key} was never parked.");
     }
 }
 
@@ -180,14 +165,7 @@ public sealed class SessionExpiryTests(MoeClusterFixture fixture) : IClassFixtur
         await foreach (var _ in new SessionTurns(client).RunAsync(id, "dave", h => [.. h, 7, 8, 9, 10, 11],
             new SamplingWire { Temperature = 0, MaxTokens = 3, IgnoreEos = true })) { }
         string key = GrainKeys.SessionCache(id);
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        ReplicaStats stats;
-        do
-        {
-            await Task.Delay(250);
-            stats = await fixture.Cluster.Gateway().Stats();
-        }
-        while (DateTime.UtcNow < deadline && (stats.ParkedCaches.Contains(key) || await session.Get("dave") is not null));
+        var stats = await fixture.Cluster.WaitForStatsAsync(async s => !s.ParkedCaches.Contains(key) && await session.Get("dave") is null);
         Assert.DoesNotContain(key, stats.ParkedCaches);
         Assert.Null(await session.Get("dave"));
     }
@@ -213,12 +191,7 @@ public sealed class SessionDeleteTests(MoeClusterFixture fixture) : IClassFixtur
                 Assert.Null(await session.Get("erin"));
                 deleted = true;
             }
-        ReplicaStats stats = await fixture.Cluster.Gateway().Stats();
-        for (int i = 0; i < 100 && stats.UsedBlocks != before.UsedBlocks; i++)
-        {
-            await Task.Delay(50);
-            stats = await fixture.Cluster.Gateway().Stats();
-        }
+        var stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.UsedBlocks == before.UsedBlocks));
         Assert.DoesNotContain(GrainKeys.SessionCache(id), stats.ParkedCaches);
         Assert.Equal(before.UsedBlocks, stats.UsedBlocks);
         Assert.Null(await session.Get("erin"));
