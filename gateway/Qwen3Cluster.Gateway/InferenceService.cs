@@ -19,8 +19,9 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains, Ca
             _ => throw ApiErrors.Invalid("text", "a prompt is required: set text or token_ids"),
         };
         var sampling = request.Sampling.ToWire(model);
-        var events = model.ReplicaFor(prompt).Generate(new GenerateCommand(prompt, sampling), context.CancellationToken);
-        await Stream(events, e => Write(responses, e, context.CancellationToken), context.CancellationToken);
+        using var call = new CallDeadline(context);
+        var events = model.ReplicaFor(prompt).Generate(new GenerateCommand(prompt, sampling), call.Token);
+        await Stream(events, e => Write(responses, e, call.Token), call);
     }
 
     public override async Task Chat(ChatRequest request, IServerStreamWriter<ChatResponse> responses, ServerCallContext context)
@@ -29,20 +30,21 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains, Ca
         var messages = request.Messages.ToChatMessages();
         var sampling = request.Sampling.ToWire(model);
         bool? thinking = request.HasEnableThinking ? request.EnableThinking : null;
+        using var call = new CallDeadline(context);
         IAsyncEnumerable<GenerationEvent> events;
         if (request.SessionId.Length == 0)
         {
             var prompt = ChatPrompt.Render(model.Tokenizer, messages, thinking);
-            events = model.ReplicaFor(prompt).Generate(new GenerateCommand(prompt, sampling), context.CancellationToken);
+            events = model.ReplicaFor(prompt).Generate(new GenerateCommand(prompt, sampling), call.Token);
         }
         else
         {
             var tokenizer = model.Tokenizer;
             SessionsService.CheckId(request.SessionId);
             events = new SessionTurns(grains).RunAsync(request.SessionId, callers.Owner(context),
-                history => ChatPrompt.Continue(tokenizer, history, messages, thinking), sampling, context.CancellationToken);
+                history => ChatPrompt.Continue(tokenizer, history, messages, thinking), sampling, call.Token);
         }
-        await Stream(events, e => Write(responses, e, context.CancellationToken), context.CancellationToken);
+        await Stream(events, e => Write(responses, e, call.Token), call);
     }
 
     public override Task<TokenizeResponse> Tokenize(TokenizeRequest request, ServerCallContext context)
@@ -82,12 +84,19 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains, Ca
     }
 
     /// <summary>Forwards events until the last; an error event becomes the call's status.</summary>
-    static async Task Stream(IAsyncEnumerable<GenerationEvent> events, Func<GenerationEvent, Task> write, CancellationToken cancellationToken)
+    static async Task Stream(IAsyncEnumerable<GenerationEvent> events, Func<GenerationEvent, Task> write, CallDeadline call)
     {
-        await foreach (var e in events.WithCancellation(cancellationToken))
+        try
         {
-            if (e.Error is { } error) throw ApiErrors.From(error);
-            await write(e);
+            await foreach (var e in events.WithCancellation(call.Token))
+            {
+                if (e.Error is { } error) throw ApiErrors.From(error);
+                await write(e);
+            }
+        }
+        catch (Exception) when (call.Reached)
+        {
+            throw CallDeadline.Exceeded();
         }
     }
 
