@@ -20,13 +20,17 @@ public static class GatewayHosting
         var options = builder.Configuration.GetSection("Qwen3:Gateway").Get<GatewayOptions>() ?? new GatewayOptions();
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton<ServedModel>();
-        builder.Services.AddSingleton<Callers>();
         builder.Services.AddSingleton<Readiness>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Readiness>());
+        // API keys through ASP.NET Core's authentication: OIDC or JWT bearer would be one more scheme here.
+        builder.Services.AddAuthentication(ApiKeyAuthentication.SchemeName)
+            .AddScheme<ApiKeyAuthenticationOptions, ApiKeyAuthentication>(ApiKeyAuthentication.SchemeName,
+                o => o.Keys = options.ApiKeys.Where(k => k.Length > 0).ToHashSet());
+        builder.Services.AddAuthorization();
         builder.Services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = MaxGrpcMessageBytes;
-            o.Interceptors.Add<ApiKeyInterceptor>();
+            o.Interceptors.Add<GrpcErrors.Interceptor>();
         });
         builder.Services.AddGrpcReflection();
         builder.Services.AddGrpcHealthChecks()
@@ -61,18 +65,20 @@ public static class GatewayHosting
             : X509CertificateLoader.LoadPkcs12FromFile(tls.CertificatePath, tls.Password);
     }
 
+    /// <summary>The endpoints: the gRPC services and the OpenAI-style API require a caller; health, reflection and metrics do not.</summary>
     public static WebApplication MapQwen3Gateway(this WebApplication app)
     {
-        app.UseMiddleware<HttpApiKeys>();
+        app.UseAuthentication();
+        app.UseAuthorization();
         app.UseMiddleware<GrpcUtf8Guard>();
-        app.MapGrpcService<InferenceService>();
-        app.MapGrpcService<SessionsService>();
+        app.MapGrpcService<InferenceService>().RequireAuthorization();
+        app.MapGrpcService<SessionsService>().RequireAuthorization();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();
         app.MapGet("/healthz", (Readiness readiness) => readiness.IsReady
             ? Results.Ok(new { status = "serving" })
             : Results.Json(new { status = "starting", detail = readiness.LastError }, statusCode: StatusCodes.Status503ServiceUnavailable));
-        app.MapOpenAi();
+        app.MapOpenAi().RequireAuthorization();
         return app;
     }
 

@@ -1,32 +1,32 @@
-using System.Text;
 using System.Text.Json;
-using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
-using Qwen3Cluster.Grains;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Model.Tokenization;
 
 namespace Qwen3Cluster.Gateway;
 
 /// <summary>
 /// OpenAI-compatible HTTP: /v1/chat/completions, /v1/completions (server-sent events ending with
-/// <c>data: [DONE]</c>, or one JSON body) and /v1/models. Requests are validated field by field and refused with
-/// OpenAI's error object; stateless clients that resend a whole conversation reuse its KV cache through the
-/// engine's prefix cache.
+/// <c>data: [DONE]</c>, or one JSON body) and /v1/models, behind the API-key authorization. A request is resolved
+/// over the model's sampling defaults, checked once by <see cref="RequestLimits"/> and refused with OpenAI's error
+/// object; stateless clients that resend a whole conversation reuse its KV cache through the engine's prefix cache.
 /// </summary>
 public static class OpenAiEndpoints
 {
-    public static IEndpointRouteBuilder MapOpenAi(this IEndpointRouteBuilder app)
+    public static IEndpointConventionBuilder MapOpenAi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/v1/models", (ServedModel model) => Results.Json(new { @object = "list", data = new[] { ModelCard(model) } }));
-        app.MapGet("/v1/models/{id}", (string id, ServedModel model) => id == model.Name
+        var api = app.MapGroup("/v1");
+        api.MapGet("/models", (ServedModel model) => Results.Json(new { @object = "list", data = new[] { ModelCard(model) } }));
+        api.MapGet("/models/{id}", (string id, ServedModel model) => id == model.Name
             ? Results.Json(ModelCard(model))
-            : Results.Json(Error($"model '{id}' does not exist", "id", "model_not_found"), statusCode: 404));
-        app.MapPost("/v1/chat/completions", (HttpContext http) => Handle(http, chat: true));
-        app.MapPost("/v1/completions", (HttpContext http) => Handle(http, chat: false));
-        return app;
+            : Results.Json(OpenAiErrors.Body(RequestError.NotFound("id", $"model '{id}' does not exist")), statusCode: 404));
+        api.MapPost("/chat/completions", (HttpContext http) => Handle(http, chat: true));
+        api.MapPost("/completions", (HttpContext http) => Handle(http, chat: false));
+        return api;
     }
 
     static object ModelCard(ServedModel model) => new
@@ -35,11 +35,8 @@ public static class OpenAiEndpoints
         @object = "model",
         created = 0,
         owned_by = "qwen3cluster",
-        max_model_len = model.Store.Scheduler.ContextWindow,
+        max_model_len = model.Limits.ContextWindow,
     };
-
-    static object Error(string message, string? param, string? code) =>
-        new { error = new { message, type = "invalid_request_error", param, code } };
 
     static async Task Handle(HttpContext http, bool chat)
     {
@@ -49,29 +46,23 @@ public static class OpenAiEndpoints
             using var body = await ReadBodyAsync(http);
             var request = new OpenAiRequest(body.RootElement);
             string name = request.String("model") ?? model.Name;
-            if (name != model.Name)
-                throw new OpenAiException(404, "invalid_request_error", $"model: '{name}' does not exist; models: {model.Name}", "model", "model_not_found");
-            if (request.Integer("n", 1, 128) is > 1) throw OpenAiException.Invalid("n", "only 1 choice per request is supported");
-            if (request.Integer("best_of", 1, 128) is > 1) throw OpenAiException.Invalid("best_of", "only 1 is supported");
+            if (name != model.Name) throw RequestError.NotFound("model", $"'{name}' does not exist; models: {model.Name}");
+            if (request.Integer("n") is { } n && n != 1) throw RequestError.Invalid("n", "only 1 choice per request is supported");
+            if (request.Integer("best_of") is { } bestOf && bestOf != 1) throw RequestError.Invalid("best_of", "only 1 is supported");
             var call = chat ? ChatCall(request, model) : CompletionCall(request, model);
-            var events = model.ReplicaFor(call.Prompt).Generate(new GenerateCommand(call.Prompt, call.Sampling), http.RequestAborted);
+            var updates = model.ReplicaFor(call.Request.PromptTokens).Generate(call.Request, http.RequestAborted);
             var writer = new OpenAiResponseWriter(http, model, call, chat);
             if (request.Bool("stream") == true)
             {
                 bool usage = request.Get("stream_options") is { ValueKind: JsonValueKind.Object } o
                     && o.TryGetProperty("include_usage", out var u) && u.ValueKind == JsonValueKind.True;
-                await writer.StreamAsync(events, usage, http.RequestAborted);
+                await writer.StreamAsync(updates, usage, http.RequestAborted);
             }
-            else await writer.WholeAsync(events, http.RequestAborted);
+            else await writer.WholeAsync(updates, http.RequestAborted);
         }
-        catch (OpenAiException e) when (!http.Response.HasStarted)
+        catch (RequestError e) when (!http.Response.HasStarted)
         {
             await OpenAiErrors.Write(http, e);
-        }
-        catch (RpcException e) when (!http.Response.HasStarted)
-        {
-            int status = e.StatusCode == StatusCode.NotFound ? 404 : 400;
-            await OpenAiErrors.Write(http, status, "invalid_request_error", e.Status.Detail, param: e.Status.Detail.Split(':')[0]);
         }
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {
@@ -81,125 +72,110 @@ public static class OpenAiEndpoints
     static async Task<JsonDocument> ReadBodyAsync(HttpContext http)
     {
         if (http.Request.ContentType is not { } type || !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
-            throw new OpenAiException(StatusCodes.Status415UnsupportedMediaType, "invalid_request_error",
-                $"Content-Type must be application/json, got '{http.Request.ContentType}'", null);
+            throw new RequestError(ErrorKind.UnsupportedMediaType, null, $"Content-Type must be application/json, got '{http.Request.ContentType}'");
         try
         {
             using var buffer = new MemoryStream();
             await http.Request.Body.CopyToAsync(buffer, http.RequestAborted);
             var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
             if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
-                throw new OpenAiException(400, "invalid_request_error", "The body is not valid JSON: it is not valid UTF-8.", null);
+                throw new RequestError(ErrorKind.InvalidArgument, null, "The body is not valid JSON: it is not valid UTF-8.");
             var body = JsonDocument.Parse(bytes);
-            if (body.RootElement.ValueKind != JsonValueKind.Object) throw new OpenAiException(400, "invalid_request_error", "The body must be a JSON object.", null);
+            if (body.RootElement.ValueKind != JsonValueKind.Object) throw new RequestError(ErrorKind.InvalidArgument, null, "The body must be a JSON object.");
             return body;
         }
         catch (JsonException e)
         {
-            throw new OpenAiException(400, "invalid_request_error", $"The body is not valid JSON: {e.Message}", null);
+            throw new RequestError(ErrorKind.InvalidArgument, null, $"The body is not valid JSON: {e.Message}");
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            throw new OpenAiException(413, "invalid_request_error", "The request body is too large.", null);
+            throw new RequestError(ErrorKind.PayloadTooLarge, null, "The request body is too large.");
         }
     }
 
-    /// <summary>What a request asks for once parsed: prompt ids, sampling, and how to report logprobs.</summary>
-    public sealed record Call(int[] Prompt, SamplingWire Sampling, bool Logprobs, int TopLogprobs);
+    /// <summary>What a request asks for once resolved and checked: the engine's request, and how to report logprobs.</summary>
+    public sealed record Call(GenerationRequest Request, bool Logprobs, int TopLogprobs);
 
     static Call ChatCall(OpenAiRequest r, ServedModel model)
     {
-        if (r.Get("messages") is not { } messages) throw OpenAiException.Invalid("messages", "is required");
-        IReadOnlyList<ChatMessage> parsed;
-        try
-        {
-            parsed = ChatMessages.Parse(messages);
-        }
-        catch (FormatException e)
-        {
-            string param = e.Message.Split(':')[0];
-            throw new OpenAiException(400, "invalid_request_error", e.Message, param);
-        }
-        if (parsed.Count == 0) throw OpenAiException.Invalid("messages", "must not be empty");
+        if (r.Get("messages") is not { } messages) throw RequestError.Invalid("messages", "is required");
+        var parsed = ChatMessages.Parse(messages);
+        if (parsed.Count == 0) throw RequestError.Invalid("messages", "must not be empty");
         bool? thinking = null;
         if (r.Get("chat_template_kwargs") is { } kwargs)
         {
-            if (kwargs.ValueKind != JsonValueKind.Object) throw OpenAiException.Invalid("chat_template_kwargs", "must be an object");
+            if (kwargs.ValueKind != JsonValueKind.Object) throw RequestError.Invalid("chat_template_kwargs", "must be an object");
             if (kwargs.TryGetProperty("enable_thinking", out var t))
                 thinking = t.ValueKind switch
                 {
                     JsonValueKind.True => true,
                     JsonValueKind.False => false,
-                    _ => throw OpenAiException.Invalid("chat_template_kwargs.enable_thinking", "must be true or false"),
+                    _ => throw RequestError.Invalid("chat_template_kwargs.enable_thinking", "must be true or false"),
                 };
         }
-        var prompt = ChatPrompt.Render(Tokenizer(model, "messages"), parsed, thinking);
+        var prompt = model.Chat(parsed, thinking);
         bool logprobs = r.Bool("logprobs") ?? false;
-        int top = (int)(r.Integer("top_logprobs", 0, 20) ?? 0);
-        if (top > 0 && !logprobs) throw OpenAiException.Invalid("top_logprobs", "requires logprobs: true");
-        long? max = r.Integer("max_completion_tokens", 1, int.MaxValue) ?? r.Integer("max_tokens", 1, int.MaxValue);
-        return new Call(prompt, Sampling(r, model, prompt.Length, max, top, "messages"), logprobs, top);
+        int top = r.Int("top_logprobs") ?? 0;
+        if (top > 0 && !logprobs) throw RequestError.Invalid("top_logprobs", "requires logprobs: true");
+        string maxField = r.Has("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+        var request = new GenerationRequest(prompt, Sampling(r, model, prompt.Length, r.Int(maxField), top));
+        model.Limits.Check(request, "messages", "messages", field => field switch
+        {
+            "max_tokens" => maxField,
+            "logprobs" => "top_logprobs",
+            _ => field,
+        });
+        return new Call(request, logprobs, top);
     }
 
     static Call CompletionCall(OpenAiRequest r, ServedModel model)
     {
-        if (r.Bool("echo") == true) throw OpenAiException.Invalid("echo", "is not supported");
-        if (r.String("suffix") is { Length: > 0 }) throw OpenAiException.Invalid("suffix", "is not supported");
+        if (r.Bool("echo") == true) throw RequestError.Invalid("echo", "is not supported");
+        if (r.String("suffix") is { Length: > 0 }) throw RequestError.Invalid("suffix", "is not supported");
         int[] prompt = r.Get("prompt") switch
         {
-            null => throw OpenAiException.Invalid("prompt", "is required"),
-            { ValueKind: JsonValueKind.String } s => Tokenizer(model, "prompt").Encode(s.GetString()!),
+            null => throw RequestError.Invalid("prompt", "is required"),
+            { ValueKind: JsonValueKind.String } s => model.Tokenizer("prompt").Encode(s.GetString()!),
             { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.String =>
-                Tokenizer(model, "prompt").Encode(a[0].GetString()!),
-            { ValueKind: JsonValueKind.Array } a when a.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number) => Ids(a, "prompt", model),
-            { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.Array => Ids(a[0], "prompt[0]", model),
-            { ValueKind: JsonValueKind.Array } => throw OpenAiException.Invalid("prompt", "only one prompt per request is supported"),
-            _ => throw OpenAiException.Invalid("prompt", "must be a string, a list of token ids, or a list of one of those"),
+                model.Tokenizer("prompt").Encode(a[0].GetString()!),
+            { ValueKind: JsonValueKind.Array } a when a.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number) => Ids(a, "prompt"),
+            { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.Array => Ids(a[0], "prompt[0]"),
+            { ValueKind: JsonValueKind.Array } => throw RequestError.Invalid("prompt", "only one prompt per request is supported"),
+            _ => throw RequestError.Invalid("prompt", "must be a string, a list of token ids, or a list of one of those"),
         };
-        if (prompt.Length == 0) throw OpenAiException.Invalid("prompt", "must not be empty");
-        int top = (int)(r.Integer("logprobs", 0, 20) ?? -1);
-        return new Call(prompt, Sampling(r, model, prompt.Length, r.Integer("max_tokens", 1, int.MaxValue) ?? 16, Math.Max(top, 0), "prompt"),
-            top >= 0, Math.Max(top, 0));
+        // The legacy API's logprobs is the number of alternatives; absent means none reported.
+        int? top = r.Int("logprobs");
+        var request = new GenerationRequest(prompt, Sampling(r, model, prompt.Length, r.Int("max_tokens") ?? 16, top ?? 0));
+        model.Limits.Check(request, "prompt");
+        return new Call(request, top is not null, Math.Max(top ?? 0, 0));
     }
 
-    static int[] Ids(JsonElement array, string param, ServedModel model)
-    {
-        var ids = array.EnumerateArray()
-            .Select((e, i) => e.TryGetInt32(out int id) ? id : throw OpenAiException.Invalid($"{param}[{i}]", "must be an integer token id"))
+    static int[] Ids(JsonElement array, string param) =>
+        array.EnumerateArray()
+            .Select((e, i) => e.TryGetInt32(out int id) ? id : throw RequestError.Invalid($"{param}[{i}]", "must be an integer token id"))
             .ToArray();
-        int unknown = model.FirstUnknownId(ids);
-        return unknown < 0 ? ids : throw OpenAiException.Invalid($"{param}[{unknown}]", $"must be a token id in {model.VocabularyRange}");
-    }
 
-    static Qwen3Tokenizer Tokenizer(ServedModel model, string param) =>
-        model.Store.Tokenizer ?? throw OpenAiException.Invalid(param, $"model {model.Name} has no tokenizer.json: send token ids");
-
-    static SamplingWire Sampling(OpenAiRequest r, ServedModel model, int promptLength, long? maxTokens, int topLogprobs, string promptParam)
+    /// <summary>The request's sampling over the model's defaults; a chat reply may run to the end of the context by default.</summary>
+    static SamplingParams Sampling(OpenAiRequest r, ServedModel model, int promptLength, int? maxTokens, int topLogprobs)
     {
-        var defaults = model.Store.Generation;
-        int context = model.Store.Scheduler.ContextWindow;
-        if (promptLength >= context)
-            throw OpenAiException.Invalid(promptParam, $"the prompt has {promptLength} tokens; the context window is {context}");
-        long? topK = r.Integer("top_k", -1, int.MaxValue);
-        var stop = r.Strings("stop");
-        var wire = new SamplingWire
+        var defaults = model.DefaultSampling;
+        // OpenAI-style clients (and vLLM) send top_k -1 for "off", which is 0 here.
+        int? topK = r.Int("top_k") is { } k ? (k == -1 ? 0 : k) : null;
+        return defaults with
         {
-            Temperature = r.Number("temperature", 0, 100) ?? defaults.Temperature ?? 1.0,
-            TopP = r.Number("top_p", 0, 1, minExclusive: true) ?? defaults.TopP ?? 1.0,
-            TopK = topK is { } k ? (int)Math.Max(k, 0) : defaults.TopK ?? 0,
-            MinP = r.Number("min_p", 0, 1) ?? defaults.MinP ?? 0,
-            RepetitionPenalty = r.Number("repetition_penalty", 0, 10, minExclusive: true) ?? defaults.RepetitionPenalty ?? 1.0,
-            PresencePenalty = r.Number("presence_penalty", -2, 2) ?? 0,
-            FrequencyPenalty = r.Number("frequency_penalty", -2, 2) ?? 0,
-            Seed = r.Integer("seed", long.MinValue, long.MaxValue) is { } seed ? unchecked((ulong)seed) : null,
-            MaxTokens = (int)Math.Min(maxTokens ?? context - promptLength, int.MaxValue),
-            Stop = stop,
+            Temperature = r.Number("temperature") ?? defaults.Temperature,
+            TopP = r.Number("top_p") ?? defaults.TopP,
+            TopK = topK ?? defaults.TopK,
+            MinP = r.Number("min_p") ?? defaults.MinP,
+            RepetitionPenalty = r.Number("repetition_penalty") ?? defaults.RepetitionPenalty,
+            PresencePenalty = r.Number("presence_penalty") ?? defaults.PresencePenalty,
+            FrequencyPenalty = r.Number("frequency_penalty") ?? defaults.FrequencyPenalty,
+            Seed = r.Integer("seed") is { } seed ? unchecked((ulong)seed) : null,
+            MaxTokens = maxTokens ?? Math.Max(1, model.Limits.ContextWindow - promptLength),
+            Stop = r.Strings("stop"),
             IgnoreEos = r.Bool("ignore_eos") ?? false,
             Logprobs = topLogprobs,
         };
-        if (model.SamplingProblem(wire) is { } problem)
-            throw OpenAiException.Invalid(problem.Field == "max_tokens" && r.Has("max_completion_tokens") ? "max_completion_tokens" : problem.Field,
-                problem.Message);
-        return wire;
     }
 }

@@ -1,44 +1,47 @@
-using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
-using Qwen3Cluster.Grains;
+using Qwen3Cluster.Model.Engine;
 
 namespace Qwen3Cluster.Gateway;
 
-/// <summary>A request the OpenAI-style API refuses: HTTP status and OpenAI's error object.</summary>
-public sealed class OpenAiException(int status, string type, string message, string? param, string? code = null) : Exception(message)
-{
-    public int Status { get; } = status;
-    public string Type { get; } = type;
-    public string? Param { get; } = param;
-    public string? Code { get; } = code;
-
-    public static OpenAiException Invalid(string param, string message) =>
-        new(StatusCodes.Status400BadRequest, "invalid_request_error", $"{param}: {message}", param);
-
-    public static OpenAiException From(ErrorWire error) => error.Kind switch
-    {
-        ErrorKind.NotFound => new(StatusCodes.Status404NotFound, "invalid_request_error", Describe(error), error.Field, "not_found"),
-        ErrorKind.PermissionDenied => new(StatusCodes.Status403Forbidden, "invalid_request_error", Describe(error), error.Field),
-        ErrorKind.FailedPrecondition => new(StatusCodes.Status409Conflict, "invalid_request_error", Describe(error), error.Field),
-        ErrorKind.InvalidArgument or ErrorKind.ResourceExhausted => new(StatusCodes.Status400BadRequest, "invalid_request_error", Describe(error), error.Field),
-        ErrorKind.Unavailable => new(StatusCodes.Status503ServiceUnavailable, "server_error", Describe(error), error.Field),
-        _ => new(StatusCodes.Status500InternalServerError, "server_error", Describe(error), error.Field),
-    };
-
-    static string Describe(ErrorWire e) => e.Field is { Length: > 0 } f ? $"{f}: {e.Message}" : e.Message;
-}
-
+/// <summary>The HTTP edge's one mapping of <see cref="RequestError"/> to an HTTP status and OpenAI's error object.</summary>
 public static class OpenAiErrors
 {
-    public static Task Write(HttpContext http, int status, string type, string message, string? param, string? code = null)
+    public static int Status(ErrorKind kind) => kind switch
     {
-        http.Response.StatusCode = status;
-        http.Response.ContentType = "application/json";
-        return http.Response.WriteAsync(JsonSerializer.Serialize(new
-        {
-            error = new { message, type, param, code },
-        }));
-    }
+        ErrorKind.InvalidArgument or ErrorKind.ResourceExhausted => StatusCodes.Status400BadRequest,
+        ErrorKind.Unauthenticated => StatusCodes.Status401Unauthorized,
+        ErrorKind.PermissionDenied => StatusCodes.Status403Forbidden,
+        ErrorKind.NotFound => StatusCodes.Status404NotFound,
+        ErrorKind.FailedPrecondition => StatusCodes.Status409Conflict,
+        ErrorKind.PayloadTooLarge => StatusCodes.Status413PayloadTooLarge,
+        ErrorKind.UnsupportedMediaType => StatusCodes.Status415UnsupportedMediaType,
+        ErrorKind.Unavailable => StatusCodes.Status503ServiceUnavailable,
+        _ => StatusCodes.Status500InternalServerError,
+    };
 
-    public static Task Write(HttpContext http, OpenAiException e) => Write(http, e.Status, e.Type, e.Message, e.Param, e.Code);
+    /// <summary><c>{"error": {"message", "type", "param", "code"}}</c>, with the codes OpenAI's clients look for.</summary>
+    public static JsonObject Body(RequestError error) => new()
+    {
+        ["error"] = new JsonObject
+        {
+            ["message"] = error.Message,
+            ["type"] = error.Kind is ErrorKind.Unavailable or ErrorKind.Internal ? "server_error" : "invalid_request_error",
+            ["param"] = error.Field,
+            ["code"] = error.Kind switch
+            {
+                ErrorKind.Unauthenticated => "invalid_api_key",
+                ErrorKind.NotFound when error.Field is "model" or "id" => "model_not_found",
+                ErrorKind.NotFound => "not_found",
+                _ => null,
+            },
+        },
+    };
+
+    public static Task Write(HttpContext http, RequestError error)
+    {
+        http.Response.StatusCode = Status(error.Kind);
+        http.Response.ContentType = "application/json";
+        return http.Response.WriteAsync(Body(error).ToJsonString());
+    }
 }

@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
-using Qwen3Cluster.Grains;
+using Qwen3Cluster.Model.Engine;
 
 namespace Qwen3Cluster.Gateway;
 
@@ -13,14 +13,14 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
     readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     int _textOffset;
 
-    public async Task WholeAsync(IAsyncEnumerable<GenerationEvent> events, CancellationToken cancellationToken)
+    public async Task WholeAsync(IAsyncEnumerable<GenerationUpdate> events, CancellationToken cancellationToken)
     {
         var text = new StringBuilder();
-        var tokens = new List<TokenWire>();
-        GenerationEvent? last = null;
+        var tokens = new List<GeneratedToken>();
+        GenerationUpdate? last = null;
         await foreach (var e in events.WithCancellation(cancellationToken))
         {
-            if (e.Error is { } error) throw OpenAiException.From(error);
+            if (e.Error is { } error) throw error;
             text.Append(e.Text);
             tokens.AddRange(e.Tokens);
             last = e;
@@ -35,25 +35,25 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
         await http.Response.WriteAsync(body.ToJsonString(), cancellationToken);
     }
 
-    public async Task StreamAsync(IAsyncEnumerable<GenerationEvent> events, bool includeUsage, CancellationToken cancellationToken)
+    public async Task StreamAsync(IAsyncEnumerable<GenerationUpdate> events, bool includeUsage, CancellationToken cancellationToken)
     {
         await using var enumerator = events.GetAsyncEnumerator(cancellationToken);
         // Refusals become an error response rather than a stream, so read the first event before committing.
         bool any = await enumerator.MoveNextAsync();
-        if (any && enumerator.Current.Error is { } refused) throw OpenAiException.From(refused);
+        if (any && enumerator.Current.Error is { } refused) throw refused;
         http.Response.ContentType = "text/event-stream";
         http.Response.Headers.CacheControl = "no-cache";
         if (chat) await Send(Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, null), cancellationToken);
-        UsageWire? usage = null;
+        GenerationUsage? usage = null;
         while (any)
         {
             var e = enumerator.Current;
             if (e.Error is { } error)
             {
-                await Send(new JsonObject { ["error"] = new JsonObject { ["message"] = error.Message, ["type"] = "server_error" } }, cancellationToken);
+                await Send(OpenAiErrors.Body(error), cancellationToken);
                 break;
             }
-            if (e.Text.Length > 0 || e.Tokens.Length > 0 || e.FinishReason is not null)
+            if (e.Text.Length > 0 || e.Tokens.Count > 0 || e.FinishReason is not null)
             {
                 var delta = chat ? new JsonObject { ["content"] = e.Text } : null;
                 await Send(Chunk(delta, e, Logprobs(e.Tokens)), cancellationToken);
@@ -72,7 +72,7 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
         await http.Response.Body.FlushAsync(cancellationToken);
     }
 
-    JsonObject Chunk(JsonObject? delta, GenerationEvent? e, JsonNode? logprobs)
+    JsonObject Chunk(JsonObject? delta, GenerationUpdate? e, JsonNode? logprobs)
     {
         var choice = new JsonObject { ["index"] = 0, ["logprobs"] = logprobs, ["finish_reason"] = e?.FinishReason };
         if (chat) choice["delta"] = delta;
@@ -96,7 +96,7 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
         ["model"] = model.Name,
     };
 
-    static JsonObject? Usage(UsageWire? u) => u is null ? null : new JsonObject
+    static JsonObject? Usage(GenerationUsage? u) => u is null ? null : new JsonObject
     {
         ["prompt_tokens"] = u.PromptTokens,
         ["completion_tokens"] = u.CompletionTokens,
@@ -105,7 +105,7 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
     };
 
     /// <summary>Chat: <c>{content: [{token, logprob, bytes, top_logprobs}]}</c>; completions: the legacy parallel lists.</summary>
-    JsonNode? Logprobs(IReadOnlyList<TokenWire> tokens)
+    JsonNode? Logprobs(IReadOnlyList<GeneratedToken> tokens)
     {
         if (!call.Logprobs || tokens.Count == 0) return null;
         if (chat)
@@ -144,8 +144,8 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
         };
     }
 
-    string TokenText(int id) => model.Store.Tokenizer?.Decode([id]) ?? $"<{id}>";
+    string TokenText(int id) => model.Deployment.Tokenizer?.Decode([id]) ?? $"<{id}>";
 
     JsonArray Bytes(int id) =>
-        model.Store.Tokenizer is { } t ? new JsonArray(t.GetTokenBytes(id).ToArray().Select(b => (JsonNode)(int)b).ToArray()) : new JsonArray();
+        model.Deployment.Tokenizer is { } t ? new JsonArray(t.GetTokenBytes(id).ToArray().Select(b => (JsonNode)(int)b).ToArray()) : new JsonArray();
 }

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Qwen3Cluster.Grains;
+using Qwen3Cluster.Model.Tokenization;
 
 namespace Qwen3Cluster.Gateway;
 
@@ -10,10 +11,9 @@ namespace Qwen3Cluster.Gateway;
 /// </summary>
 public sealed partial class Readiness(ServedModel model, ILogger<Readiness> logger) : BackgroundService
 {
-    readonly TaskCompletionSource<ModelDescription> _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    volatile bool _ready;
 
-    public bool IsReady => _ready.Task.IsCompletedSuccessfully;
-    public Task<ModelDescription> WhenReady => _ready.Task;
+    public bool IsReady => _ready;
     public string? LastError { get; private set; }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -22,10 +22,11 @@ public sealed partial class Readiness(ServedModel model, ILogger<Readiness> logg
         {
             try
             {
-                var tasks = Enumerable.Range(0, Math.Max(1, model.Store.Options.Replicas)).Select(r => model.Replica(r).Warmup());
+                var tasks = Enumerable.Range(0, Math.Max(1, model.Deployment.Options.Replicas)).Select(r => model.Replica(r).Warmup());
                 var descriptions = await Task.WhenAll(tasks);
                 LogReady(descriptions[0].Name, descriptions[0].Stages, descriptions[0].ExpertGroups);
-                _ready.TrySetResult(descriptions[0]);
+                DescribeChatTemplate();
+                _ready = true;
                 return;
             }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested)
@@ -37,9 +38,30 @@ public sealed partial class Readiness(ServedModel model, ILogger<Readiness> logg
         }
     }
 
+    /// <summary>Says once, at start-up, when chat prompts are not rendered with the checkpoint's own template.</summary>
+    void DescribeChatTemplate()
+    {
+        if (model.Deployment.Tokenizer is not { } tokenizer) return;
+        try
+        {
+            var template = ChatTemplate.For(tokenizer);
+            if (!template.IsExact) LogTemplateFallback(template.Description);
+        }
+        catch (TokenizerFormatException e)
+        {
+            LogNoChat(e.Message);
+        }
+    }
+
     [LoggerMessage(Level = LogLevel.Information, Message = "Serving {Model}: {Stages} stage(s), {Groups} expert group(s)")]
     partial void LogReady(string model, int stages, int groups);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Model not ready yet: {Reason}")]
     partial void LogNotYet(string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Chat prompts are rendered with {Template}")]
+    partial void LogTemplateFallback(string template);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Chat requests will be refused: {Reason}")]
+    partial void LogNoChat(string reason);
 }

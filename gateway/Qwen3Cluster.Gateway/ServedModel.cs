@@ -1,63 +1,76 @@
 using Qwen3Cluster.Grains;
 using Qwen3Cluster.Grains.Hosting;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Model.Tokenization;
 
 namespace Qwen3Cluster.Gateway;
 
-/// <summary>The model this gateway serves, as requests name it, with its tokenizer and defaults.</summary>
-public sealed class ServedModel(ModelStore store, IGrainFactory grains)
+/// <summary>
+/// The model this gateway serves, as both protocols see it: its name, tokenizer and chat template, the limits and
+/// sampling defaults requests are resolved against, and the replica a prompt goes to. Refusals are
+/// <see cref="RequestError"/>s, which each protocol maps at its edge.
+/// </summary>
+public sealed class ServedModel(ModelDeployment deployment, IGrainFactory grains)
 {
-    public string Name => store.Name;
-    public ModelStore Store => store;
+    readonly Lazy<ChatTemplate?> _template = new(() => deployment.Tokenizer is { } t ? ChatTemplate.For(t) : null);
+
+    public string Name => deployment.Name;
+    public ModelDeployment Deployment => deployment;
+    public RequestLimits Limits => deployment.Limits;
+    public SamplingParams DefaultSampling => deployment.DefaultSampling;
 
     /// <summary>Checks a request's model field: empty means this model, anything else must be its name.</summary>
     public void Check(string requested)
     {
-        if (requested.Length > 0 && requested != store.Name)
-            throw ApiErrors.NotFound("model", $"'{requested}' is not served here; models: {store.Name}");
+        if (requested.Length > 0 && requested != deployment.Name)
+            throw RequestError.NotFound("model", $"'{requested}' is not served here; models: {deployment.Name}");
     }
 
-    public Qwen3Tokenizer Tokenizer => store.Tokenizer
-        ?? throw ApiErrors.Invalid("text", $"model {store.Name} has no tokenizer.json: send token_ids");
+    /// <summary>The checkpoint's tokenizer; <paramref name="field"/> names the text that needs one when it has none.</summary>
+    public Qwen3Tokenizer Tokenizer(string field) => deployment.Tokenizer
+        ?? throw RequestError.Invalid(field, $"model {deployment.Name} has no tokenizer.json: send token ids");
 
-    /// <summary>The index of the first token id outside the vocabulary, or -1.</summary>
-    public int FirstUnknownId(IReadOnlyList<int> ids)
+    /// <summary>The prompt ids of a conversation, for its next reply.</summary>
+    public int[] Chat(IReadOnlyList<ChatMessage> messages, bool? enableThinking, string field = "messages")
     {
-        for (int i = 0; i < ids.Count; i++)
-            if (ids[i] < 0 || ids[i] >= store.Config.VocabSize) return i;
-        return -1;
+        var tokenizer = Tokenizer(field);
+        return tokenizer.Encode(Template(field).Render(messages, addGenerationPrompt: true, enableThinking));
     }
 
-    public string VocabularyRange => $"[0, {store.Config.VocabSize})";
-
-    /// <summary>Token ids a client sent, refused (gRPC) with the first one outside the vocabulary.</summary>
-    public int[] CheckIds(IEnumerable<int> ids, string field)
+    /// <summary>A session's next turn: its history, then the new messages as the chat template continues it.</summary>
+    public int[] ContinueChat(IReadOnlyList<int> history, IReadOnlyList<ChatMessage> messages, bool? enableThinking, string field = "messages")
     {
-        var array = ids.ToArray();
-        int i = FirstUnknownId(array);
-        return i < 0 ? array : throw ApiErrors.Invalid($"{field}[{i}]", $"token {array[i]} is outside the vocabulary {VocabularyRange}");
+        Template(field);
+        return ChatPrompt.Continue(Tokenizer(field), history, messages, enableThinking);
     }
 
-    /// <summary>What is wrong with sampling settings for this model (the field and why), or null.</summary>
-    public (string Field, string Message)? SamplingProblem(SamplingWire wire)
+    /// <summary>The chat template, or a refusal naming <paramref name="field"/> when the checkpoint's is not one rendered here.</summary>
+    public ChatTemplate Template(string field)
     {
-        if (wire.ToParams().Validate(store.Config.VocabSize) is { } problem) return problem;
-        int context = store.Scheduler.ContextWindow;
-        return wire.MaxTokens > context ? ("max_tokens", $"{wire.MaxTokens} exceeds the context window of {context} tokens") : null;
+        Tokenizer(field);
+        try
+        {
+            return _template.Value!;
+        }
+        catch (TokenizerFormatException e)
+        {
+            throw new RequestError(ErrorKind.FailedPrecondition, field, e.Message);
+        }
     }
 
-    public IGatewayGrain Replica(int replica = 0) => grains.GetGrain<IGatewayGrain>(GrainKeys.Gateway(store.Name, replica));
+    public IReplicaGrain Replica(int replica = 0) => grains.GetReplica(new ReplicaKey(deployment.Name, replica));
 
     /// <summary>
     /// The replica for a prompt: chosen by its first tokens, so requests that share a beginning (a system prompt,
     /// a conversation resent in full) meet the prefix cache of the same replica.
     /// </summary>
-    public IGatewayGrain ReplicaFor(IReadOnlyList<int> prompt)
+    public IReplicaGrain ReplicaFor(IReadOnlyList<int> prompt)
     {
-        int replicas = store.Options.Replicas;
+        int replicas = deployment.Options.Replicas;
         if (replicas <= 1) return Replica(0);
         uint hash = 2166136261;
-        foreach (int token in prompt.Take(store.Options.BlockSize)) hash = (hash ^ (uint)token) * 16777619;
+        foreach (int token in prompt.Take(deployment.Options.BlockSize)) hash = (hash ^ (uint)token) * 16777619;
         return Replica((int)(hash % (uint)replicas));
     }
 }

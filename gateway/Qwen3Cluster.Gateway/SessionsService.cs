@@ -1,11 +1,12 @@
 using Grpc.Core;
 using Qwen3Cluster.Grains;
+using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Protos.V1;
 
 namespace Qwen3Cluster.Gateway;
 
 /// <summary>The Sessions gRPC service. A session belongs to the caller that created it: to anyone else it does not exist.</summary>
-public sealed class SessionsService(ServedModel model, IGrainFactory grains, Callers callers) : Sessions.SessionsBase
+public sealed class SessionsService(ServedModel model, IGrainFactory grains) : Sessions.SessionsBase
 {
     public const int MaxTtlSeconds = 7 * 24 * 3600;
 
@@ -13,21 +14,21 @@ public sealed class SessionsService(ServedModel model, IGrainFactory grains, Cal
     {
         model.Check(request.Model);
         if (request.TtlSeconds < 0 || request.TtlSeconds > MaxTtlSeconds)
-            throw ApiErrors.Invalid("ttl_seconds", $"must be between 0 (server default) and {MaxTtlSeconds}");
+            throw RequestError.Invalid("ttl_seconds", $"must be between 0 (server default) and {MaxTtlSeconds}");
         string id = Guid.NewGuid().ToString("N");
-        var info = await grains.GetGrain<ISessionGrain>(id).Create(callers.Owner(context), model.Name, request.TtlSeconds);
+        var info = await grains.GetGrain<ISessionGrain>(id).Create(Owner(context), model.Name, request.TtlSeconds);
         return ToProto(info);
     }
 
     public override async Task<Session> GetSession(GetSessionRequest request, ServerCallContext context)
     {
-        var info = await Grain(request.SessionId).Get(callers.Owner(context));
+        var info = await Grain(request.SessionId).Get(Owner(context));
         return info is null ? throw Missing(request.SessionId) : ToProto(info);
     }
 
     public override async Task<DeleteSessionResponse> DeleteSession(DeleteSessionRequest request, ServerCallContext context)
     {
-        if (!await Grain(request.SessionId).Delete(callers.Owner(context))) throw Missing(request.SessionId);
+        if (!await Grain(request.SessionId).Delete(Owner(context))) throw Missing(request.SessionId);
         return new DeleteSessionResponse();
     }
 
@@ -37,14 +38,16 @@ public sealed class SessionsService(ServedModel model, IGrainFactory grains, Cal
         return grains.GetGrain<ISessionGrain>(id);
     }
 
+    static string Owner(ServerCallContext context) => Caller.Owner(context.GetHttpContext().User);
+
     /// <summary>Session ids are what CreateSession hands out: 1 to 128 letters, digits, '-' or '_'.</summary>
     public static void CheckId(string id)
     {
         if (id.Length is 0 or > 128 || !id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
-            throw ApiErrors.Invalid("session_id", "must be 1 to 128 letters, digits, '-' or '_'");
+            throw RequestError.Invalid("session_id", "must be 1 to 128 letters, digits, '-' or '_'");
     }
 
-    static RpcException Missing(string id) => ApiErrors.NotFound("session_id", $"session {id} does not exist");
+    static RequestError Missing(string id) => RequestError.NotFound("session_id", $"session {id} does not exist");
 
     static Session ToProto(SessionInfo info) => new()
     {

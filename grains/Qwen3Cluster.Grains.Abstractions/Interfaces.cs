@@ -1,6 +1,8 @@
+using Qwen3Cluster.Model.Engine;
+
 namespace Qwen3Cluster.Grains;
 
-/// <summary>Decoder layers [Start, End) of one model replica, with their KV pool; key <c>{model}/{replica}/stage/{s}</c>.</summary>
+/// <summary>Decoder layers [Start, End) of one model replica, with their KV pool; key: a <see cref="StageKey"/>.</summary>
 [Alias("qwen3.IPipelineStageGrain")]
 public interface IPipelineStageGrain : IGrainWithStringKey
 {
@@ -8,12 +10,12 @@ public interface IPipelineStageGrain : IGrainWithStringKey
     [ResponseTimeout("00:30:00"), Alias("EnsureLoaded")]
     Task<ShardInfo> EnsureLoaded();
 
-    /// <summary>Runs one batched step of every active sequence through this stage.</summary>
+    /// <summary>Runs one batched step of every active sequence through this stage; cancelling abandons it between layers.</summary>
     [ResponseTimeout("00:30:00"), Alias("Forward")]
-    Task<StageResult> Forward(StageStep step);
+    Task<StageResult> Forward(StageStep step, CancellationToken cancellationToken = default);
 }
 
-/// <summary>Experts [Lo, Hi) of every sparse layer of a stage; key <c>{model}/experts/{s}/{g}</c>.</summary>
+/// <summary>Experts [Lo, Hi) of every sparse layer of a stage; key: an <see cref="ExpertGroupKey"/>.</summary>
 [Alias("qwen3.IExpertGroupGrain")]
 public interface IExpertGroupGrain : IGrainWithStringKey
 {
@@ -22,23 +24,24 @@ public interface IExpertGroupGrain : IGrainWithStringKey
 
     /// <summary>The weighted outputs [T, D] of this group's experts for tokens x [T, D] with ids and weights [T, K].</summary>
     [ResponseTimeout("00:30:00"), Alias("Run")]
-    Task<TensorPayload> Run(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights);
+    Task<TensorPayload> Run(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights,
+        CancellationToken cancellationToken = default);
 }
 
-/// <summary>A model replica's scheduler and decode loop; key <c>{model}/{replica}</c>.</summary>
-[Alias("qwen3.IGatewayGrain")]
-public interface IGatewayGrain : IGrainWithStringKey
+/// <summary>A model replica's scheduler and decode loop; key: a <see cref="ReplicaKey"/>.</summary>
+[Alias("qwen3.IReplicaGrain")]
+public interface IReplicaGrain : IGrainWithStringKey
 {
     /// <summary>Places and loads every stage and expert group of the replica; true when all are ready.</summary>
     [ResponseTimeout("00:30:00"), Alias("Warmup")]
     Task<ModelDescription> Warmup();
 
-    [Alias("Describe")]
-    Task<ModelDescription> Describe();
-
-    /// <summary>Streams a generation; cancelling the enumeration stops it within a step and frees its blocks.</summary>
+    /// <summary>
+    /// Streams a generation of a request its edge has checked; a failure ends the stream with an update carrying
+    /// only the error. Cancelling the enumeration stops it within a step and frees its blocks.
+    /// </summary>
     [Alias("Generate")]
-    IAsyncEnumerable<GenerationEvent> Generate(GenerateCommand command, CancellationToken cancellationToken = default);
+    IAsyncEnumerable<GenerationUpdate> Generate(GenerationRequest request, CancellationToken cancellationToken = default);
 
     /// <summary>Frees a parked cache (a deleted or expired session).</summary>
     [Alias("DropCache")]
@@ -74,4 +77,15 @@ public interface ISessionGrain : IGrainWithStringKey
     /// <summary>Deletes the session and frees its cache; false when it does not exist for this owner.</summary>
     [Alias("Delete")]
     Task<bool> Delete(string owner);
+}
+
+/// <summary>The model's grains by their typed keys.</summary>
+public static class ModelGrains
+{
+    public static IReplicaGrain GetReplica(this IGrainFactory grains, ReplicaKey key) => grains.GetGrain<IReplicaGrain>(key.ToString());
+
+    public static IPipelineStageGrain GetStage(this IGrainFactory grains, StageKey key) => grains.GetGrain<IPipelineStageGrain>(key.ToString());
+
+    public static IExpertGroupGrain GetExpertGroup(this IGrainFactory grains, ExpertGroupKey key) =>
+        grains.GetGrain<IExpertGroupGrain>(key.ToString());
 }

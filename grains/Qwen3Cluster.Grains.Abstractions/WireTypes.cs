@@ -1,20 +1,16 @@
-namespace Qwen3Cluster.Grains;
+using Qwen3Cluster.Model.Engine;
 
-/// <summary>One sequence's slice of a step, as <c>Qwen3Cluster.Model.Engine.SequenceSlice</c> on the wire.</summary>
-[GenerateSerializer, Immutable, Alias("qwen3.SliceWire")]
-public sealed record SliceWire([property: Id(0)] int StartPosition, [property: Id(1)] int QueryLength, [property: Id(2)] int[] BlockTable);
+namespace Qwen3Cluster.Grains;
 
 /// <summary>
 /// One step for one stage: the step's metadata, its input (token ids [T] for stage 0, hidden states [T, D]
-/// after), and the pool generation the gateway's bookkeeping describes (empty: any pool).
+/// after), and the pool generation the replica's bookkeeping describes (empty: any pool).
 /// </summary>
 [GenerateSerializer, Immutable, Alias("qwen3.StageStep")]
 public sealed record StageStep(
-    [property: Id(0)] SliceWire[] Slices,
-    [property: Id(1)] int BlockSize,
-    [property: Id(2)] int[] LogitRows,
-    [property: Id(3)] TensorPayload Input,
-    [property: Id(4)] Guid ExpectedPoolGeneration);
+    [property: Id(0)] ForwardContext Context,
+    [property: Id(1)] TensorPayload Input,
+    [property: Id(2)] Guid ExpectedPoolGeneration);
 
 /// <summary>A stage's answer: its output, or null when its pool is not the expected one (its cache was lost).</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.StageResult")]
@@ -30,63 +26,7 @@ public sealed record ShardInfo(
     [property: Id(3)] double LoadSeconds,
     [property: Id(4)] long Calls);
 
-/// <summary>Sampling settings on the wire (see <c>Qwen3Cluster.Model.Sampling.SamplingParams</c>).</summary>
-[GenerateSerializer, Immutable, Alias("qwen3.SamplingWire")]
-public sealed record SamplingWire
-{
-    [Id(0)] public double Temperature { get; init; } = 1.0;
-    [Id(1)] public double TopP { get; init; } = 1.0;
-    [Id(2)] public int TopK { get; init; }
-    [Id(3)] public double MinP { get; init; }
-    [Id(4)] public double RepetitionPenalty { get; init; } = 1.0;
-    [Id(5)] public double PresencePenalty { get; init; }
-    [Id(6)] public double FrequencyPenalty { get; init; }
-    [Id(7)] public ulong? Seed { get; init; }
-    [Id(8)] public int MaxTokens { get; init; } = 256;
-    [Id(9)] public string[] Stop { get; init; } = [];
-    [Id(10)] public int[] StopTokenIds { get; init; } = [];
-    [Id(11)] public bool IgnoreEos { get; init; }
-    [Id(12)] public int Logprobs { get; init; }
-}
-
-/// <summary>A generation request to a model replica's gateway grain.</summary>
-[GenerateSerializer, Immutable, Alias("qwen3.GenerateCommand")]
-public sealed record GenerateCommand(
-    [property: Id(0)] int[] PromptTokens,
-    [property: Id(1)] SamplingWire Sampling,
-    [property: Id(2)] string? ParkAs = null,
-    [property: Id(3)] string? ResumeFrom = null);
-
-[GenerateSerializer, Immutable, Alias("qwen3.TopLogprobWire")]
-public readonly record struct TopLogprobWire([property: Id(0)] int Id, [property: Id(1)] float Logprob);
-
-[GenerateSerializer, Immutable, Alias("qwen3.TokenWire")]
-public sealed record TokenWire(
-    [property: Id(0)] int Id,
-    [property: Id(1)] string Text,
-    [property: Id(2)] float Logprob,
-    [property: Id(3)] TopLogprobWire[] Top);
-
-[GenerateSerializer, Immutable, Alias("qwen3.UsageWire")]
-public sealed record UsageWire([property: Id(0)] int PromptTokens, [property: Id(1)] int CachedPromptTokens, [property: Id(2)] int CompletionTokens);
-
-[GenerateSerializer, Alias("qwen3.ErrorKind")]
-public enum ErrorKind { InvalidArgument, NotFound, PermissionDenied, FailedPrecondition, ResourceExhausted, Unavailable, Internal }
-
-/// <summary>Why a request was refused or failed; <see cref="Field"/> names the request field at fault, if one is.</summary>
-[GenerateSerializer, Immutable, Alias("qwen3.ErrorWire")]
-public sealed record ErrorWire([property: Id(0)] ErrorKind Kind, [property: Id(1)] string? Field, [property: Id(2)] string Message);
-
-/// <summary>A streamed piece of a generation; the last one has FinishReason and Usage, or Error alone.</summary>
-[GenerateSerializer, Immutable, Alias("qwen3.GenerationEvent")]
-public sealed record GenerationEvent(
-    [property: Id(0)] TokenWire[] Tokens,
-    [property: Id(1)] string Text,
-    [property: Id(2)] string? FinishReason,
-    [property: Id(3)] UsageWire? Usage,
-    [property: Id(4)] ErrorWire? Error);
-
-/// <summary>A model replica as its gateway grain describes it.</summary>
+/// <summary>A model replica as its replica grain describes it.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ModelDescription")]
 public sealed record ModelDescription(
     [property: Id(0)] string Name,

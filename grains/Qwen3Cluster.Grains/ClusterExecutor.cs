@@ -11,7 +11,7 @@ namespace Qwen3Cluster.Grains;
 public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, Device device) : IModelExecutor
 {
     static readonly System.Diagnostics.Metrics.Counter<long> StageCallCounter =
-        EngineMetrics.Meter.CreateCounter<long>("qwen3.grain_calls.stage", description: "Calls from gateway grains to stage grains");
+        EngineMetrics.Meter.CreateCounter<long>("qwen3.grain_calls.stage", description: "Calls from replica grains to stage grains");
     static readonly System.Diagnostics.Metrics.Counter<long> ExpertCallCounter =
         EngineMetrics.Meter.CreateCounter<long>("qwen3.grain_calls.experts", description: "Calls from stage grains to expert-group grains");
     readonly Guid[] _generations = new Guid[stages.Count];
@@ -21,7 +21,6 @@ public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, D
 
     public async ValueTask<Tensor> ExecuteAsync(ForwardContext context, int[] inputIds, CancellationToken cancellationToken)
     {
-        var slices = context.ToWire();
         var payload = TensorPayloads.FromIds(inputIds);
         for (int s = 0; s < stages.Count; s++)
         {
@@ -29,7 +28,7 @@ public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, D
             StageResult result;
             try
             {
-                result = await stages[s].Forward(new StageStep(slices, context.BlockSize, context.LogitRows, payload, _generations[s]));
+                result = await stages[s].Forward(new StageStep(context, payload, _generations[s]), cancellationToken);
             }
             catch
             {
@@ -51,7 +50,4 @@ public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, D
         }
         return payload.ToTensor(device);
     }
-
-    /// <summary>Forgets which pools the bookkeeping describes (after the scheduler dropped every cached token).</summary>
-    public void Forget() => Array.Clear(_generations);
 }

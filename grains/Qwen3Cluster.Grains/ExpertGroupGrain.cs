@@ -12,44 +12,47 @@ namespace Qwen3Cluster.Grains;
 /// tensors and, per call, runs them on every token of the step that was routed to them.
 /// </summary>
 [PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
-public sealed partial class ExpertGroupGrain(ModelStore store, ILogger<ExpertGroupGrain> logger) : Grain, IExpertGroupGrain
+public sealed partial class ExpertGroupGrain(ModelDeployment model, ILogger<ExpertGroupGrain> logger) : Grain, IExpertGroupGrain
 {
     Dictionary<int, ExpertGroup>? _layers;
     long _calls;
     double _loadSeconds;
 
-    string Key => this.GetPrimaryKeyString();
+    ExpertGroupKey Key => ModelGrainKey.Parse<ExpertGroupKey>(this.GetPrimaryKeyString());
 
     public async Task<ShardInfo> EnsureLoaded()
     {
-        var (_, _, _, s, g) = GrainKeys.Parse(Key);
-        var range = store.ExpertGroups[g];
+        var key = Key;
+        var range = model.ExpertGroups[key.Group];
+        var stage = model.Stages[key.Stage];
         if (_layers is null)
         {
             var clock = Stopwatch.StartNew();
-            LogLoading(Key, range.ToString(), store.Silo.Name);
+            LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
             _layers = await Task.Run(() =>
             {
-                using var reader = CheckpointReader.Open(store.Path);
-                var weights = new CheckpointWeights(reader, store.Device);
-                return store.Stages[s].SparseLayers(store.Config)
-                    .ToDictionary(layer => layer, layer => new ExpertGroup(store.Config, layer, range.Lo, range.Hi, weights));
+                using var reader = CheckpointReader.Open(model.Path);
+                var weights = new CheckpointWeights(reader, model.Device);
+                return stage.SparseLayers(model.Config)
+                    .ToDictionary(layer => layer, layer => new ExpertGroup(model.Config, layer, range.Lo, range.Hi, weights));
             });
             _loadSeconds = clock.Elapsed.TotalSeconds;
-            LogLoaded(Key, _loadSeconds);
+            LogLoaded(key.ToString(), _loadSeconds);
         }
-        return new ShardInfo(Key, store.Silo.Name, $"experts {range} of {store.Stages[s]}", _loadSeconds, _calls);
+        return new ShardInfo(key.ToString(), model.Silo.Name, $"experts {range} of {stage}", _loadSeconds, _calls);
     }
 
-    public async Task<TensorPayload> Run(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights)
+    public async Task<TensorPayload> Run(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights,
+        CancellationToken cancellationToken = default)
     {
         await EnsureLoaded();
+        cancellationToken.ThrowIfCancellationRequested();
         _calls++;
         if (!_layers!.TryGetValue(layer, out var group))
             throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {Key} holds no experts of layer {layer}.");
-        using var xs = x.ToTensor(store.Device);
-        using var ids = expertIds.ToTensor(store.Device);
-        using var w = weights.ToTensor(store.Device);
+        using var xs = x.ToTensor(model.Device);
+        using var ids = expertIds.ToTensor(model.Device);
+        using var w = weights.ToTensor(model.Device);
         using var output = group.Forward(xs, ids, w);
         return output.ToPayload();
     }

@@ -14,7 +14,7 @@ namespace Qwen3Cluster.Grains;
 /// experts are reached through the stage's expert-group grains, one call per group per layer per step.
 /// </summary>
 [PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
-public sealed partial class PipelineStageGrain(ModelStore store, ILogger<PipelineStageGrain> logger) : Grain, IPipelineStageGrain
+public sealed partial class PipelineStageGrain(ModelDeployment model, ILogger<PipelineStageGrain> logger) : Grain, IPipelineStageGrain
 {
     ModelStage? _stage;
     KvCachePool? _pool;
@@ -23,51 +23,48 @@ public sealed partial class PipelineStageGrain(ModelStore store, ILogger<Pipelin
     long _calls;
     double _loadSeconds;
 
-    string Key => this.GetPrimaryKeyString();
+    StageKey Key => ModelGrainKey.Parse<StageKey>(this.GetPrimaryKeyString());
 
     public async Task<ShardInfo> EnsureLoaded()
     {
         if (_stage is null)
         {
-            var (_, _, _, s, _) = GrainKeys.Parse(Key);
-            var range = store.Stages[s];
+            var range = model.Stages[Key.Stage];
             var clock = Stopwatch.StartNew();
-            LogLoading(Key, range.ToString(), store.Silo.Name);
+            LogLoading(Key.ToString(), range.ToString(), model.Silo.Name);
             _stage = await Task.Run(() =>
             {
-                using var reader = CheckpointReader.Open(store.Path);
-                return new ModelStage(store.Config, range, new CheckpointWeights(reader, store.Device));
+                using var reader = CheckpointReader.Open(model.Path);
+                return new ModelStage(model.Config, range, new CheckpointWeights(reader, model.Device));
             });
-            _pool = _stage.CreatePool(store.Options.KvBlocks, store.Options.BlockSize);
-            _experts = new PartitionedExperts(store.ExpertGroups, RunExpertGroupAsync);
+            _pool = _stage.CreatePool(model.Options.KvBlocks, model.Options.BlockSize);
+            _experts = new PartitionedExperts(model.ExpertGroups, RunExpertGroupAsync);
             _loadSeconds = clock.Elapsed.TotalSeconds;
-            LogLoaded(Key, _loadSeconds);
+            LogLoaded(Key.ToString(), _loadSeconds);
         }
-        return new ShardInfo(Key, store.Silo.Name, _stage.Range.ToString(), _loadSeconds, _calls);
+        return new ShardInfo(Key.ToString(), model.Silo.Name, _stage.Range.ToString(), _loadSeconds, _calls);
     }
 
-    public async Task<StageResult> Forward(StageStep step)
+    public async Task<StageResult> Forward(StageStep step, CancellationToken cancellationToken = default)
     {
         await EnsureLoaded();
         _calls++;
         if (step.ExpectedPoolGeneration != Guid.Empty && step.ExpectedPoolGeneration != _pool!.Generation)
             return new StageResult(null, _pool.Generation, 0);
-        var context = step.ToContext();
-        context.Validate();
+        step.Context.Validate();
         _expertCalls = 0;
-        using var input = step.Input.ToTensor(store.Device);
-        using var output = await _stage!.ForwardAsync(input, context, _pool!, _experts!);
+        using var input = step.Input.ToTensor(model.Device);
+        using var output = await _stage!.ForwardAsync(input, step.Context, _pool!, _experts!, cancellationToken);
         return new StageResult(output.ToPayload(), _pool!.Generation, _expertCalls);
     }
 
     async ValueTask<TorchSharp.torch.Tensor> RunExpertGroupAsync(int group, int layer, TorchSharp.torch.Tensor x,
         TorchSharp.torch.Tensor ids, TorchSharp.torch.Tensor weights, CancellationToken cancellationToken)
     {
-        var (_, model, _, s, _) = GrainKeys.Parse(Key);
-        var grain = GrainFactory.GetGrain<IExpertGroupGrain>(GrainKeys.ExpertGroup(model, s, group));
         _expertCalls++;
-        var result = await grain.Run(layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload());
-        return result.ToTensor(store.Device);
+        var result = await GrainFactory.GetExpertGroup(Key.ExpertGroup(group))
+            .Run(layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload(), cancellationToken);
+        return result.ToTensor(model.Device);
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)

@@ -20,13 +20,13 @@ public sealed class SessionState
 
 /// <summary>
 /// A conversation: its token history (every turn's prompt and reply, exactly as the model saw them), its owner and
-/// time to live. Its KV cache is parked in its replica under <see cref="GrainKeys.SessionCache"/>; a turn resumes
+/// time to live. Its KV cache is parked in its replica under <see cref="SessionCache.Key"/>; a turn resumes
 /// from it, and when the cache was dropped the engine recomputes it from the history, which only costs time.
 /// </summary>
 [Reentrant]
 public sealed class SessionGrain(
     [PersistentState("session", SessionStorage.Name)] IPersistentState<SessionState> state,
-    ModelStore store) : Grain, ISessionGrain
+    ModelDeployment deployment) : Grain, ISessionGrain
 {
     public const int DefaultTtlSeconds = 3600;
     int? _activeTurn;
@@ -53,7 +53,7 @@ public sealed class SessionGrain(
             Model = model,
             TtlSeconds = ttlSeconds > 0 ? ttlSeconds : DefaultTtlSeconds,
             LastUsed = DateTimeOffset.UtcNow,
-            Replica = (int)((uint)Id.GetHashCode() % (uint)Math.Max(1, store.Options.Replicas)),
+            Replica = (int)((uint)Id.GetHashCode() % (uint)Math.Max(1, deployment.Options.Replicas)),
         };
         await state.WriteStateAsync();
         ScheduleExpiry();
@@ -74,7 +74,7 @@ public sealed class SessionGrain(
         _activeTurn = S.Turns + 1;
         S.LastUsed = DateTimeOffset.UtcNow;
         await state.WriteStateAsync();
-        return new TurnTicket(TurnStatus.Started, _activeTurn.Value, S.History, S.Model, GrainKeys.SessionCache(Id), S.Replica);
+        return new TurnTicket(TurnStatus.Started, _activeTurn.Value, S.History, S.Model, SessionCache.Key(Id), S.Replica);
     }
 
     public async Task EndTurn(int turn, int[] history)
@@ -135,8 +135,7 @@ public sealed class SessionGrain(
     {
         _expiry?.Dispose();
         _expiry = null;
-        var gateway = GrainFactory.GetGrain<IGatewayGrain>(GrainKeys.Gateway(S.Model, S.Replica));
-        await gateway.DropCache(GrainKeys.SessionCache(Id));
+        await GrainFactory.GetReplica(new ReplicaKey(S.Model, S.Replica)).DropCache(SessionCache.Key(Id));
         await state.ClearStateAsync();
         state.State = new SessionState();
         _activeTurn = null;

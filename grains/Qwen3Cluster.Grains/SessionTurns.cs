@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Grains;
 
@@ -9,16 +11,17 @@ namespace Qwen3Cluster.Grains;
 /// </summary>
 public sealed class SessionTurns(IGrainFactory grains)
 {
-    public async IAsyncEnumerable<GenerationEvent> RunAsync(string sessionId, string owner, Func<int[], int[]> promptFromHistory,
-        SamplingWire sampling, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    /// <param name="promptFromHistory">The turn's prompt, given the session's history; it checks what it builds (<see cref="RequestLimits"/>).</param>
+    public async IAsyncEnumerable<GenerationUpdate> RunAsync(string sessionId, string owner, Func<int[], int[]> promptFromHistory,
+        SamplingParams sampling, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var session = grains.GetGrain<ISessionGrain>(sessionId);
         var ticket = await session.BeginTurn(owner);
         if (ticket.Status != TurnStatus.Started)
         {
-            yield return Refusal(ticket.Status == TurnStatus.Busy
-                ? new ErrorWire(ErrorKind.FailedPrecondition, "session_id", $"session {sessionId} is answering another turn")
-                : new ErrorWire(ErrorKind.NotFound, "session_id", $"session {sessionId} does not exist"));
+            yield return GenerationUpdate.Failed(ticket.Status == TurnStatus.Busy
+                ? new RequestError(ErrorKind.FailedPrecondition, "session_id", $"session {sessionId} is answering another turn")
+                : RequestError.NotFound("session_id", $"session {sessionId} does not exist"));
             yield break;
         }
         int[] prompt;
@@ -31,16 +34,16 @@ public sealed class SessionTurns(IGrainFactory grains)
             await session.AbandonTurn(ticket.Turn);
             throw;
         }
-        var gateway = grains.GetGrain<IGatewayGrain>(GrainKeys.Gateway(ticket.Model, ticket.Replica));
+        var replica = grains.GetReplica(new ReplicaKey(ticket.Model, ticket.Replica));
         var reply = new List<int>();
         bool finished = false;
         try
         {
-            var command = new GenerateCommand(prompt, sampling, ParkAs: ticket.CacheKey, ResumeFrom: ticket.CacheKey);
-            await foreach (var update in gateway.Generate(command, cancellationToken).WithCancellation(cancellationToken))
+            var request = new GenerationRequest(prompt, sampling) { ParkAs = ticket.CacheKey, ResumeFrom = ticket.CacheKey };
+            await foreach (var update in replica.Generate(request, cancellationToken).WithCancellation(cancellationToken))
             {
                 reply.AddRange(update.Tokens.Select(t => t.Id));
-                finished = update.FinishReason is not null;
+                finished = update.IsFinal;
                 yield return update;
             }
         }
@@ -50,6 +53,4 @@ public sealed class SessionTurns(IGrainFactory grains)
             else await session.AbandonTurn(ticket.Turn);
         }
     }
-
-    static GenerationEvent Refusal(ErrorWire error) => new([], "", null, null, error);
 }

@@ -12,32 +12,42 @@ namespace Qwen3Cluster.Model.Engine;
 /// </summary>
 public sealed class GenerationEngine : IAsyncDisposable
 {
+    const int MaxFailedSteps = 4;
     readonly IModelExecutor _executor;
     readonly Scheduler _scheduler;
     readonly Sampler _sampler = new();
     readonly OutputProcessor _output;
     readonly ITextDecoderFactory? _decoders;
-    readonly int _vocabSize;
     readonly ConcurrentQueue<Sequence> _incoming = new();
     readonly ConcurrentQueue<Sequence> _aborted = new();
     readonly ConcurrentQueue<string> _dropParked = new();
     readonly SemaphoreSlim _wake = new(0);
     readonly CancellationTokenSource _stopping = new();
+    /// <summary>Sequences whose client still waits for updates.</summary>
     readonly Dictionary<long, Sequence> _live = [];
-    Task? _loop;
+    Task _loop = Task.CompletedTask;
     long _nextId;
     int _failedSteps;
-    const int MaxFailedSteps = 4;
 
-    public GenerationEngine(IModelExecutor executor, SchedulerOptions options, int vocabSize,
-        IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders)
+    GenerationEngine(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders)
     {
         _executor = executor;
         _scheduler = new Scheduler(options);
         _output = new OutputProcessor(eosTokenIds, options.ContextWindow);
         _decoders = decoders;
-        _vocabSize = vocabSize;
-        EngineMetrics.Register(this);
+    }
+
+    /// <summary>
+    /// Makes an engine and starts its loop on the caller's task scheduler (an Orleans activation keeps the loop on
+    /// its own thread). <paramref name="decoders"/> turn tokens into text; without them text is empty.
+    /// </summary>
+    public static GenerationEngine Start(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds,
+        ITextDecoderFactory? decoders = null)
+    {
+        var engine = new GenerationEngine(executor, options, eosTokenIds, decoders);
+        engine._loop = Task.Factory.StartNew(engine.LoopAsync, CancellationToken.None, TaskCreationOptions.None, TaskScheduler.Current).Unwrap();
+        EngineMetrics.Register(engine);
+        return engine;
     }
 
     public SchedulerOptions Options => _scheduler.Options;
@@ -49,37 +59,13 @@ public sealed class GenerationEngine : IAsyncDisposable
     public long Preemptions => _scheduler.Preemptions;
     public IReadOnlyCollection<string> ParkedKeys => _scheduler.Parked.Keys.ToArray();
 
-    /// <summary>Starts the loop (once) on the caller's task scheduler (an Orleans activation keeps it on its own).</summary>
-    public void Start()
-    {
-        if (Volatile.Read(ref _loop) is not null) return;
-        var loop = new Task<Task>(RunAsync);
-        if (Interlocked.CompareExchange(ref _loop, loop.Unwrap(), null) is null) loop.Start(TaskScheduler.Current);
-    }
-
-    /// <summary>Checks a request against the model; throws <see cref="InvalidRequestException"/> naming the field.</summary>
-    public void Validate(GenerationRequest request)
-    {
-        if (request.PromptTokens.Count == 0) throw new InvalidRequestException("prompt", "must not be empty");
-        for (int i = 0; i < request.PromptTokens.Count; i++)
-            if (request.PromptTokens[i] < 0 || request.PromptTokens[i] >= _vocabSize)
-                throw new InvalidRequestException("token_ids",
-                    $"token {request.PromptTokens[i]} at index {i} is outside the vocabulary [0, {_vocabSize})");
-        if (request.PromptTokens.Count >= Options.ContextWindow)
-            throw new InvalidRequestException("prompt",
-                $"{request.PromptTokens.Count} tokens; the context window is {Options.ContextWindow}");
-        if (request.Sampling.Validate(_vocabSize) is { } problem)
-            throw new InvalidRequestException(problem.Field, problem.Message);
-    }
-
+    /// <summary>Streams a generation of a request that its edge has checked (<see cref="RequestLimits"/>).</summary>
     public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(GenerationRequest request,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        Validate(request);
         var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _decoders?.Create());
         _incoming.Enqueue(sequence);
         _wake.Release();
-        Start();
         bool finished = false;
         try
         {
@@ -106,7 +92,7 @@ public sealed class GenerationEngine : IAsyncDisposable
         _wake.Release();
     }
 
-    async Task RunAsync()
+    async Task LoopAsync()
     {
         var stop = _stopping.Token;
         try
@@ -142,7 +128,7 @@ public sealed class GenerationEngine : IAsyncDisposable
 
     void DrainQueues()
     {
-        while (_dropParked.TryDequeue(out var key)) _scheduler.DropParked(key);
+        while (_dropParked.TryDequeue(out var key)) _scheduler.Parked.Drop(key);
         while (_incoming.TryDequeue(out var sequence))
         {
             try
@@ -159,7 +145,7 @@ public sealed class GenerationEngine : IAsyncDisposable
         while (_aborted.TryDequeue(out var sequence))
         {
             if (!_live.Remove(sequence.Id)) continue;
-            if (sequence.Status != SequenceStatus.Finished) _scheduler.Remove(sequence);
+            _scheduler.Remove(sequence);
             sequence.Updates.Writer.TryComplete();
             sequence.Dispose();
         }
@@ -169,25 +155,40 @@ public sealed class GenerationEngine : IAsyncDisposable
     async Task StepAsync(CancellationToken cancellationToken)
     {
         var step = _scheduler.Schedule();
-        ReapPreempted();
         if (step is null)
         {
             // Work that cannot run yet (a session turn waiting for its previous turn's cache): wait for news.
             await _wake.WaitAsync(TimeSpan.FromMilliseconds(20), cancellationToken);
             return;
         }
-        IReadOnlyList<SampledToken> sampled;
+        var sampled = await RunAsync(step, cancellationToken);
+        if (sampled is null) return;
+        _scheduler.Completed(step);
+        for (int i = 0; i < sampled.Count; i++)
+        {
+            var sequence = step.Sampling[i].Sequence;
+            if (_output.Apply(sequence, sampled[i])) Finish(sequence);
+        }
+    }
+
+    /// <summary>The step's sampled tokens, or null when it failed and every cache was dropped, to be recomputed.</summary>
+    async Task<IReadOnlyList<SampledToken>?> RunAsync(ScheduledStep step, CancellationToken cancellationToken)
+    {
         long started = Stopwatch.GetTimestamp();
         try
         {
             using var logits = await _executor.ExecuteAsync(step.Context, step.InputIds, cancellationToken);
-            sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
+            var sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
+            _failedSteps = 0;
+            Steps++;
+            EngineMetrics.StepSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            EngineMetrics.GeneratedTokens.Add(sampled.Count);
+            return sampled;
         }
         catch (KvCacheLostException)
         {
             _scheduler.ResetCache();
-            ReapPreempted();
-            return;
+            return null;
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -195,53 +196,28 @@ public sealed class GenerationEngine : IAsyncDisposable
             // sequences start over. A transient failure (a silo died and its grains are being re-placed) then only
             // costs time; a persistent one fails the requests.
             _scheduler.ResetCache();
-            ReapPreempted();
             if (++_failedSteps > MaxFailedSteps) FailAll(e);
             else await Task.Delay(TimeSpan.FromMilliseconds(250 << _failedSteps), cancellationToken);
-            return;
+            return null;
         }
-        _failedSteps = 0;
-        Steps++;
-        EngineMetrics.StepSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
-        EngineMetrics.GeneratedTokens.Add(sampled.Count);
-        _scheduler.Completed(step);
-        for (int i = 0; i < sampled.Count; i++)
-        {
-            var sequence = step.Sampling[i].Sequence;
-            if (_output.Apply(sequence, sampled[i])) Finish(sequence);
-        }
-        foreach (var sequence in _scheduler.FlushedTails()) Finish(sequence);
     }
 
+    /// <summary>The sequence has answered: its client is done with it, and the scheduler frees or parks its cache.</summary>
     void Finish(Sequence sequence)
     {
-        if (!sequence.FlushingTail)
-        {
-            EngineMetrics.Requests.Add(1, new KeyValuePair<string, object?>("finish_reason", sequence.FinishReason));
-            EngineMetrics.PromptTokens.Add(sequence.PromptLength);
-            EngineMetrics.CachedPromptTokens.Add(sequence.CachedPromptTokens);
-        }
-        _scheduler.Finish(sequence);
-        if (sequence.Status != SequenceStatus.Finished) return;
+        EngineMetrics.Requests.Add(1, new KeyValuePair<string, object?>("finish_reason", sequence.FinishReason));
+        EngineMetrics.PromptTokens.Add(sequence.PromptLength);
+        EngineMetrics.CachedPromptTokens.Add(sequence.CachedPromptTokens);
         _live.Remove(sequence.Id);
+        _scheduler.Finish(sequence);
         sequence.Dispose();
-    }
-
-    /// <summary>Sequences that had already answered and were only writing their last token for a session, then lost their cache.</summary>
-    void ReapPreempted()
-    {
-        foreach (var sequence in _live.Values.Where(s => s.Status == SequenceStatus.Finished).ToList())
-        {
-            _live.Remove(sequence.Id);
-            sequence.Dispose();
-        }
     }
 
     void FailAll(Exception error)
     {
         foreach (var sequence in _live.Values)
         {
-            if (sequence.Status != SequenceStatus.Finished) _scheduler.Remove(sequence);
+            _scheduler.Remove(sequence);
             sequence.Updates.Writer.TryComplete(error);
             sequence.Dispose();
         }
@@ -253,10 +229,7 @@ public sealed class GenerationEngine : IAsyncDisposable
     {
         EngineMetrics.Unregister(this);
         _stopping.Cancel();
-        if (_loop is not null)
-        {
-            try { await _loop; } catch (OperationCanceledException) { }
-        }
+        try { await _loop; } catch (OperationCanceledException) { }
         _stopping.Dispose();
     }
 }

@@ -2,7 +2,7 @@ using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Model.Engine;
 
-/// <summary>What to generate: a prompt of token ids and how to sample.</summary>
+/// <summary>What to generate: a prompt of token ids and how to sample, checked once by <see cref="RequestLimits"/> where it arrived.</summary>
 public sealed record GenerationRequest(IReadOnlyList<int> PromptTokens, SamplingParams Sampling)
 {
     /// <summary>Keep this sequence's KV blocks after it finishes, under this key, so a later request can resume it.</summary>
@@ -17,28 +17,19 @@ public sealed record GeneratedToken(int Id, string Text, float Logprob, IReadOnl
 public sealed record GenerationUsage(int PromptTokens, int CachedPromptTokens, int CompletionTokens);
 
 /// <summary>
-/// A streamed piece of a generation: new tokens and the text they release (text can trail tokens while a
-/// stop string might still be forming). The last update carries the finish reason and usage.
+/// A streamed piece of a generation: new tokens and the text they release (text can trail tokens while a stop
+/// string might still be forming). The last update carries the finish reason and usage, or an error alone.
 /// </summary>
 public sealed record GenerationUpdate(IReadOnlyList<GeneratedToken> Tokens, string Text, string? FinishReason = null,
-    GenerationUsage? Usage = null)
+    GenerationUsage? Usage = null, RequestError? Error = null)
 {
     public bool IsFinal => FinishReason is not null;
+
+    public static GenerationUpdate Failed(RequestError error) => new([], "", Error: error);
 }
 
 public static class FinishReasons
 {
     public const string Stop = "stop";
     public const string Length = "length";
-    public const string Abort = "abort";
 }
-
-/// <summary>A request the engine refuses; <see cref="Field"/> names what is wrong with it.</summary>
-public sealed class InvalidRequestException(string field, string message) : Exception($"{field}: {message}")
-{
-    public string Field { get; } = field;
-    public string Reason { get; } = message;
-}
-
-/// <summary>A request that can never fit in the KV cache.</summary>
-public sealed class CapacityExceededException(string message) : Exception(message);

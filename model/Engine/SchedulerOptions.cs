@@ -13,6 +13,11 @@ public sealed record SchedulerOptions
     public int MaxSequences { get; init; } = 64;
     /// <summary>Prompt plus output never exceeds this (the model's max_position_embeddings by default).</summary>
     public int MaxModelLength { get; init; } = 32768;
+    /// <summary>
+    /// Reuse the cached full blocks a new prompt begins with (vLLM's automatic prefix caching). Off, every prompt is
+    /// computed from scratch except a session turn that resumes its parked cache: what reference runs compare with.
+    /// </summary>
+    public bool PrefixCaching { get; init; } = true;
 
     /// <summary>
     /// The context window actually served: the model's, or the KV pool's when that holds fewer tokens, so one

@@ -4,7 +4,18 @@ using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Model.Engine;
 
-public enum SequenceStatus { Waiting, Running, Finished }
+/// <summary>Where a sequence is in the scheduler.</summary>
+public enum SequenceStatus
+{
+    /// <summary>Queued, or preempted and queued again: holds no blocks.</summary>
+    Waiting,
+    /// <summary>Being prefilled or decoded.</summary>
+    Running,
+    /// <summary>Answered; writing its last token into the cache, which is then parked for its session's next turn.</summary>
+    Parking,
+    /// <summary>Out of the scheduler: its blocks are freed or parked.</summary>
+    Finished,
+}
 
 /// <summary>
 /// One request in flight: its tokens (prompt, then output), how many of them the KV cache holds, its block
@@ -13,6 +24,7 @@ public enum SequenceStatus { Waiting, Running, Finished }
 public sealed class Sequence : IDisposable
 {
     readonly List<int> _tokens;
+    int? _cachedAtAdmission;
 
     public long Id { get; }
     public GenerationRequest Request { get; }
@@ -20,11 +32,10 @@ public sealed class Sequence : IDisposable
     public int PromptLength { get; }
     public IReadOnlyList<int> Tokens => _tokens;
     public int OutputLength => _tokens.Count - PromptLength;
-    public IEnumerable<int> OutputTokens => _tokens.Skip(PromptLength);
     /// <summary>Tokens whose keys and values are in the KV cache.</summary>
     public int NumComputed { get; set; }
-    /// <summary>Prompt tokens found in the cache at admission (not recomputed).</summary>
-    public int CachedPromptTokens { get; set; }
+    /// <summary>Prompt tokens the cache held when this sequence was first admitted (reused, not recomputed): what usage reports.</summary>
+    public int CachedPromptTokens => _cachedAtAdmission ?? 0;
     public List<int> BlockTable { get; } = [];
     /// <summary>Hashes of this sequence's full blocks, as far as they have been needed.</summary>
     public List<BlockHash> BlockHashes { get; } = [];
@@ -37,12 +48,6 @@ public sealed class Sequence : IDisposable
     public Channel<GenerationUpdate> Updates { get; } =
         Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     public string? FinishReason { get; set; }
-    /// <summary>Set when this sequence's last token must still be written to the cache before it is parked.</summary>
-    public bool FlushingTail { get; set; }
-    /// <summary>Its parked cache was dropped (the session was deleted) before it was parked: free it instead.</summary>
-    public bool DiscardParking { get; set; }
-    /// <summary>Admitted at least once; what the cache held at the first admission is what usage reports.</summary>
-    public bool Admitted { get; set; }
 
     public Sequence(long id, GenerationRequest request, IIncrementalTextDecoder? decoder)
     {
@@ -57,6 +62,9 @@ public sealed class Sequence : IDisposable
 
     /// <summary>Tokens still to be run through the model before the next sample.</summary>
     public int PendingTokens => _tokens.Count - NumComputed;
+
+    /// <summary>Admitted with <see cref="NumComputed"/> tokens already cached; only the first admission counts for usage.</summary>
+    public void RecordAdmission() => _cachedAtAdmission ??= Math.Min(NumComputed, PromptLength);
 
     public void Append(int token)
     {

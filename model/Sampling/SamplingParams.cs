@@ -1,14 +1,15 @@
+using Qwen3Cluster.Model.Config;
+
 namespace Qwen3Cluster.Model.Sampling;
 
 /// <summary>
-/// How to pick each next token and when to stop. Temperature 0 is greedy. Zero or negative values mean
-/// "off" for TopK; TopP 1 and MinP 0 are off; penalties 1 (repetition) and 0 (presence, frequency) are off.
+/// How to pick each next token and when to stop: the one sampling type, resolved where a request arrives (its
+/// unset fields from <see cref="Defaults"/>), checked there by <c>RequestLimits</c>, and carried as is to the
+/// sampler. Temperature 0 is greedy. TopK 0 is off; TopP 1 and MinP 0 are off; penalties 1 (repetition) and 0
+/// (presence, frequency) are off.
 /// </summary>
 public sealed record SamplingParams
 {
-    public const int MaxLogprobs = 20;
-    public const int MaxStopStrings = 16;
-
     public double Temperature { get; init; } = 1.0;
     public double TopP { get; init; } = 1.0;
     public int TopK { get; init; }
@@ -33,23 +34,20 @@ public sealed record SamplingParams
 
     public static SamplingParams Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens };
 
-    /// <summary>Null when valid; otherwise the field at fault and why, in the words an API error uses.</summary>
-    public (string Field, string Message)? Validate(int vocabSize)
+    /// <summary>
+    /// What a request that sets nothing gets: the checkpoint's generation_config.json sampling defaults where it has
+    /// them (as vLLM and transformers do), this type's own otherwise. Every edge starts from these.
+    /// </summary>
+    public static SamplingParams Defaults(GenerationConfig generation)
     {
-        if (double.IsNaN(Temperature) || Temperature < 0) return ("temperature", "must be >= 0");
-        if (Temperature > 100) return ("temperature", "must be <= 100");
-        if (double.IsNaN(TopP) || TopP <= 0 || TopP > 1) return ("top_p", "must be in (0, 1]");
-        if (TopK < 0) return ("top_k", "must be >= 0 (0 disables it)");
-        if (double.IsNaN(MinP) || MinP < 0 || MinP > 1) return ("min_p", "must be in [0, 1]");
-        if (double.IsNaN(RepetitionPenalty) || RepetitionPenalty <= 0 || RepetitionPenalty > 10) return ("repetition_penalty", "must be in (0, 10]");
-        if (double.IsNaN(PresencePenalty) || Math.Abs(PresencePenalty) > 2) return ("presence_penalty", "must be in [-2, 2]");
-        if (double.IsNaN(FrequencyPenalty) || Math.Abs(FrequencyPenalty) > 2) return ("frequency_penalty", "must be in [-2, 2]");
-        if (MaxTokens <= 0) return ("max_tokens", "must be positive");
-        if (Logprobs < 0 || Logprobs > MaxLogprobs) return ("logprobs", $"must be between 0 and {MaxLogprobs}");
-        if (Stop.Count > MaxStopStrings) return ("stop", $"at most {MaxStopStrings} stop strings");
-        if (Stop.Any(string.IsNullOrEmpty)) return ("stop", "stop strings must not be empty");
-        if (Stop.Any(s => s.Length > 256)) return ("stop", "stop strings must be at most 256 characters");
-        if (StopTokenIds.Any(t => t < 0 || t >= vocabSize)) return ("stop_token_ids", $"ids must be in [0, {vocabSize})");
-        return null;
+        var plain = new SamplingParams();
+        return plain with
+        {
+            Temperature = generation.Temperature ?? plain.Temperature,
+            TopP = generation.TopP ?? plain.TopP,
+            TopK = generation.TopK ?? plain.TopK,
+            MinP = generation.MinP ?? plain.MinP,
+            RepetitionPenalty = generation.RepetitionPenalty ?? plain.RepetitionPenalty,
+        };
     }
 }

@@ -24,26 +24,58 @@ public sealed class ChatTemplate
         + "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
         + "</tool_call><|im_end|>\n";
 
-    private ChatTemplate()
+    private ChatTemplate(bool isExact, string description)
     {
+        IsExact = isExact;
+        Description = description;
     }
 
-    public static ChatTemplate Qwen3 { get; } = new();
+    public static ChatTemplate Qwen3 { get; } = new(isExact: true, "Qwen3's chat template");
+
+    /// <summary>Whether the checkpoint's chat_template is the one this class reproduces exactly.</summary>
+    public bool IsExact { get; }
+
+    /// <summary>What is rendered for the checkpoint, in words a log line can show.</summary>
+    public string Description { get; }
 
     public static bool IsSupported(string? templateSource) =>
-        templateSource is not null
-        && Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(templateSource))) == SupportedTemplateSha256;
+        templateSource is not null && Sha256(templateSource) == SupportedTemplateSha256;
 
-    /// <summary>
-    /// The renderer for a tokenizer. Every Qwen3 checkpoint speaks ChatML, so one whose chat_template is not the
-    /// original Qwen3 template (the 2507 releases, fine-tunes) is rendered with this one too rather than refused;
-    /// callers can tell with <see cref="IsSupported"/> and say so.
-    /// </summary>
     public static ChatTemplate For(Qwen3Tokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        return Qwen3;
+        return For(tokenizer.ChatTemplateSource);
     }
+
+    /// <summary>
+    /// The renderer for a checkpoint's <c>chat_template</c>: Qwen3's, exactly, when it is the original Qwen3 template.
+    /// A ChatML template that differs (the 2507 releases, fine-tunes), or none at all, is rendered as Qwen3's ChatML
+    /// and flagged (<see cref="IsExact"/> false) so callers can say so. Any other template is refused: rendering it
+    /// as ChatML would feed the model a format it was not trained on.
+    /// </summary>
+    public static ChatTemplate For(string? templateSource)
+    {
+        if (IsSupported(templateSource))
+        {
+            return Qwen3;
+        }
+
+        if (templateSource is null)
+        {
+            return new ChatTemplate(isExact: false, "Qwen3's ChatML template (tokenizer_config.json has no chat_template)");
+        }
+
+        if (templateSource.Contains("<|im_start|>", StringComparison.Ordinal))
+        {
+            return new ChatTemplate(isExact: false,
+                $"Qwen3's ChatML template, not the checkpoint's own chat_template (sha256 {Sha256(templateSource)[..12]}), which it may not match exactly");
+        }
+
+        throw new TokenizerFormatException("tokenizer_config.json", "chat_template",
+            "is not a ChatML template: only Qwen3's chat template is rendered here; send prompts as text or token ids");
+    }
+
+    private static string Sha256(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 
     /// <param name="enableThinking">false appends an empty think block to the generation prompt; null leaves it undefined.</param>
     /// <param name="tools">Tool definitions (usually <c>{"type": "function", "function": {...}}</c>); empty or null means none.</param>

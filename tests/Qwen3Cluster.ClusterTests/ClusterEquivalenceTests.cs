@@ -1,5 +1,6 @@
 using Qwen3Cluster.Grains;
 using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Tests.Support;
 
 namespace Qwen3Cluster.ClusterTests;
@@ -8,6 +9,7 @@ namespace Qwen3Cluster.ClusterTests;
 /// Three silos (silo-a: gateway + stage, silo-b: stage + experts, silo-c: experts) serving a checkpoint cut into
 /// stages and expert groups give what the single-process engine gives, and every grain sits where the plan says.
 /// </summary>
+[Collection(ClusterCollection.Name)]
 public sealed class ClusterEquivalenceTests
 {
     public static readonly (string, string)[] Silos = [("silo-a", "gateway,stage"), ("silo-b", "stage,experts"), ("silo-c", "experts")];
@@ -37,27 +39,28 @@ public sealed class ClusterEquivalenceTests
     {
         string dir = Checkpoint(kind);
         await using var cluster = await ModelCluster.StartAsync(dir, Silos, stages, groups);
-        var description = await cluster.Gateway().Warmup();
+        var description = await cluster.Replica().Warmup();
         Assert.Equal(stages, description.Stages);
 
         for (int s = 0; s < stages; s++)
         {
-            var stage = await cluster.Client.GetGrain<IPipelineStageGrain>(GrainKeys.Stage(cluster.Model, 0, s)).EnsureLoaded();
+            var stageKey = new StageKey(cluster.Model, 0, s);
+            var stage = await cluster.Client.GetStage(stageKey).EnsureLoaded();
             Assert.Equal(s % 2 == 0 ? "silo-a" : "silo-b", stage.SiloName);
             if (kind != "moe") continue;
             for (int g = 0; g < groups; g++)
             {
-                var group = await cluster.Client.GetGrain<IExpertGroupGrain>(GrainKeys.ExpertGroup(cluster.Model, s, g)).EnsureLoaded();
+                var group = await cluster.Client.GetExpertGroup(stageKey.ExpertGroup(g)).EnsureLoaded();
                 Assert.Equal((s * groups + g) % 2 == 0 ? "silo-b" : "silo-c", group.SiloName);
             }
         }
 
         using var local = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
-        await using var engine = new GenerationEngine(local, new SchedulerOptions { NumBlocks = 128, BlockSize = 4 }, local.Config.VocabSize, [], null);
+        await using var engine = GenerationEngine.Start(local, new SchedulerOptions { NumBlocks = 128, BlockSize = 4, PrefixCaching = false }, []);
         foreach (var prompt in Prompts)
         {
             var expected = await EngineRunner.RunAsync(engine, EngineRunner.Greedy(prompt, 10, logprobs: 3));
-            var actual = await cluster.GenerateAsync(prompt, new SamplingWire { Temperature = 0, MaxTokens = 10, Logprobs = 3, IgnoreEos = true });
+            var actual = await cluster.GenerateAsync(prompt, new SamplingParams { Temperature = 0, MaxTokens = 10, Logprobs = 3, IgnoreEos = true });
             Assert.Equal(expected.Ids, actual.Ids);
             for (int i = 0; i < expected.Ids.Length; i++)
             {

@@ -9,24 +9,30 @@ public sealed class PlanTests
 {
     static SiloDescriptor Silo(string name, params string[] roles) => new(name, roles.ToHashSet(), "cpu");
 
-    [Theory]
-    [InlineData("qwen3/0/stage/2", "stage", "qwen3", 0, 2, -1)]
-    [InlineData("qwen3/experts/1/3", "experts", "qwen3", -1, 1, 3)]
-    [InlineData("qwen3/1", "gateway", "qwen3", 1, -1, -1)]
-    [InlineData("Qwen/Qwen3-30B-A3B/0/stage/1", "stage", "Qwen/Qwen3-30B-A3B", 0, 1, -1)]
-    [InlineData("Qwen/Qwen3-30B-A3B/experts/0/7", "experts", "Qwen/Qwen3-30B-A3B", -1, 0, 7)]
-    [InlineData("Qwen/Qwen3-30B-A3B/0", "gateway", "Qwen/Qwen3-30B-A3B", 0, -1, -1)]
-    [InlineData("foo/stage/0", "gateway", "foo/stage", 0, -1, -1)]
-    public void KeysReadBackWhateverTheModelIsCalled(string key, string kind, string model, int replica, int stage, int group)
+    public static TheoryData<string, ModelGrainKey> Keys => new()
     {
-        Assert.Equal((kind, model, replica, stage, group), GrainKeys.Parse(key));
-        string again = kind switch
-        {
-            "stage" => GrainKeys.Stage(model, replica, stage),
-            "experts" => GrainKeys.ExpertGroup(model, stage, group),
-            _ => GrainKeys.Gateway(model, replica),
-        };
-        Assert.Equal(key, again);
+        { "qwen3/0/stage/2", new StageKey("qwen3", 0, 2) },
+        { "qwen3/experts/1/3", new ExpertGroupKey("qwen3", 1, 3) },
+        { "qwen3/1", new ReplicaKey("qwen3", 1) },
+        { "Qwen/Qwen3-30B-A3B/0/stage/1", new StageKey("Qwen/Qwen3-30B-A3B", 0, 1) },
+        { "Qwen/Qwen3-30B-A3B/experts/0/7", new ExpertGroupKey("Qwen/Qwen3-30B-A3B", 0, 7) },
+        { "Qwen/Qwen3-30B-A3B/0", new ReplicaKey("Qwen/Qwen3-30B-A3B", 0) },
+        { "foo/stage/0", new ReplicaKey("foo/stage", 0) },
+    };
+
+    [Theory, MemberData(nameof(Keys))]
+    public void KeysReadBackWhateverTheModelIsCalled(string text, ModelGrainKey key)
+    {
+        Assert.Equal(key, ModelGrainKey.Parse(text));
+        Assert.Equal(text, key.ToString());
+    }
+
+    [Fact]
+    public void AKeyOfTheWrongKindIsRefusedByName()
+    {
+        Assert.Throws<FormatException>(() => ModelGrainKey.Parse("no-replica-number"));
+        var wrong = Assert.Throws<FormatException>(() => ModelGrainKey.Parse<StageKey>("m/experts/0/1"));
+        Assert.Contains("Stage", wrong.Message);
     }
 
     [Fact]
@@ -35,15 +41,15 @@ public sealed class PlanTests
         var plan = new ClusterPlan(new Dictionary<string, string> { ["m/experts/0/1"] = "silo-d" },
             new ModelOptions { Stages = 2, ExpertGroups = 3 });
         SiloDescriptor[] silos = [Silo("silo-c", "experts"), Silo("silo-a", "gateway", "stage"), Silo("silo-b", "stage", "experts")];
-        Assert.Equal("silo-a", plan.SiloFor("m/0", silos));
-        Assert.Equal("silo-a", plan.SiloFor("m/0/stage/0", silos));
-        Assert.Equal("silo-b", plan.SiloFor("m/0/stage/1", silos));
-        Assert.Equal(["silo-b", "silo-c", "silo-b"], Enumerable.Range(0, 3).Select(g => plan.SiloFor($"m/experts/0/{g}", silos)));
+        Assert.Equal("silo-a", plan.SiloFor(new ReplicaKey("m", 0), silos));
+        Assert.Equal("silo-a", plan.SiloFor(new StageKey("m", 0, 0), silos));
+        Assert.Equal("silo-b", plan.SiloFor(new StageKey("m", 0, 1), silos));
+        Assert.Equal(["silo-b", "silo-c", "silo-b"], Enumerable.Range(0, 3).Select(g => plan.SiloFor(new ExpertGroupKey("m", 0, g), silos)));
 
         SiloDescriptor[] withD = [.. silos, Silo("silo-d", "experts")];
-        Assert.Equal("silo-d", plan.SiloFor("m/experts/0/1", withD));
+        Assert.Equal("silo-d", plan.SiloFor(new ExpertGroupKey("m", 0, 1), withD));
         SiloDescriptor[] noExperts = [Silo("silo-a", "gateway", "stage")];
-        Assert.Equal("silo-a", plan.SiloFor("m/experts/1/2", noExperts));
-        Assert.Null(plan.SiloFor("m/0", [Silo("silo-x", "experts")]));
+        Assert.Equal("silo-a", plan.SiloFor(new ExpertGroupKey("m", 1, 2), noExperts));
+        Assert.Null(plan.SiloFor(new ReplicaKey("m", 0), [Silo("silo-x", "experts")]));
     }
 }

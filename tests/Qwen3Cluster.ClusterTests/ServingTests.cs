@@ -1,5 +1,6 @@
 using Qwen3Cluster.Grains;
 using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Tests.Support;
 
 namespace Qwen3Cluster.ClusterTests;
@@ -14,12 +15,13 @@ public sealed class MoeClusterFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         Cluster = await ModelCluster.StartAsync(Checkpoint, ClusterEquivalenceTests.Silos, stages: 2, expertGroups: 4, kvBlocks: 256, blockSize: 4);
-        await Cluster.Gateway().Warmup();
+        await Cluster.Replica().Warmup();
         Local = LocalModel.Load(Checkpoint, new LocalModelOptions { NumBlocks = 256, BlockSize = 4 });
     }
 
+    /// <summary>The single-process reference: no prefix cache, so it reuses nothing the cluster might.</summary>
     public GenerationEngine LocalEngine() =>
-        new(Local, new SchedulerOptions { NumBlocks = 256, BlockSize = 4 }, Local.Config.VocabSize, [], null);
+        GenerationEngine.Start(Local, new SchedulerOptions { NumBlocks = 256, BlockSize = 4, PrefixCaching = false }, []);
 
     public async Task DisposeAsync()
     {
@@ -28,9 +30,29 @@ public sealed class MoeClusterFixture : IAsyncLifetime
     }
 }
 
-public sealed class ServingTests(MoeClusterFixture fixture) : IClassFixture<MoeClusterFixture>
+/// <summary>
+/// The cluster tests share one MoE cluster and never run beside another test's cluster (the assembly runs one
+/// collection at a time): several three-silo clusters at once on two cores only measure the machine.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class ClusterCollection : ICollectionFixture<MoeClusterFixture>
 {
-    static SamplingWire Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens, Logprobs = 2, IgnoreEos = true };
+    public const string Name = "moe cluster";
+}
+
+static class Compare
+{
+    public static void SameTokensAndLogprobs(EngineRunner.Result expected, Generated actual)
+    {
+        Assert.Equal(expected.Ids, actual.Ids);
+        for (int i = 0; i < expected.Ids.Length; i++) Assert.InRange(actual.Logprobs[i] - expected.Tokens[i].Logprob, -1e-4, 1e-4);
+    }
+}
+
+[Collection(ClusterCollection.Name)]
+public sealed class ServingTests(MoeClusterFixture fixture)
+{
+    static SamplingParams Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens, Logprobs = 2, IgnoreEos = true };
 
     static int[] Prompt(int i) => Enumerable.Range(0, 3 + i * 2 % 11).Select(j => (j * 37 + i * 101) % 500 + 1).ToArray();
 
@@ -38,18 +60,15 @@ public sealed class ServingTests(MoeClusterFixture fixture) : IClassFixture<MoeC
     public async Task SixteenConcurrentRequestsEqualOneAtATimeAndRunAsBatchedSteps()
     {
         var cluster = fixture.Cluster;
-        var single = new List<(int[] Ids, float[] Logprobs, int[][] Top, UsageWire Usage, string Finish)>();
-        for (int i = 0; i < 16; i++) single.Add(await cluster.GenerateAsync(Prompt(i), Greedy(8)));
+        await using var local = fixture.LocalEngine();
+        var single = new List<EngineRunner.Result>();
+        for (int i = 0; i < 16; i++) single.Add(await EngineRunner.RunAsync(local, EngineRunner.Greedy(Prompt(i), 8, logprobs: 2)));
 
-        var before = await cluster.Gateway().Stats();
+        var before = await cluster.Replica().Stats();
         var concurrent = await Task.WhenAll(Enumerable.Range(0, 16).Select(i => cluster.GenerateAsync(Prompt(i), Greedy(8))));
-        var after = await cluster.Gateway().Stats();
+        var after = await cluster.Replica().Stats();
 
-        for (int i = 0; i < 16; i++)
-        {
-            Assert.Equal(single[i].Ids, concurrent[i].Ids);
-            for (int t = 0; t < single[i].Ids.Length; t++) Assert.InRange(concurrent[i].Logprobs[t] - single[i].Logprobs[t], -1e-4, 1e-4);
-        }
+        for (int i = 0; i < 16; i++) Compare.SameTokensAndLogprobs(single[i], concurrent[i]);
         long steps = after.Steps - before.Steps;
         Assert.True(steps < 16 * 8 / 2, $"{steps} steps for 16 requests of 8 tokens: they were not batched");
         Assert.Equal(2 * steps, after.StageCalls - before.StageCalls);
@@ -68,16 +87,15 @@ public sealed class ServingTests(MoeClusterFixture fixture) : IClassFixture<MoeC
         var history = new List<int>();
         for (int t = 0; t < newTokens.Length; t++)
         {
-            if (t == 2) await fixture.Cluster.Gateway().DropCache(GrainKeys.SessionCache(id));
-            var events = new List<GenerationEvent>();
+            if (t == 2) await fixture.Cluster.Replica().DropCache(SessionCache.Key(id));
+            var updates = new List<GenerationUpdate>();
             int[] turnTokens = newTokens[t];
-            await foreach (var e in turns.RunAsync(id, "alice", h => [.. h, .. turnTokens], Greedy(6))) events.Add(e);
-            var result = ModelCluster.Collect(events);
+            await foreach (var u in turns.RunAsync(id, "alice", h => [.. h, .. turnTokens], Greedy(6))) updates.Add(u);
+            var result = Generated.From(updates);
 
             int[] conversation = [.. history, .. turnTokens];
             var scratch = await EngineRunner.RunAsync(local, EngineRunner.Greedy(conversation, 6, logprobs: 2));
-            Assert.Equal(scratch.Ids, result.Ids);
-            for (int i = 0; i < scratch.Ids.Length; i++) Assert.InRange(result.Logprobs[i] - scratch.Tokens[i].Logprob, -1e-4, 1e-4);
+            Compare.SameTokensAndLogprobs(scratch, result);
             Assert.Equal(conversation.Length, result.Usage.PromptTokens);
             // Turn 2 reuses all of turn 1 (prompt + reply). Turn 3's parked cache was dropped: only the history's
             // full blocks (of 4 tokens), still findable by the prefix cache, are reused.
@@ -99,19 +117,58 @@ public sealed class ServingTests(MoeClusterFixture fixture) : IClassFixture<MoeC
         var session = client.GetGrain<ISessionGrain>(id);
         await session.Create("bob", fixture.Cluster.Model, 600);
         await foreach (var _ in new SessionTurns(client).RunAsync(id, "bob", h => [.. h, 1, 2, 3, 4, 5, 6, 7, 8, 9], Greedy(5))) { }
-        var stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.ParkedCaches.Contains(GrainKeys.SessionCache(id))));
-        Assert.Contains(GrainKeys.SessionCache(id), stats.ParkedCaches);
+        var stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.ParkedCaches.Contains(SessionCache.Key(id))));
+        Assert.Contains(SessionCache.Key(id), stats.ParkedCaches);
         Assert.True(stats.UsedBlocks > 0);
         Assert.False(await session.Delete("mallory"));
         Assert.True(await session.Delete("bob"));
         stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.UsedBlocks == 0));
         Assert.Equal(0, stats.UsedBlocks);
-        Assert.DoesNotContain(GrainKeys.SessionCache(id), stats.ParkedCaches);
+        Assert.DoesNotContain(SessionCache.Key(id), stats.ParkedCaches);
         Assert.Null(await session.Get("bob"));
+    }
+
+    [Fact]
+    public async Task AnExpiredSessionFreesItsBlocks()
+    {
+        var client = fixture.Cluster.Client;
+        string id = Guid.NewGuid().ToString("N");
+        var session = client.GetGrain<ISessionGrain>(id);
+        await session.Create("dave", fixture.Cluster.Model, ttlSeconds: 1);
+        await foreach (var _ in new SessionTurns(client).RunAsync(id, "dave", h => [.. h, 7, 8, 9, 10, 11],
+            new SamplingParams { Temperature = 0, MaxTokens = 3, IgnoreEos = true })) { }
+        string key = SessionCache.Key(id);
+        var stats = await fixture.Cluster.WaitForStatsAsync(async s => !s.ParkedCaches.Contains(key) && await session.Get("dave") is null);
+        Assert.DoesNotContain(key, stats.ParkedCaches);
+        Assert.Null(await session.Get("dave"));
+    }
+
+    [Fact]
+    public async Task ASessionDeletedMidTurnIsGoneAndItsCacheFreedWhenTheTurnEnds()
+    {
+        var client = fixture.Cluster.Client;
+        string id = Guid.NewGuid().ToString("N");
+        var session = client.GetGrain<ISessionGrain>(id);
+        await session.Create("erin", fixture.Cluster.Model, 600);
+        var before = await fixture.Cluster.Replica().Stats();
+        var sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true };
+        bool deleted = false;
+        await foreach (var _ in new SessionTurns(client).RunAsync(id, "erin", h => [.. h, 1, 2, 3, 4, 5, 6], sampling))
+            if (!deleted)
+            {
+                Assert.True(await session.Delete("erin"));
+                Assert.Null(await session.Get("erin"));
+                deleted = true;
+            }
+        var stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.UsedBlocks == before.UsedBlocks));
+        Assert.DoesNotContain(SessionCache.Key(id), stats.ParkedCaches);
+        Assert.Equal(before.UsedBlocks, stats.UsedBlocks);
+        Assert.Null(await session.Get("erin"));
     }
 }
 
 /// <summary>A silo holding a stage and expert groups dies mid-conversation.</summary>
+[Collection(ClusterCollection.Name)]
 public sealed class SiloFailureTests
 {
     [Fact]
@@ -119,15 +176,14 @@ public sealed class SiloFailureTests
     {
         string dir = ClusterEquivalenceTests.Checkpoint("moe");
         await using var cluster = await ModelCluster.StartAsync(dir, ClusterEquivalenceTests.Silos, stages: 2, expertGroups: 2);
-        await cluster.Gateway().Warmup();
-        using var local = Qwen3Cluster.Model.Engine.LocalModel.Load(dir, new Qwen3Cluster.Model.Engine.LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
-        await using var engine = new Qwen3Cluster.Model.Engine.GenerationEngine(local,
-            new Qwen3Cluster.Model.Engine.SchedulerOptions { NumBlocks = 128, BlockSize = 4 }, local.Config.VocabSize, [], null);
+        await cluster.Replica().Warmup();
+        using var local = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
+        await using var engine = GenerationEngine.Start(local, new SchedulerOptions { NumBlocks = 128, BlockSize = 4, PrefixCaching = false }, []);
 
         string id = Guid.NewGuid().ToString("N");
         await cluster.Client.GetGrain<ISessionGrain>(id).Create("carol", cluster.Model, 600);
         var turns = new SessionTurns(cluster.Client);
-        var sampling = new SamplingWire { Temperature = 0, MaxTokens = 6, Logprobs = 1, IgnoreEos = true };
+        var sampling = new SamplingParams { Temperature = 0, MaxTokens = 6, Logprobs = 1, IgnoreEos = true };
         var history = new List<int>();
         foreach (var (turn, killFirst) in new[] { (new[] { 3, 1, 4, 1, 5, 9, 2, 6 }, false), (new[] { 5, 3, 5 }, true) })
         {
@@ -137,63 +193,17 @@ public sealed class SiloFailureTests
                 await cluster.Cluster.KillSiloAsync(siloB);
                 await cluster.Cluster.WaitForLivenessToStabilizeAsync();
             }
-            var events = new List<GenerationEvent>();
-            await foreach (var e in turns.RunAsync(id, "carol", h => [.. h, .. turn], sampling)) events.Add(e);
-            var result = ModelCluster.Collect(events);
+            var updates = new List<GenerationUpdate>();
+            await foreach (var u in turns.RunAsync(id, "carol", h => [.. h, .. turn], sampling)) updates.Add(u);
+            var result = Generated.From(updates);
             var scratch = await EngineRunner.RunAsync(engine, EngineRunner.Greedy([.. history, .. turn], 6, logprobs: 1));
-            Assert.Equal(scratch.Ids, result.Ids);
+            Compare.SameTokensAndLogprobs(scratch, result);
             history.AddRange(turn);
             history.AddRange(result.Ids);
         }
-        var stage1 = await cluster.Client.GetGrain<IPipelineStageGrain>(GrainKeys.Stage(cluster.Model, 0, 1)).EnsureLoaded();
+        var stage1 = await cluster.Client.GetStage(new StageKey(cluster.Model, 0, 1)).EnsureLoaded();
         Assert.Equal("silo-a", stage1.SiloName);
-        var group0 = await cluster.Client.GetGrain<IExpertGroupGrain>(GrainKeys.ExpertGroup(cluster.Model, 0, 0)).EnsureLoaded();
+        var group0 = await cluster.Client.GetExpertGroup(new ExpertGroupKey(cluster.Model, 0, 0)).EnsureLoaded();
         Assert.Equal("silo-c", group0.SiloName);
-    }
-}
-
-/// <summary>A session left idle past its time to live frees its cache and disappears.</summary>
-public sealed class SessionExpiryTests(MoeClusterFixture fixture) : IClassFixture<MoeClusterFixture>
-{
-    [Fact]
-    public async Task AnExpiredSessionFreesItsBlocks()
-    {
-        var client = fixture.Cluster.Client;
-        string id = Guid.NewGuid().ToString("N");
-        var session = client.GetGrain<ISessionGrain>(id);
-        await session.Create("dave", fixture.Cluster.Model, ttlSeconds: 1);
-        await foreach (var _ in new SessionTurns(client).RunAsync(id, "dave", h => [.. h, 7, 8, 9, 10, 11],
-            new SamplingWire { Temperature = 0, MaxTokens = 3, IgnoreEos = true })) { }
-        string key = GrainKeys.SessionCache(id);
-        var stats = await fixture.Cluster.WaitForStatsAsync(async s => !s.ParkedCaches.Contains(key) && await session.Get("dave") is null);
-        Assert.DoesNotContain(key, stats.ParkedCaches);
-        Assert.Null(await session.Get("dave"));
-    }
-}
-
-/// <summary>Deleting a session while one of its turns streams.</summary>
-public sealed class SessionDeleteTests(MoeClusterFixture fixture) : IClassFixture<MoeClusterFixture>
-{
-    [Fact]
-    public async Task ASessionDeletedMidTurnIsGoneAndItsCacheFreedWhenTheTurnEnds()
-    {
-        var client = fixture.Cluster.Client;
-        string id = Guid.NewGuid().ToString("N");
-        var session = client.GetGrain<ISessionGrain>(id);
-        await session.Create("erin", fixture.Cluster.Model, 600);
-        var before = await fixture.Cluster.Gateway().Stats();
-        var sampling = new SamplingWire { Temperature = 0, MaxTokens = 40, IgnoreEos = true };
-        bool deleted = false;
-        await foreach (var e in new SessionTurns(client).RunAsync(id, "erin", h => [.. h, 1, 2, 3, 4, 5, 6], sampling))
-            if (!deleted)
-            {
-                Assert.True(await session.Delete("erin"));
-                Assert.Null(await session.Get("erin"));
-                deleted = true;
-            }
-        var stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.UsedBlocks == before.UsedBlocks));
-        Assert.DoesNotContain(GrainKeys.SessionCache(id), stats.ParkedCaches);
-        Assert.Equal(before.UsedBlocks, stats.UsedBlocks);
-        Assert.Null(await session.Get("erin"));
     }
 }

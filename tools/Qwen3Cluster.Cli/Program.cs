@@ -17,7 +17,7 @@ try
 }
 catch (Exception e) when (e is Qwen3Cluster.Model.Config.ModelConfigException or Qwen3Cluster.Model.Checkpoint.CheckpointException
     or Qwen3Cluster.Model.Tokenization.TokenizerFormatException or Qwen3Cluster.Model.Tokenization.TokenizerIntegrityException
-    or FormatException or IOException or UnauthorizedAccessException or HttpRequestException or Grpc.Core.RpcException)
+    or Qwen3Cluster.Model.Engine.RequestError or FormatException or IOException or UnauthorizedAccessException or HttpRequestException or Grpc.Core.RpcException)
 {
     // Problems with the user's files, network or server: the message says what and where; a stack trace would not help.
     Console.Error.WriteLine(e is Grpc.Core.RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : e.Message);

@@ -10,49 +10,32 @@ namespace Qwen3Cluster.Grains.Placement;
 /// </summary>
 public sealed class ClusterPlan(IReadOnlyDictionary<string, string> pins, ModelOptions model)
 {
-    public IReadOnlyDictionary<string, string> Pins => pins;
-
     /// <summary>The role a grain of this key needs.</summary>
-    public static string RoleFor(string key) => GrainKeys.Parse(key).Kind switch
+    public static string RoleFor(ModelGrainKey key) => key switch
     {
-        "stage" => SiloRoleOptions.Stage,
-        "experts" => SiloRoleOptions.Experts,
+        StageKey => SiloRoleOptions.Stage,
+        ExpertGroupKey => SiloRoleOptions.Experts,
         _ => SiloRoleOptions.Gateway,
     };
 
     /// <summary>The silo (by name) that should host <paramref name="key"/>, or null when no present silo can.</summary>
-    public string? SiloFor(string key, IReadOnlyList<SiloDescriptor> present)
+    public string? SiloFor(ModelGrainKey key, IReadOnlyList<SiloDescriptor> present)
     {
         string role = RoleFor(key);
-        if (pins.TryGetValue(key, out var pinned) && present.Any(s => s.Name == pinned && s.Roles.Contains(role))) return pinned;
-        var (kind, _, replica, stage, group) = GrainKeys.Parse(key);
+        if (pins.TryGetValue(key.ToString(), out var pinned) && present.Any(s => s.Name == pinned && s.Roles.Contains(role))) return pinned;
         var eligible = Eligible(present, role);
         if (eligible.Count == 0 && role == SiloRoleOptions.Experts) eligible = Eligible(present, SiloRoleOptions.Stage);
         if (eligible.Count == 0) return null;
-        int slot = kind switch
+        int slot = key switch
         {
-            "stage" => replica * model.Stages + stage,
-            "experts" => stage * model.ExpertGroups + group,
-            _ => replica,
+            StageKey s => s.Replica * model.Stages + s.Stage,
+            ExpertGroupKey g => g.Stage * model.ExpertGroups + g.Group,
+            ReplicaKey r => r.Replica,
+            _ => 0,
         };
         return eligible[slot % eligible.Count].Name;
     }
 
     static List<SiloDescriptor> Eligible(IReadOnlyList<SiloDescriptor> present, string role) =>
         present.Where(s => s.Roles.Contains(role)).OrderBy(s => s.Name, StringComparer.Ordinal).ToList();
-
-    /// <summary>Every grain key of the model with its planned silo: what the gateway warms up and tests check.</summary>
-    public IReadOnlyList<(string Key, string? Silo)> Layout(string modelName, bool hasExperts, IReadOnlyList<SiloDescriptor> present)
-    {
-        var keys = new List<string>();
-        for (int r = 0; r < model.Replicas; r++)
-        {
-            keys.Add(GrainKeys.Gateway(modelName, r));
-            for (int s = 0; s < model.Stages; s++) keys.Add(GrainKeys.Stage(modelName, r, s));
-        }
-        if (hasExperts)
-            for (int s = 0; s < model.Stages; s++)
-                for (int g = 0; g < model.ExpertGroups; g++) keys.Add(GrainKeys.ExpertGroup(modelName, s, g));
-        return keys.Select(k => (k, SiloFor(k, present))).ToList();
-    }
 }

@@ -18,7 +18,7 @@ public sealed partial class PlannedPlacementDirector(
 {
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
-        string key = target.GrainIdentity.Key.ToString()!;
+        var key = ModelGrainKey.Parse(target.GrainIdentity.Key.ToString()!);
         var members = membership.CurrentSnapshot.Members;
         var present = context.GetCompatibleSilos(target)
             .Where(a => members.TryGetValue(a, out var m) && m.Status == SiloStatus.Active)
@@ -29,7 +29,7 @@ public sealed partial class PlannedPlacementDirector(
         if (chosen is null)
             throw new OrleansException($"No active silo announces the '{ClusterPlan.RoleFor(key)}' role needed by {key}.");
         var address = present.First(p => p.Silo!.Name == chosen).Address;
-        LogPlaced(key, chosen, address);
+        LogPlaced(key.ToString(), chosen, address);
         return Task.FromResult(address);
     }
 

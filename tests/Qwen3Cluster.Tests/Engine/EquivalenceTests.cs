@@ -26,10 +26,15 @@ public sealed class EquivalenceTests
         [400, 401, 402, 403, 404, 405, 406],
     ];
 
-    static GenerationEngine Engine(LocalModel model, SchedulerOptions? options = null)
+    /// <summary>An engine without prefix caching unless asked: a reference that neither batches nor reuses anything.</summary>
+    static GenerationEngine Engine(LocalModel model, SchedulerOptions? options = null, bool prefixCaching = false) =>
+        GenerationEngine.Start(model, (options ?? new SchedulerOptions { NumBlocks = 128, BlockSize = 4 }) with { PrefixCaching = prefixCaching }, []);
+
+    static async Task<List<EngineRunner.Result>> OneByOneAsync(GenerationEngine engine, IEnumerable<int[]> prompts, int maxTokens, int logprobs)
     {
-        options ??= new SchedulerOptions { NumBlocks = 128, BlockSize = 4 };
-        return new GenerationEngine(model, options, model.Config.VocabSize, [], null);
+        var results = new List<EngineRunner.Result>();
+        foreach (var prompt in prompts) results.Add(await EngineRunner.RunAsync(engine, EngineRunner.Greedy(prompt, maxTokens, logprobs)));
+        return results;
     }
 
     static LocalModel Load(string dir, int stages = 1, int groups = 1, int blocks = 128, int blockSize = 4) =>
@@ -49,13 +54,28 @@ public sealed class EquivalenceTests
     public async Task BatchedGenerationEqualsOneByOne(string kind)
     {
         using var model = Load(Checkpoint(kind));
+        await using var reference = Engine(model);
+        var single = await OneByOneAsync(reference, Prompts, 12, logprobs: 3);
         await using var engine = Engine(model);
-        var single = new List<EngineRunner.Result>();
-        foreach (var prompt in Prompts) single.Add(await EngineRunner.RunAsync(engine, EngineRunner.Greedy(prompt, 12, logprobs: 3)));
-        long stepsBefore = engine.Steps;
         var batched = await Task.WhenAll(Prompts.Select(p => EngineRunner.RunAsync(engine, EngineRunner.Greedy(p, 12, logprobs: 3))));
         for (int i = 0; i < Prompts.Length; i++) AssertSame(single[i], batched[i]);
-        Assert.True(engine.Steps - stepsBefore < Prompts.Length * 12, $"{engine.Steps - stepsBefore} steps: the requests were not batched");
+        Assert.True(engine.Steps < Prompts.Length * 12, $"{engine.Steps} steps: the requests were not batched");
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public async Task PrefixCacheReuseEqualsComputingFromScratch(string kind)
+    {
+        // Prompts that share their first blocks with the first one, and one that is the first one again.
+        int[][] prompts = [Prompts[3], [.. Prompts[3][..12], 7, 8, 9], [.. Prompts[3][..9], 400, 401], Prompts[3]];
+        using var model = Load(Checkpoint(kind));
+        await using var reference = Engine(model);
+        var expected = await OneByOneAsync(reference, prompts, 8, logprobs: 3);
+        Assert.All(expected, r => Assert.Equal(0, r.Usage.CachedPromptTokens));
+        await using var cached = Engine(model, prefixCaching: true);
+        var actual = await OneByOneAsync(cached, prompts, 8, logprobs: 3);
+        for (int i = 0; i < prompts.Length; i++) AssertSame(expected[i], actual[i]);
+        // Blocks of 4: 12 shared tokens, then 8, then the repeated prompt but its last token (always computed).
+        Assert.Equal([0, 12, 8, 32], actual.Select(r => r.Usage.CachedPromptTokens));
     }
 
     [Theory, MemberData(nameof(Models))]
@@ -84,8 +104,7 @@ public sealed class EquivalenceTests
     {
         using var model = Load(Checkpoint(kind));
         await using var reference = Engine(model);
-        var expected = new List<EngineRunner.Result>();
-        foreach (var prompt in Prompts) expected.Add(await EngineRunner.RunAsync(reference, EngineRunner.Greedy(prompt, 12, logprobs: 2)));
+        var expected = await OneByOneAsync(reference, Prompts, 12, logprobs: 2);
 
         using var tight = Load(Checkpoint(kind), blocks: 12);
         await using var engine = Engine(tight, new SchedulerOptions { NumBlocks = 12, BlockSize = 4, MaxBatchTokens = 7 });
@@ -119,7 +138,7 @@ public sealed class EquivalenceTests
     }
 
     [Fact]
-    public async Task Bf16CheckpointEqualsItsFloat32Upcast()
+    public async Task Bf16CheckpointEqualsItsFloat32UpcastByHand()
     {
         var config = TestCheckpoints.SmallMoe;
         string bf16 = TestCheckpoints.Get("bf16-test", config, SafetensorsDType.BF16, seed: 5);
@@ -127,16 +146,18 @@ public sealed class EquivalenceTests
         foreach (var file in Directory.GetFiles(bf16, "*.json")) File.Copy(file, Path.Combine(upcast, Path.GetFileName(file)));
         using (var reader = CheckpointReader.Open(bf16))
         {
+            // The upcast is made here from the stored bits (a bfloat16 is the top half of a float32), not by the
+            // loader under test.
             var specs = reader.TensorNames.Select(name =>
             {
-                var (_, entry) = reader.Locate(name);
+                var (file, entry) = reader.Locate(name);
                 Assert.Equal(SafetensorsDType.BF16, entry.DType);
-                return new TensorSpec(name, entry.Shape, SafetensorsDType.F32,
-                    () => reader.Load(name, entry.Shape, ScalarType.Float32, CPU));
+                var floats = file.WithBytes(entry, (pointer, length) => Bf16Bits.ToFloats(pointer, length));
+                return new TensorSpec(name, entry.Shape, SafetensorsDType.F32, () => tensor(floats).reshape(entry.Shape));
             }).ToArray();
             SafetensorsWriter.WriteCheckpoint(upcast, specs);
         }
-        Assert.Equal(await Logits(bf16), await Logits(upcast));
+        Assert.Equal(await Logits(upcast), await Logits(bf16));
     }
 
     static async Task<float[]> Logits(string dir)
@@ -147,5 +168,17 @@ public sealed class EquivalenceTests
             Enumerable.Range(0, prompt.Length).ToArray());
         using var logits = await model.ExecuteAsync(context, prompt, CancellationToken.None);
         return logits.data<float>().ToArray();
+    }
+}
+
+/// <summary>bfloat16 by hand: its 16 bits are the high half of the float32 with the same value.</summary>
+static class Bf16Bits
+{
+    public static unsafe float[] ToFloats(IntPtr pointer, long length)
+    {
+        var bits = new ReadOnlySpan<ushort>((void*)pointer, checked((int)(length / 2)));
+        var floats = new float[bits.Length];
+        for (int i = 0; i < bits.Length; i++) floats[i] = BitConverter.Int32BitsToSingle(bits[i] << 16);
+        return floats;
     }
 }

@@ -1,6 +1,7 @@
 using Qwen3Cluster.Model.Cache;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Sampling;
+using Qwen3Cluster.Tests.Support;
 
 namespace Qwen3Cluster.Tests.Engine;
 
@@ -69,7 +70,7 @@ public sealed class SchedulerTests
     public void ARequestThatDoesNotFitWaitsAndOneThatNeverCanIsRefused()
     {
         var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 4, BlockSize = 4 });
-        Assert.Throws<CapacityExceededException>(() => scheduler.Add(Seq(16)));
+        Assert.Equal(ErrorKind.ResourceExhausted, Assert.Throws<RequestError>(() => scheduler.Add(Seq(16))).Kind);
         var a = Seq(10);
         var b = Seq(10);
         scheduler.Add(a);
@@ -112,11 +113,13 @@ public sealed class SchedulerTests
         scheduler.Completed(scheduler.Schedule()!);
         turn1.Append(42);
         scheduler.Finish(turn1);
-        Assert.True(turn1.FlushingTail);
+        Assert.Equal(SequenceStatus.Parking, turn1.Status);
+        Assert.True(scheduler.Parked.IsPending("s"));
         var flush = scheduler.Schedule()!;
         Assert.Equal((5, 1, false), (flush.Slices[0].Start, flush.Slices[0].Count, flush.Slices[0].Samples));
         scheduler.Completed(flush);
-        foreach (var s in scheduler.FlushedTails()) scheduler.Finish(s);
+        Assert.Equal(SequenceStatus.Finished, turn1.Status);
+        Assert.Equal(["s"], scheduler.Parked.Keys);
         Assert.Equal(2, scheduler.Blocks.UsedBlocks);
 
         var turn2 = Seq(0, resumeFrom: "s", prompt: [1, 2, 3, 4, 5, 42, 9, 9]);
@@ -132,11 +135,57 @@ public sealed class SchedulerTests
         other.Append(5);
         elsewhere.Finish(other);
         elsewhere.Completed(elsewhere.Schedule()!);
-        foreach (var s in elsewhere.FlushedTails()) elsewhere.Finish(s);
         var diverged = Seq(0, resumeFrom: "t", prompt: [1, 2, 4, 5, 6]);
         elsewhere.Add(diverged);
         Assert.Equal(0, elsewhere.Schedule()!.Slices[0].Start);
         Assert.Equal(0, diverged.CachedPromptTokens);
+    }
+
+    [Fact]
+    public void ASessionTurnWaitsForItsPreviousTurnToParkTheCache()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 8, BlockSize = 4 });
+        var turn1 = Seq(5, parkAs: "s");
+        scheduler.Add(turn1);
+        scheduler.Completed(scheduler.Schedule()!);
+        turn1.Append(42);
+        scheduler.Finish(turn1);
+        var turn2 = Seq(0, parkAs: "s", resumeFrom: "s", prompt: [1, 2, 3, 4, 5, 42, 7]);
+        scheduler.Add(turn2);
+        var flush = scheduler.Schedule()!;
+        Assert.Equal([turn1], flush.Slices.Select(s => s.Sequence));
+        Assert.Equal(SequenceStatus.Waiting, turn2.Status);
+        scheduler.Completed(flush);
+        var step = scheduler.Schedule()!;
+        Assert.Equal((turn2, 6, 1, true), (step.Slices[0].Sequence, step.Slices[0].Start, step.Slices[0].Count, step.Slices[0].Samples));
+        Assert.Equal(6, turn2.CachedPromptTokens);
+        Assert.Empty(scheduler.Parked.Keys);
+    }
+
+    [Fact]
+    public void APreemptedParkingTurnLosesOnlyItsSessionCache()
+    {
+        var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 3, BlockSize = 4 });
+        var running = Seq(7);
+        var turn = Seq(3, parkAs: "s");
+        scheduler.Add(running);
+        scheduler.Add(turn);
+        var first = scheduler.Schedule()!;
+        Assert.Equal(2, first.Slices.Count);
+        scheduler.Completed(first);
+        running.Append(7);
+        running.Append(8);
+        turn.Append(9);
+        scheduler.Finish(turn);
+        // The running sequence needs a third block, held by the turn still writing its last token: the turn, the
+        // newest, gives it up; its answer is out, so it is not queued again, and nothing is parked.
+        var step = scheduler.Schedule()!;
+        Assert.Equal([running], step.Slices.Select(s => s.Sequence));
+        Assert.Equal(SequenceStatus.Finished, turn.Status);
+        Assert.False(scheduler.Parked.IsPending("s"));
+        Assert.Empty(scheduler.Parked.Keys);
+        Assert.Equal(0, scheduler.Preemptions);
+        Assert.Equal(3, scheduler.Blocks.UsedBlocks);
     }
 
     [Fact]
@@ -199,7 +248,7 @@ public sealed class PrefixCacheTests
         RunPrefill(scheduler, first);
         scheduler.Remove(first);
         Assert.Equal(0, scheduler.Blocks.UsedBlocks);
-        Assert.Equal(2, scheduler.CachedBlocks);
+        Assert.Equal(2, scheduler.Blocks.CachedBlocks);
 
         var later = Seq(1, 2, 3, 4, 5, 6, 7, 8, 42, 43);
         scheduler.Add(later);
@@ -224,14 +273,19 @@ public sealed class CapacityTests
         using var model = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 8, BlockSize = 4 });
         var options = new SchedulerOptions { NumBlocks = 8, BlockSize = 4, MaxModelLength = 40960 };
         Assert.Equal(32, options.ContextWindow);
-        await using var engine = new GenerationEngine(model, options, model.Config.VocabSize, [], null);
+        await using var engine = GenerationEngine.Start(model, options, []);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         var result = await Qwen3Cluster.Tests.Support.EngineRunner.RunAsync(engine,
             Qwen3Cluster.Tests.Support.EngineRunner.Greedy([1, 2, 3, 4, 5], 100), timeout.Token);
         Assert.Equal(FinishReasons.Length, result.FinishReason);
         Assert.Equal(32 - 5, result.Ids.Length);
         Assert.Equal(0, engine.UsedBlocks);
-        Assert.Throws<InvalidRequestException>(() => engine.Validate(new GenerationRequest(Enumerable.Range(1, 32).ToArray(), SamplingParams.Greedy(1))));
+        // What reaches the engine has passed its edge's check, which refuses what the pool could never hold.
+        var limits = new RequestLimits(model.Config.VocabSize, options.ContextWindow);
+        var tooLong = Assert.Throws<RequestError>(() => limits.Check(new GenerationRequest(Enumerable.Range(1, 32).ToArray(), SamplingParams.Greedy(1)), "prompt"));
+        Assert.Equal(("prompt", ErrorKind.InvalidArgument), (tooLong.Field, tooLong.Kind));
+        var tooMany = Assert.Throws<RequestError>(() => limits.Check(EngineRunner.Greedy([1, 2, 3], 100), "prompt"));
+        Assert.Equal("max_tokens", tooMany.Field);
     }
 
     [Fact]
@@ -243,11 +297,11 @@ public sealed class CapacityTests
         scheduler.Completed(scheduler.Schedule()!);
         sequence.Append(9);
         scheduler.Finish(sequence);
-        Assert.True(sequence.FlushingTail);
-        scheduler.DropParked("s");
+        Assert.Equal(SequenceStatus.Parking, sequence.Status);
+        scheduler.Parked.Drop("s");
         scheduler.Completed(scheduler.Schedule()!);
-        foreach (var s in scheduler.FlushedTails()) scheduler.Finish(s);
-        Assert.Empty(scheduler.Parked);
+        Assert.Equal(SequenceStatus.Finished, sequence.Status);
+        Assert.Empty(scheduler.Parked.Keys);
         Assert.Equal(0, scheduler.Blocks.UsedBlocks);
     }
 }

@@ -45,8 +45,7 @@ public sealed class ReferenceFixtureTests
     public async Task GreedyDecodeWithTheKvCacheMatchesTheReference()
     {
         using var model = LocalModel.Load(Fixtures.TinyMoe, new LocalModelOptions { NumBlocks = 64, BlockSize = 4 });
-        await using var engine = new GenerationEngine(model, new SchedulerOptions { NumBlocks = 64, BlockSize = 4 },
-            model.Config.VocabSize, model.Config.EosTokenIds, null);
+        await using var engine = GenerationEngine.Start(model, new SchedulerOptions { NumBlocks = 64, BlockSize = 4 }, model.Config.EosTokenIds);
         var result = await EngineRunner.RunAsync(engine, EngineRunner.Greedy(Prompt, 8, logprobs: 5));
 
         using var doc = JsonDocument.Parse(File.ReadAllText(Fixtures.File("tiny-moe.generate.json")));
@@ -71,8 +70,7 @@ public sealed class ReferenceFixtureTests
     public async Task ThreeTurnsIntoOneCacheMatchTheReference()
     {
         using var model = LocalModel.Load(Fixtures.TinyMoe, new LocalModelOptions { NumBlocks = 64, BlockSize = 4 });
-        await using var engine = new GenerationEngine(model, new SchedulerOptions { NumBlocks = 64, BlockSize = 4 },
-            model.Config.VocabSize, model.Config.EosTokenIds, null);
+        await using var engine = GenerationEngine.Start(model, new SchedulerOptions { NumBlocks = 64, BlockSize = 4 }, model.Config.EosTokenIds);
         using var doc = JsonDocument.Parse(File.ReadAllText(Fixtures.File("tiny-moe.multiturn.json")));
         int[][] turns = [[17, 512, 3001, 99], [4000, 7, 256], [1024, 2048]];
         var history = new List<int>();

@@ -1,3 +1,4 @@
+using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Sampling;
 using static TorchSharp.torch;
 
@@ -99,6 +100,28 @@ public sealed class SamplerTests
     }
 
     [Theory]
+    [InlineData(2.0)]
+    [InlineData(0.5)]
+    public void TemperatureDrawsTokensAsOftenAsTheScaledSoftmaxSays(double temperature)
+    {
+        float[] logits = [0f, 1f, 2f, -1f];
+        var expected = logits.Select(l => Math.Exp(l / temperature)).ToArray();
+        double sum = expected.Sum();
+        expected = expected.Select(e => e / sum).ToArray();
+        const int draws = 4000;
+        var counts = new int[logits.Length];
+        var p = new SamplingParams { Temperature = temperature, Seed = 1 };
+        using var state = new SamplerState(1, []);
+        for (int i = 0; i < draws; i++) counts[One(logits, p, state).Id]++;
+        for (int id = 0; id < logits.Length; id++)
+        {
+            // Four standard deviations of a binomial frequency: a fixed seed makes this deterministic, the bound honest.
+            double sigma = Math.Sqrt(expected[id] * (1 - expected[id]) / draws);
+            Assert.InRange((double)counts[id] / draws, expected[id] - 4 * sigma, expected[id] + 4 * sigma);
+        }
+    }
+
+    [Theory]
     [InlineData("temperature")]
     [InlineData("top_p")]
     [InlineData("top_k")]
@@ -106,7 +129,7 @@ public sealed class SamplerTests
     [InlineData("logprobs")]
     [InlineData("stop")]
     [InlineData("stop_token_ids")]
-    public void ValidationNamesTheField(string field)
+    public void TheOneCheckNamesTheField(string field)
     {
         var p = field switch
         {
@@ -118,6 +141,11 @@ public sealed class SamplerTests
             "stop" => new SamplingParams { Stop = Enumerable.Repeat("x", 40).ToArray() },
             _ => new SamplingParams { StopTokenIds = [1_000_000] },
         };
-        Assert.Equal(field, p.Validate(1000)!.Value.Field);
+        var limits = new RequestLimits(1000, 4096);
+        var error = Assert.Throws<RequestError>(() => limits.Check(new GenerationRequest([1, 2, 3], p), "prompt"));
+        Assert.Equal(field, error.Field);
+        var renamed = Assert.Throws<RequestError>(() => limits.Check(new GenerationRequest([1, 2, 3], p), "prompt", samplingField: f => "sampling." + f));
+        Assert.Equal("sampling." + field, renamed.Field);
+        Assert.StartsWith($"sampling.{field}: ", renamed.Message);
     }
 }

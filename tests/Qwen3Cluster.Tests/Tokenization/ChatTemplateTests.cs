@@ -54,12 +54,30 @@ public sealed class ChatTemplateTests
     }
 
     [Fact]
-    public void ADifferentTemplateIsRenderedAsChatMlAndFlagged()
+    public void ADifferentChatMlTemplateIsRenderedAsQwen3sAndFlagged()
+    {
+        const string chatMl = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+        using var files = new MiniTokenizerFiles(mutateConfig: c => c["chat_template"] = chatMl);
+        var template = ChatTemplate.For(Qwen3Tokenizer.Load(files.Directory));
+        Assert.False(ChatTemplate.IsSupported(chatMl));
+        Assert.False(template.IsExact);
+        Assert.Contains("not the checkpoint's own chat_template", template.Description);
+        ChatMessage[] messages = [ChatMessage.User("Hi")];
+        Assert.Equal(ChatTemplate.Qwen3.Render(messages, addGenerationPrompt: true), template.Render(messages, addGenerationPrompt: true));
+
+        using var none = new MiniTokenizerFiles(mutateConfig: c => c.Remove("chat_template"));
+        var fallback = ChatTemplate.For(Qwen3Tokenizer.Load(none.Directory));
+        Assert.False(fallback.IsExact);
+        Assert.Contains("no chat_template", fallback.Description);
+    }
+
+    [Fact]
+    public void ATemplateThatIsNotChatMlIsRefusedNamingTheField()
     {
         using var files = new MiniTokenizerFiles();
         var tokenizer = Qwen3Tokenizer.Load(files.Directory);
-        Assert.Same(ChatTemplate.Qwen3, ChatTemplate.For(tokenizer));
-        Assert.False(ChatTemplate.IsSupported(tokenizer.ChatTemplateSource));
+        var error = Assert.Throws<TokenizerFormatException>(() => ChatTemplate.For(tokenizer));
+        Assert.Equal(("tokenizer_config.json", "chat_template"), (error.File, error.Field));
     }
 
     [Fact]

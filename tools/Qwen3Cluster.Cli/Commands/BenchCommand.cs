@@ -71,14 +71,15 @@ public static class BenchCommand
         string? firstError = null;
         var clock = Stopwatch.StartNew();
 
-        async Task TurnAsync(AsyncServerStreamingCall<ChatResponse>? chat, AsyncServerStreamingCall<GenerateResponse>? generate)
+        async Task TurnAsync(AsyncServerStreamingCall<GenerateResponse> call)
         {
             var start = Stopwatch.GetTimestamp();
             long last = 0;
             Usage? usage = null;
-            async Task On(int tokens, Usage? u)
+            await foreach (var r in call.ResponseStream.ReadAllAsync(ct))
             {
                 long now = Stopwatch.GetTimestamp();
+                int tokens = r.Tokens.Count;
                 if (tokens > 0)
                 {
                     if (last == 0) ttft.Add(Stopwatch.GetElapsedTime(start, now).TotalMilliseconds);
@@ -86,11 +87,8 @@ public static class BenchCommand
                     last = now;
                     Interlocked.Add(ref outputTokens, tokens);
                 }
-                usage = u ?? usage;
-                await Task.CompletedTask;
+                usage = r.Usage ?? usage;
             }
-            if (chat is not null) await foreach (var r in chat.ResponseStream.ReadAllAsync(ct)) await On(r.Tokens.Count, r.Usage);
-            else await foreach (var r in generate!.ResponseStream.ReadAllAsync(ct)) await On(r.Tokens.Count, r.Usage);
             if (usage is not null)
             {
                 Interlocked.Add(ref promptTokens, usage.PromptTokens);
@@ -107,7 +105,7 @@ public static class BenchCommand
                 var request = new GenerateRequest { TokenIds = new TokenIds(), Sampling = sampling };
                 request.TokenIds.Ids.AddRange(Enumerable.Range(0, s.PromptTokens).Select(_ => random.Next(1000, vocab)));
                 using var call = inference.Generate(request, cancellationToken: ct);
-                await TurnAsync(null, call);
+                await TurnAsync(call);
                 return;
             }
             var session = await sessions.CreateSessionAsync(new CreateSessionRequest(), cancellationToken: ct);
@@ -118,7 +116,7 @@ public static class BenchCommand
                     var request = new ChatRequest { SessionId = session.SessionId, Sampling = sampling, EnableThinking = false };
                     request.Messages.Add(new Message { Role = "user", Content = Words(random, s.PromptTokens) });
                     using var call = inference.Chat(request, cancellationToken: ct);
-                    await TurnAsync(call, null);
+                    await TurnAsync(call);
                 }
             }
             finally

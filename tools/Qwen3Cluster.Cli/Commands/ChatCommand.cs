@@ -64,7 +64,7 @@ public static class ChatCommand
         return command;
     }
 
-    static async Task StreamReplyAsync(AsyncServerStreamingCall<ChatResponse> call, CancellationToken ct)
+    static async Task StreamReplyAsync(AsyncServerStreamingCall<GenerateResponse> call, CancellationToken ct)
     {
         var view = new ThinkingView();
         Usage? usage = null;

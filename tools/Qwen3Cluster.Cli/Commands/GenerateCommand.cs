@@ -49,11 +49,12 @@ public static class GenerateCommand
                 Console.Error.WriteLine(e.Message);
                 return 2;
             }
-            var sampling = new SamplingParams
+            var defaults = SamplingParams.Defaults(generation);
+            var sampling = defaults with
             {
-                Temperature = parse.GetValue(temperature) ?? generation.Temperature ?? 1.0,
-                TopK = parse.GetValue(topK) ?? generation.TopK ?? 0,
-                TopP = parse.GetValue(topP) ?? generation.TopP ?? 1.0,
+                Temperature = parse.GetValue(temperature) ?? defaults.Temperature,
+                TopK = parse.GetValue(topK) ?? defaults.TopK,
+                TopP = parse.GetValue(topP) ?? defaults.TopP,
                 Seed = parse.GetValue(seed),
                 MaxTokens = parse.GetValue(maxTokens),
                 Logprobs = parse.GetValue(logprobs),
@@ -71,9 +72,12 @@ public static class GenerateCommand
                 MaxBatchTokens = Math.Max(512, ids.Length),
                 MaxModelLength = config.MaxPositionEmbeddings,
             };
-            await using var engine = new GenerationEngine(local, options, config.VocabSize, generation.EosTokenIds,
+            var request = new GenerationRequest(ids, sampling);
+            new RequestLimits(config.VocabSize, options.ContextWindow).Check(request, promptField: parse.GetValue(promptIds) is null ? "--prompt" : "--prompt-ids",
+                samplingField: field => "--" + field.Replace('_', '-'));
+            await using var engine = GenerationEngine.Start(local, options, generation.EosTokenIds,
                 tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true));
-            var run = await RunAsync(engine, new GenerationRequest(ids, sampling), streamText: !parse.GetValue(json), ct);
+            var run = await RunAsync(engine, request, streamText: !parse.GetValue(json), ct);
             if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(run with { PromptIds = ids }, JsonOptions));
             else Terminal.Info($"\n[{run.FinishReason}] prefill {run.PrefillTokensPerSecond:F1} tok/s, decode {run.DecodeTokensPerSecond:F1} tok/s");
             return 0;
@@ -98,23 +102,22 @@ public static class GenerateCommand
         }
         if (tokenizer is null) throw new ArgumentException("This checkpoint has no tokenizer.json: give the prompt with --prompt-ids.");
         if (!chat) return tokenizer.Encode(text!);
-        string rendered = ChatTemplate.For(tokenizer).Render([ChatMessage.User(text!)], addGenerationPrompt: true,
-            enableThinking: noThinking ? false : null);
-        return tokenizer.Encode(rendered);
+        var template = ChatTemplate.For(tokenizer);
+        if (!template.IsExact) Terminal.Info($"note: the prompt is rendered with {template.Description}");
+        return tokenizer.Encode(template.Render([ChatMessage.User(text!)], addGenerationPrompt: true, enableThinking: noThinking ? false : null));
     }
 
     static async Task<GenerateResult> RunAsync(GenerationEngine engine, GenerationRequest request, bool streamText, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         TimeSpan? first = null;
-        var tokens = new List<TokenResult>();
+        var tokens = new List<GeneratedToken>();
         var text = new System.Text.StringBuilder();
         string finish = "";
         await foreach (var update in engine.GenerateAsync(request, ct))
         {
             first ??= clock.Elapsed;
-            foreach (var t in update.Tokens)
-                tokens.Add(new TokenResult(t.Id, t.Text, t.Logprob, t.Top.Select(a => new TopResult(a.Id, a.Logprob)).ToArray()));
+            tokens.AddRange(update.Tokens);
             text.Append(update.Text);
             if (streamText) Console.Write(update.Text);
             finish = update.FinishReason ?? finish;
@@ -131,13 +134,9 @@ public static class GenerateCommand
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    sealed record TopResult(int Id, float Logprob);
-
-    sealed record TokenResult(int Id, string Text, float Logprob, TopResult[] Top);
-
     sealed record GenerateResult(
         int[] PromptIds,
-        IReadOnlyList<TokenResult> Tokens,
+        IReadOnlyList<GeneratedToken> Tokens,
         string Text,
         string FinishReason,
         [property: JsonPropertyName("prefill_tokens_per_s")] double PrefillTokensPerSecond,

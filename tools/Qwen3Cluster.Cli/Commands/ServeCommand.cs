@@ -112,7 +112,7 @@ public static class ServeCommand
         builder.AddQwen3Gateway();
         var app = builder.Build();
         app.MapQwen3Gateway();
-        app.MapOrleansDashboard("/dashboard");
+        app.MapOrleansDashboard("/dashboard").RequireAuthorization();
         app.MapPrometheusScrapingEndpoint("/metrics");
         await app.RunAsync(ct);
     }

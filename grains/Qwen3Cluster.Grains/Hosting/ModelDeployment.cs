@@ -2,29 +2,30 @@ using Microsoft.Extensions.Options;
 using Qwen3Cluster.Model.Config;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Layers;
+using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Model.Tokenization;
 using TorchSharp;
 
 namespace Qwen3Cluster.Grains.Hosting;
 
 /// <summary>
-/// This silo's view of the served model: its config, how it is cut into stages and expert groups, and where its
-/// checkpoint and tokenizer are. Grains load their share of the weights from here.
+/// The served model as this silo deploys it: its checkpoint folder, config, generation defaults and tokenizer (read
+/// on first use), how it is cut into stages and expert groups, the replicas' KV pool and batching limits, and the
+/// device this silo computes on. Grains load their share of the weights from <see cref="Path"/>.
 /// </summary>
-public sealed class ModelStore
+public sealed class ModelDeployment
 {
     readonly Lazy<Qwen3Config> _config;
     readonly Lazy<GenerationConfig> _generation;
     readonly Lazy<Qwen3Tokenizer?> _tokenizer;
 
-    public ModelStore(IOptions<ModelOptions> options, IOptions<SiloRoleOptions> silo)
+    public ModelDeployment(IOptions<ModelOptions> options, IOptions<SiloRoleOptions> silo)
     {
         Options = options.Value;
         Silo = silo.Value;
         _config = new(() => Qwen3Config.Load(Options.Path));
         _generation = new(() => GenerationConfig.Load(Options.Path, Config));
         _tokenizer = new(() => File.Exists(System.IO.Path.Combine(Options.Path, "tokenizer.json")) ? Qwen3Tokenizer.Load(Options.Path) : null);
-        if (Silo.Threads > 0) torch.set_num_threads(Silo.Threads);
     }
 
     public ModelOptions Options { get; }
@@ -33,6 +34,7 @@ public sealed class ModelStore
     public string Path => Options.Path;
     public Qwen3Config Config => _config.Value;
     public GenerationConfig Generation => _generation.Value;
+    /// <summary>The checkpoint's tokenizer, or null when it has no tokenizer.json (prompts then come as token ids).</summary>
     public Qwen3Tokenizer? Tokenizer => _tokenizer.Value;
     public torch.Device Device => new(Silo.Device);
 
@@ -49,6 +51,12 @@ public sealed class ModelStore
         MaxSequences = Options.MaxSequences,
         MaxModelLength = Options.MaxModelLength > 0 ? Options.MaxModelLength : Config.MaxPositionEmbeddings,
     };
+
+    /// <summary>What a request to this model may ask for.</summary>
+    public RequestLimits Limits => new(Config.VocabSize, Scheduler.ContextWindow);
+
+    /// <summary>The sampling a request that sets nothing gets (generation_config.json's defaults).</summary>
+    public SamplingParams DefaultSampling => SamplingParams.Defaults(Generation);
 
     public ModelDescription Describe() => new(Name, Config.Architecture, Scheduler.ContextWindow, Config.VocabSize,
         Options.Stages, ExpertGroups.Length);

@@ -6,9 +6,3 @@ public interface IIncrementalTextDecoder
     string Push(int tokenId);
     string Flush();
 }
-
-/// <summary>Makes a decoder per sequence; null text (a checkpoint without a tokenizer) yields empty strings.</summary>
-public interface ITextDecoderFactory
-{
-    IIncrementalTextDecoder Create();
-}

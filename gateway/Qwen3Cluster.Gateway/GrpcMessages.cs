@@ -1,0 +1,67 @@
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Sampling;
+using Qwen3Cluster.Model.Tokenization;
+using Proto = Qwen3Cluster.Protos.V1;
+
+namespace Qwen3Cluster.Gateway;
+
+/// <summary>Between the public gRPC messages and the engine's records.</summary>
+public static class GrpcMessages
+{
+    /// <summary>
+    /// The request's sampling over <paramref name="defaults"/> (generation_config.json's) for what it leaves unset;
+    /// checked afterwards, with the rest of the request, by <see cref="RequestLimits"/>.
+    /// </summary>
+    public static SamplingParams ToSampling(this Proto.SamplingParams? p, SamplingParams defaults)
+    {
+        if (p is null) return defaults;
+        return defaults with
+        {
+            Temperature = p.HasTemperature ? p.Temperature : defaults.Temperature,
+            TopP = p.HasTopP ? p.TopP : defaults.TopP,
+            TopK = p.HasTopK ? p.TopK : defaults.TopK,
+            MinP = p.HasMinP ? p.MinP : defaults.MinP,
+            RepetitionPenalty = p.HasRepetitionPenalty ? p.RepetitionPenalty : defaults.RepetitionPenalty,
+            PresencePenalty = p.HasPresencePenalty ? p.PresencePenalty : defaults.PresencePenalty,
+            FrequencyPenalty = p.HasFrequencyPenalty ? p.FrequencyPenalty : defaults.FrequencyPenalty,
+            Seed = p.HasSeed ? p.Seed : defaults.Seed,
+            MaxTokens = p.HasMaxTokens ? p.MaxTokens : defaults.MaxTokens,
+            Stop = [.. p.Stop],
+            StopTokenIds = [.. p.StopTokenIds],
+            IgnoreEos = p.IgnoreEos,
+            Logprobs = p.Logprobs,
+        };
+    }
+
+    /// <summary>The prefix under which a gRPC request's sampling fields are named.</summary>
+    public static string SamplingField(string field) => "sampling." + field;
+
+    public static IReadOnlyList<ChatMessage> ToChatMessages(this IEnumerable<Proto.Message> messages, string field = "messages")
+    {
+        var result = new List<ChatMessage>();
+        int i = 0;
+        foreach (var m in messages)
+        {
+            if (!ChatMessages.Roles.Contains(m.Role))
+                throw RequestError.Invalid($"{field}[{i}].role", $"'{m.Role}' is not one of {string.Join(", ", ChatMessages.Roles)}");
+            result.Add(new ChatMessage(m.Role, m.Content));
+            i++;
+        }
+        if (result.Count == 0) throw RequestError.Invalid(field, "must not be empty");
+        return result;
+    }
+
+    public static Proto.GenerateResponse ToResponse(this GenerationUpdate update)
+    {
+        var response = new Proto.GenerateResponse { Text = update.Text, FinishReason = update.FinishReason ?? "" };
+        if (update.Usage is { } u)
+            response.Usage = new Proto.Usage { PromptTokens = u.PromptTokens, CachedPromptTokens = u.CachedPromptTokens, CompletionTokens = u.CompletionTokens };
+        foreach (var t in update.Tokens)
+        {
+            var token = new Proto.Token { Id = t.Id, Text = t.Text, Logprob = t.Logprob };
+            token.Top.AddRange(t.Top.Select(a => new Proto.TopLogprob { Id = a.Id, Logprob = a.Logprob }));
+            response.Tokens.Add(token);
+        }
+        return response;
+    }
+}
