@@ -12,18 +12,24 @@ public sealed class LocalClusterFixture : IAsyncLifetime
     public GrpcChannel Channel { get; private set; } = null!;
     public string Model { get; private set; } = "";
     public int HttpPort { get; private set; }
+    /// <summary>The membership store asked of run.sh: Redis wherever redis-server is installed, and always on CI.</summary>
+    public string Clustering { get; } = RedisInstalled || Environment.GetEnvironmentVariable("CI") == "true" ? "redis" : "localhost";
+    public int RedisPort { get; } = Processes.FreePort();
+
+    static bool RedisInstalled =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(dir => File.Exists(Path.Combine(dir, "redis-server")));
 
     public async Task InitializeAsync()
     {
         Model = await TestModels.GetAsync("tiny-moe");
         int ports;
-        (Script, ports) = await StartScriptAsync(Model);
+        (Script, ports) = await StartScriptAsync(Model, Clustering, RedisPort);
         HttpPort = ports + 1;
         Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{ports}");
     }
 
     /// <summary>Starts silos/local/run.sh on free ports and waits until it serves; returns it and its gRPC port (HTTP is one above).</summary>
-    public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string? clustering = null)
+    public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string clustering, int? redisPort = null)
     {
         int ports = Processes.FreePorts(8);
         var start = new ProcessStartInfo("bash", [Path.Combine(Processes.RepositoryRoot, "silos", "local", "run.sh")]);
@@ -33,8 +39,8 @@ public sealed class LocalClusterFixture : IAsyncLifetime
         start.Environment["HTTP_PORT"] = (ports + 1).ToString();
         start.Environment["SILO_PORT"] = (ports + 2).ToString();
         start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
-        start.Environment["REDIS_PORT"] = Processes.FreePort().ToString();
-        if (clustering is not null) start.Environment["CLUSTERING"] = clustering;
+        start.Environment["REDIS_PORT"] = (redisPort ?? Processes.FreePort()).ToString();
+        start.Environment["CLUSTERING"] = clustering;
         var script = new Processes.Running(start);
         await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
         return (script, ports);
@@ -151,6 +157,23 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
         const int imEnd = 151645;
         int[] close = history[^1] == imEnd ? newline : [imEnd, .. newline];
         return [.. history, .. close, .. rendered];
+    }
+
+    [Fact]
+    public async Task TheSilosKeepTheirMembershipInTheStoreAskedFor()
+    {
+        Assert.Contains($"waiting for the cluster ({fixture.Clustering} membership", fixture.Script.Output);
+        if (fixture.Clustering != "redis") return;
+        // Orleans' Redis membership table: one hash per cluster, whose key names the cluster id run.sh chose.
+        var scan = new ProcessStartInfo("redis-cli", ["-p", fixture.RedisPort.ToString(), "--scan", "--pattern", $"*local-{fixture.RedisPort}*"])
+        {
+            RedirectStandardOutput = true,
+        };
+        using var cli = Process.Start(scan)!;
+        string keys = await cli.StandardOutput.ReadToEndAsync();
+        await cli.WaitForExitAsync();
+        Assert.Equal(0, cli.ExitCode);
+        Assert.NotEmpty(keys.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
     [Fact]

@@ -2,8 +2,10 @@ using System.ClientModel;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Grpc.Core;
 using OpenAI;
 using OpenAI.Chat;
+using Qwen3Cluster.Protos.V1;
 
 namespace Qwen3Cluster.EndToEndTests;
 
@@ -103,9 +105,31 @@ public sealed class OpenAiClientTests(ServerFixture fixture)
         conversation.Add(new UserChatMessage("And a grain?"));
         var second = (await Chat().CompleteChatAsync(conversation, Greedy(10))).Value;
         int cached = second.Usage.InputTokenDetails.CachedTokenCount;
-        // Every full 16-token block of the first turn's prompt is found by its hash and not recomputed.
-        Assert.True(cached >= first.Usage.InputTokenCount / 16 * 16 && cached > 0, $"cached {cached} of {second.Usage.InputTokenCount}");
-        Assert.True(cached < second.Usage.InputTokenCount);
+
+        // The exact count: the first turn left its prompt and all but its last reply token in full 16-token blocks,
+        // findable by hash; the second prompt reuses the leading blocks it shares with them, and always computes its
+        // last token.
+        using var channel = fixture.Channel();
+        var grpc = new Inference.InferenceClient(channel);
+        async Task<int[]> Ids(params (string Role, string Content)[] messages)
+        {
+            var request = new TokenizeRequest();
+            request.Messages.AddRange(messages.Select(m => new Message { Role = m.Role, Content = m.Content }));
+            return [.. (await grpc.TokenizeAsync(request)).Ids];
+        }
+        int[] firstPrompt = await Ids(("system", system), ("user", "What is a silo?"));
+        int[] secondPrompt = await Ids(("system", system), ("user", "What is a silo?"), ("assistant", first.Content[0].Text), ("user", "And a grain?"));
+        Assert.Equal((first.Usage.InputTokenCount, second.Usage.InputTokenCount), (firstPrompt.Length, secondPrompt.Length));
+        var generate = new GenerateRequest { TokenIds = new TokenIds(), Sampling = new Protos.V1.SamplingParams { Temperature = 0, MaxTokens = 10 } };
+        generate.TokenIds.Ids.AddRange(firstPrompt);
+        var reply = new List<int>();
+        await foreach (var r in grpc.Generate(generate).ResponseStream.ReadAllAsync()) reply.AddRange(r.Tokens.Select(t => t.Id));
+        int[] computed = [.. firstPrompt, .. reply[..^1]];
+        int blocks = 0;
+        while ((blocks + 1) * 16 <= Math.Min(computed.Length, secondPrompt.Length - 1)
+            && computed.AsSpan(blocks * 16, 16).SequenceEqual(secondPrompt.AsSpan(blocks * 16, 16))) blocks++;
+        Assert.True(blocks >= firstPrompt.Length / 16, "the second prompt begins with the first");
+        Assert.Equal(blocks * 16, cached);
     }
 
     [Fact]

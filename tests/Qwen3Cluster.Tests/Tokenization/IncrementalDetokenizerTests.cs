@@ -25,7 +25,7 @@ public sealed class IncrementalDetokenizerTests
             }
         }
 
-        AssertNoFailures(failures, cases.Count);
+        AssertNoFailures(failures, cases.Count, EncodeCaseCount + DecodeCaseCount + ChatCaseCount);
     }
 
     [Fact]

@@ -41,10 +41,15 @@ internal static class TokenizerTestData
 
     public static int[] Ints(JsonElement array) => array.EnumerateArray().Select(e => e.GetInt32()).ToArray();
 
-    /// <summary>Fails with every mismatch listed, so one run shows all differing fixtures.</summary>
-    public static void AssertNoFailures(IReadOnlyCollection<string> failures, int checkedCount)
+    /// <summary>How many cases the node-recorded fixtures hold: a fixture that lost cases fails, not passes quietly.</summary>
+    public const int EncodeCaseCount = 57;
+    public const int DecodeCaseCount = 104;
+    public const int ChatCaseCount = 14;
+
+    /// <summary>Fails with every mismatch listed, so one run shows all differing fixtures; every expected case must have been checked.</summary>
+    public static void AssertNoFailures(IReadOnlyCollection<string> failures, int checkedCount, int expectedCount)
     {
-        Assert.True(checkedCount > 0, "no fixture cases were checked");
+        Assert.Equal(expectedCount, checkedCount);
         Assert.True(failures.Count == 0, $"{failures.Count} of {checkedCount} cases differ:\n" + string.Join("\n", failures));
     }
 
