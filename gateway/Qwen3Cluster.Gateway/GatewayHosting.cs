@@ -47,12 +47,14 @@ public static class GatewayHosting
                 if (certificate is not null) listen.UseHttps(certificate);
             });
             if (options.HttpPort > 0)
+            {
                 kestrel.Listen(address, options.HttpPort, listen =>
                 {
                     // HTTP/2 without TLS needs prior knowledge, which OpenAI clients do not have.
                     listen.Protocols = certificate is null ? HttpProtocols.Http1 : HttpProtocols.Http1AndHttp2;
                     if (certificate is not null) listen.UseHttps(certificate);
                 });
+            }
         });
         return builder;
     }

@@ -85,7 +85,9 @@ public sealed class GrpcUtf8Guard(RequestDelegate next)
                     catch (DecoderFallbackException) { return name; }
                 }
                 else if (field.FieldType == FieldType.Message && InvalidField(bytes.Memory, field.MessageType, name + ".") is { } nested)
+                {
                     return nested;
+                }
             }
         }
         catch (InvalidProtocolBufferException)

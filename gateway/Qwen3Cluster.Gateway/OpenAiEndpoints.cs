@@ -58,7 +58,10 @@ public static class OpenAiEndpoints
                     && o.TryGetProperty("include_usage", out var u) && u.ValueKind == JsonValueKind.True;
                 await writer.StreamAsync(updates, usage, http.RequestAborted);
             }
-            else await writer.WholeAsync(updates, http.RequestAborted);
+            else
+            {
+                await writer.WholeAsync(updates, http.RequestAborted);
+            }
         }
         catch (RequestError e) when (!http.Response.HasStarted)
         {
@@ -107,12 +110,14 @@ public static class OpenAiEndpoints
         {
             if (kwargs.ValueKind != JsonValueKind.Object) throw RequestError.Invalid("chat_template_kwargs", "must be an object");
             if (kwargs.TryGetProperty("enable_thinking", out var t))
+            {
                 thinking = t.ValueKind switch
                 {
                     JsonValueKind.True => true,
                     JsonValueKind.False => false,
                     _ => throw RequestError.Invalid("chat_template_kwargs.enable_thinking", "must be true or false"),
                 };
+            }
         }
         var prompt = model.Chat(parsed, thinking);
         bool logprobs = r.Bool("logprobs") ?? false;

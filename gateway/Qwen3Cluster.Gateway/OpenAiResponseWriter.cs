@@ -109,6 +109,7 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
     {
         if (!call.Logprobs || tokens.Count == 0) return null;
         if (chat)
+        {
             return new JsonObject
             {
                 ["content"] = new JsonArray(tokens.Select(t => (JsonNode)new JsonObject
@@ -124,6 +125,8 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
                     }).ToArray()),
                 }).ToArray()),
             };
+        }
+
         var offsets = new JsonArray();
         foreach (var t in tokens)
         {

@@ -41,8 +41,10 @@ public sealed partial class ReplicaGrain(ModelDeployment model, ILogger<ReplicaG
         {
             loads.Add(GrainFactory.GetStage(key.Stage(s)).EnsureLoaded());
             if (model.Stages[s].SparseLayers(model.Config).Any())
+            {
                 for (int g = 0; g < model.ExpertGroups.Length; g++)
                     loads.Add(GrainFactory.GetExpertGroup(key.Stage(s).ExpertGroup(g)).EnsureLoaded());
+            }
         }
         foreach (var shard in await Task.WhenAll(loads)) LogShard(shard.Key, shard.SiloName, shard.Description);
         return model.Describe();

@@ -33,9 +33,6 @@ public sealed class KvCachePool : IDisposable
         }
     }
 
-    public static long BytesPerBlock(int layers, int blockSize, int kvHeads, int headDim) =>
-        2L * layers * blockSize * kvHeads * headDim * sizeof(float);
-
     /// <summary>Stores keys and values [T, Hkv, Dh] of new tokens at their slots [T].</summary>
     public void Write(int layer, Tensor slots, Tensor keys, Tensor values)
     {

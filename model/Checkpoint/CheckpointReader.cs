@@ -18,7 +18,6 @@ public sealed class CheckpointReader : IDisposable
     readonly Dictionary<string, SafetensorsFile> _open = new(StringComparer.Ordinal);
 
     public string Directory => _directory;
-    public bool IsSharded => _weightMap is not null;
 
     CheckpointReader(string directory, Dictionary<string, string>? weightMap)
     {
@@ -81,8 +80,11 @@ public sealed class CheckpointReader : IDisposable
     {
         var (file, entry) = Locate(name);
         if (!entry.Shape.SequenceEqual(expectedShape))
+        {
             throw new CheckpointException(
                 $"{file.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Shape)}], expected [{string.Join(", ", expectedShape)}].");
+        }
+
         return file.WithBytes(entry, (pointer, length) =>
             TensorFactory.FromBytes(pointer, length, entry.DType, entry.Shape, dtype, device));
     }

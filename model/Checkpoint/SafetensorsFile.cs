@@ -41,8 +41,11 @@ public sealed class SafetensorsFile : IDisposable
         if (headerLength <= 0 || headerLength > MaxHeaderBytes)
             throw new CheckpointException($"{path}: bad header: header length {headerLength} is not plausible.");
         if (8 + headerLength > length)
+        {
             throw new CheckpointException(
                 $"{path}: truncated: the header claims {headerLength} bytes but the file has {length - 8} after the length.");
+        }
+
         var header = new byte[headerLength];
         stream.ReadExactly(header);
         var (entries, metadata) = ParseHeader(path, header, length - 8 - headerLength);
@@ -70,14 +73,20 @@ public sealed class SafetensorsFile : IDisposable
             if (property.Name == "__metadata__")
             {
                 if (property.Value.ValueKind == JsonValueKind.Object)
+                {
                     foreach (var m in property.Value.EnumerateObject())
                         metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : m.Value.GetRawText();
+                }
+
                 continue;
             }
             var entry = ParseEntry(path, property);
             if (entry.End > dataLength)
+            {
                 throw new CheckpointException(
                     $"{path}: truncated: tensor '{entry.Name}' ends at byte {entry.End} of the data section, which has {dataLength}.");
+            }
+
             entries[entry.Name] = entry;
         }
         return (entries, metadata);
@@ -104,7 +113,10 @@ public sealed class SafetensorsFile : IDisposable
         }
         if (!e.TryGetProperty("data_offsets", out var offsets) || offsets.ValueKind != JsonValueKind.Array || offsets.GetArrayLength() != 2
             || !offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        {
             throw Bad("'data_offsets' must be two increasing non-negative integers");
+        }
+
         var entry = new TensorEntry(name, dtype, shape, begin, end);
         if (entry.ElementCount * dtype.ByteSize() != entry.ByteLength)
             throw Bad($"shape [{string.Join(", ", shape)}] of {dtype} needs {entry.ElementCount * dtype.ByteSize()} bytes but data_offsets span {entry.ByteLength}");

@@ -128,8 +128,11 @@ public sealed record Qwen3Config
         Positive(HeadDim, "head_dim");
         Positive(MaxPositionEmbeddings, "max_position_embeddings");
         if (NumAttentionHeads % NumKeyValueHeads != 0)
+        {
             throw new ModelConfigException(
                 $"{file}: 'num_attention_heads' ({NumAttentionHeads}) must be a multiple of 'num_key_value_heads' ({NumKeyValueHeads}).");
+        }
+
         if (HeadDim % 2 != 0)
             throw new ModelConfigException($"{file}: 'head_dim' must be even for rotary embeddings, got {HeadDim}.");
         if (HiddenAct != "silu")
@@ -145,12 +148,16 @@ public sealed record Qwen3Config
         {
             Positive(MoeIntermediateSize, "moe_intermediate_size");
             if (NumExpertsPerTok <= 0 || NumExpertsPerTok > NumExperts)
+            {
                 throw new ModelConfigException(
                     $"{file}: 'num_experts_per_tok' ({NumExpertsPerTok}) must be between 1 and 'num_experts' ({NumExperts}).");
+            }
         }
         foreach (int layer in MlpOnlyLayers)
+        {
             if (layer < 0 || layer >= NumHiddenLayers)
                 throw new ModelConfigException($"{file}: 'mlp_only_layers' lists layer {layer}, outside 0..{NumHiddenLayers - 1}.");
+        }
     }
 
     /// <summary>Typed reads of config.json fields, each failure naming the file and the field.</summary>

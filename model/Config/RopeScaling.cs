@@ -25,8 +25,11 @@ public sealed record RopeScaling(
             : element.TryGetProperty("type", out var legacy) ? legacy.GetString() : null;
         type ??= "default";
         if (!SupportedTypes.Contains(type))
+        {
             throw new ModelConfigException(
                 $"{file}: '{field}.rope_type' is '{type}'; supported: {string.Join(", ", SupportedTypes)}.");
+        }
+
         var scaling = new RopeScaling(
             type,
             Number(element, "factor"),
@@ -40,8 +43,11 @@ public sealed record RopeScaling(
         if (type is "linear" or "dynamic" && scaling.Factor is null)
             throw new ModelConfigException($"{file}: '{field}.factor' is required for rope_type '{type}'.");
         if (type == "yarn" && scaling.Factor is null && scaling.OriginalMaxPositionEmbeddings is null)
+        {
             throw new ModelConfigException(
                 $"{file}: '{field}.factor' (or 'original_max_position_embeddings') is required for rope_type 'yarn'.");
+        }
+
         return scaling;
     }
 

@@ -17,19 +17,6 @@ public sealed record ForwardContext(IReadOnlyList<SequenceSlice> Slices, int Blo
 {
     public int TokenCount => Slices.Sum(s => s.QueryLength);
 
-    /// <summary>Logits for the last token of every slice: what decoding needs.</summary>
-    public static int[] LastRows(IReadOnlyList<SequenceSlice> slices)
-    {
-        var rows = new int[slices.Count];
-        int end = 0;
-        for (int i = 0; i < slices.Count; i++)
-        {
-            end += slices[i].QueryLength;
-            rows[i] = end - 1;
-        }
-        return rows;
-    }
-
     public void Validate()
     {
         if (BlockSize <= 0) throw new ArgumentException("BlockSize must be positive.");
@@ -39,8 +26,11 @@ public sealed record ForwardContext(IReadOnlyList<SequenceSlice> Slices, int Blo
             if (s.StartPosition < 0 || s.QueryLength <= 0)
                 throw new ArgumentException($"A slice needs StartPosition >= 0 and QueryLength > 0, got {s.StartPosition}, {s.QueryLength}.");
             if ((long)s.BlockTable.Length * BlockSize < s.ContextLength)
+            {
                 throw new ArgumentException(
                     $"A slice of context length {s.ContextLength} has {s.BlockTable.Length} blocks of {BlockSize}: too few.");
+            }
+
             tokens += s.QueryLength;
         }
         foreach (int row in LogitRows)

@@ -70,8 +70,10 @@ public sealed class LocalModel : IModelExecutor, IDisposable
         {
             using var stage = new ModelStage(config, range, meta);
             foreach (int layer in range.SparseLayers(config))
+            {
                 foreach (var g in groups)
                     using (new ExpertGroup(config, layer, g.Lo, g.Hi, meta)) { }
+            }
         }
         return meta.Requested.Count;
     }

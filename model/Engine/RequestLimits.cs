@@ -21,8 +21,11 @@ public sealed record RequestLimits(int VocabSize, int ContextWindow)
         var ids = request.PromptTokens;
         if (ids.Count == 0) throw RequestError.Invalid(promptField, "must not be empty");
         for (int i = 0; i < ids.Count; i++)
+        {
             if (ids[i] < 0 || ids[i] >= VocabSize)
                 throw RequestError.Invalid($"{promptField}[{i}]", $"token {ids[i]} is outside the vocabulary [0, {VocabSize})");
+        }
+
         if (ids.Count >= ContextWindow)
             throw RequestError.Invalid(lengthField, $"the prompt has {ids.Count} tokens; the context window is {ContextWindow}");
         if (Problem(request.Sampling) is (var field, var reason)) throw RequestError.Invalid(samplingField?.Invoke(field) ?? field, reason);

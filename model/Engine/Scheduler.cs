@@ -38,8 +38,11 @@ public sealed class Scheduler
     {
         int needed = _blocks.BlocksFor(sequence.Tokens.Count + 1);
         if (needed > _blocks.NumBlocks)
+        {
             throw new RequestError(ErrorKind.ResourceExhausted, "prompt",
                 $"needs {needed} KV blocks of {_blocks.BlockSize} tokens; the pool has {_blocks.NumBlocks}");
+        }
+
         sequence.Status = SequenceStatus.Waiting;
         _waiting.AddLast(sequence);
     }

@@ -29,9 +29,12 @@ public sealed class ModelStage : nn.Module
         Device = weights.Device;
         _model = new Qwen3Model(config, range, weights);
         if (range.IsLast)
+        {
             _lmHead = config.TieWordEmbeddings
                 ? new LinearProjection("lm_head", _model.EmbedTokens!.Weight.alias())
                 : new LinearProjection(weights, "lm_head", config.HiddenSize, config.VocabSize);
+        }
+
         _rope = new RotaryEmbedding(config, Device);
         RegisterComponents();
     }
@@ -71,7 +74,11 @@ public sealed class ModelStage : nn.Module
                         using var routing = layer.Route(ffInput);
                         ff = await experts.RunAsync(layer.Index, ffInput, routing, cancellationToken);
                     }
-                    else ff = layer.DenseFeedForward(ffInput);
+                    else
+                    {
+                        ff = layer.DenseFeedForward(ffInput);
+                    }
+
                     using (ff) h.add_(ff);
                 }
             }

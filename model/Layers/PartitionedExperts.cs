@@ -55,12 +55,17 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
         {
             picked.Clear();
             for (int t = 0; t < tokens; t++)
+            {
                 for (int j = 0; j < k; j++)
+                {
                     if (groups[g].Contains(ids[t * k + j]))
                     {
                         picked.Add(t);
                         break;
                     }
+                }
+            }
+
             if (picked.Count > 0) shares.Add((g, picked.ToArray()));
         }
         return shares;

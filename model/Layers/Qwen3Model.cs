@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Qwen3Cluster.Model.Config;
 using TorchSharp;
 using TorchSharp.Utils;
@@ -12,7 +13,8 @@ namespace Qwen3Cluster.Model.Layers;
 public sealed class Qwen3Model : nn.Module
 {
     [ComponentName(Name = "embed_tokens")] readonly Embedding? _embedTokens;
-    [ComponentName(Name = "layers")] readonly nn.Module _layers;
+    [ComponentName(Name = "layers"), SuppressMessage("Style", "IDE0052", Justification = "Read by RegisterComponents: it names the layers' state-dict keys.")]
+    readonly nn.Module _layers;
     [ComponentName(Name = "norm")] readonly RmsNorm? _norm;
     readonly DecoderLayer[] _decoderLayers;
 

@@ -4,10 +4,10 @@ namespace Qwen3Cluster.Model.Tokenization;
 /// GPT-2's byte-to-character table: byte-level BPE vocabularies spell every byte as one printable character,
 /// so a token string maps back to the exact bytes it stands for.
 /// </summary>
-internal static class ByteLevelAlphabet
+static class ByteLevelAlphabet
 {
-    private static readonly char[] ByteToChar = BuildByteToChar();
-    private static readonly Dictionary<char, byte> CharToByte =
+    static readonly char[] ByteToChar = BuildByteToChar();
+    static readonly Dictionary<char, byte> CharToByte =
         Enumerable.Range(0, 256).ToDictionary(b => ByteToChar[b], b => (byte)b);
 
     public static char ToChar(byte value) => ByteToChar[value];
@@ -28,7 +28,7 @@ internal static class ByteLevelAlphabet
         return true;
     }
 
-    private static char[] BuildByteToChar()
+    static char[] BuildByteToChar()
     {
         var table = new char[256];
         int shifted = 0;

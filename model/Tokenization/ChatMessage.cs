@@ -19,8 +19,6 @@ public sealed record ChatMessage(
 
     public static ChatMessage Assistant(string content, string? reasoningContent = null, IReadOnlyList<ChatToolCall>? toolCalls = null) =>
         new("assistant", content, reasoningContent, toolCalls);
-
-    public static ChatMessage Tool(string content) => new("tool", content);
 }
 
 /// <summary>A function call of an assistant turn.</summary>

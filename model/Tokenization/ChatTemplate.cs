@@ -14,17 +14,17 @@ public sealed class ChatTemplate
     /// <summary>SHA-256 of the UTF-8 template source this class reproduces.</summary>
     public const string SupportedTemplateSha256 = "87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5";
 
-    private const string ThinkOpen = "<think>";
-    private const string ThinkClose = "</think>";
-    private const string ToolsHeader =
+    const string ThinkOpen = "<think>";
+    const string ThinkClose = "</think>";
+    const string ToolsHeader =
         "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
         + "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
-    private const string ToolsFooter =
+    const string ToolsFooter =
         "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
         + "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
         + "</tool_call><|im_end|>\n";
 
-    private ChatTemplate(bool isExact, string description)
+    ChatTemplate(bool isExact, string description)
     {
         IsExact = isExact;
         Description = description;
@@ -55,10 +55,7 @@ public sealed class ChatTemplate
     /// </summary>
     public static ChatTemplate For(string? templateSource)
     {
-        if (IsSupported(templateSource))
-        {
-            return Qwen3;
-        }
+        if (IsSupported(templateSource)) return Qwen3;
 
         if (templateSource is null)
         {
@@ -75,7 +72,7 @@ public sealed class ChatTemplate
             "is not a ChatML template: only Qwen3's chat template is rendered here; send prompts as text or token ids");
     }
 
-    private static string Sha256(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+    static string Sha256(string text) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 
     /// <param name="enableThinking">false appends an empty think block to the generation prompt; null leaves it undefined.</param>
     /// <param name="tools">Tool definitions (usually <c>{"type": "function", "function": {...}}</c>); empty or null means none.</param>
@@ -91,16 +88,10 @@ public sealed class ChatTemplate
         if (tools is { Count: > 0 })
         {
             sb.Append("<|im_start|>system\n");
-            if (firstIsSystem)
-            {
-                sb.Append(messages[0].Content).Append("\n\n");
-            }
+            if (firstIsSystem) sb.Append(messages[0].Content).Append("\n\n");
 
             sb.Append(ToolsHeader);
-            foreach (JsonElement tool in tools)
-            {
-                sb.Append('\n').Append(PythonJson.Serialize(tool));
-            }
+            foreach (JsonElement tool in tools) sb.Append('\n').Append(PythonJson.Serialize(tool));
 
             sb.Append(ToolsFooter);
         }
@@ -124,16 +115,10 @@ public sealed class ChatTemplate
                     AppendAssistant(sb, message, content, afterLastQuery: i > lastQuery, isLast: i == messages.Count - 1);
                     break;
                 case "tool":
-                    if (i == 0 || messages[i - 1].Role != "tool")
-                    {
-                        sb.Append("<|im_start|>user");
-                    }
+                    if (i == 0 || messages[i - 1].Role != "tool") sb.Append("<|im_start|>user");
 
                     sb.Append("\n<tool_response>\n").Append(content).Append("\n</tool_response>");
-                    if (i == messages.Count - 1 || messages[i + 1].Role != "tool")
-                    {
-                        sb.Append("<|im_end|>\n");
-                    }
+                    if (i == messages.Count - 1 || messages[i + 1].Role != "tool") sb.Append("<|im_end|>\n");
 
                     break;
             }
@@ -142,33 +127,27 @@ public sealed class ChatTemplate
         if (addGenerationPrompt)
         {
             sb.Append("<|im_start|>assistant\n");
-            if (enableThinking == false)
-            {
-                sb.Append("<think>\n\n</think>\n\n");
-            }
+            if (enableThinking == false) sb.Append("<think>\n\n</think>\n\n");
         }
 
         return sb.ToString();
     }
 
     // The last user turn that is a real query rather than tool output relayed as a user message.
-    private static int LastQueryIndex(IReadOnlyList<ChatMessage> messages)
+    static int LastQueryIndex(IReadOnlyList<ChatMessage> messages)
     {
         for (int i = messages.Count - 1; i >= 0; i--)
         {
             string content = messages[i].Content ?? "";
             bool relayedToolOutput = content.StartsWith("<tool_response>", StringComparison.Ordinal)
                 && content.EndsWith("</tool_response>", StringComparison.Ordinal);
-            if (messages[i].Role == "user" && !relayedToolOutput)
-            {
-                return i;
-            }
+            if (messages[i].Role == "user" && !relayedToolOutput) return i;
         }
 
         return messages.Count - 1;
     }
 
-    private static void AppendAssistant(StringBuilder sb, ChatMessage message, string content, bool afterLastQuery, bool isLast)
+    static void AppendAssistant(StringBuilder sb, ChatMessage message, string content, bool afterLastQuery, bool isLast)
     {
         string reasoning = "";
         if (message.ReasoningContent is not null)
@@ -197,10 +176,7 @@ public sealed class ChatTemplate
         {
             for (int j = 0; j < calls.Count; j++)
             {
-                if (j > 0 || content.Length > 0)
-                {
-                    sb.Append('\n');
-                }
+                if (j > 0 || content.Length > 0) sb.Append('\n');
 
                 ChatToolCall call = calls[j];
                 sb.Append("<tool_call>\n{\"name\": \"").Append(call.Name).Append("\", \"arguments\": ");

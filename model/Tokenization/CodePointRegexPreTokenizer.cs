@@ -12,9 +12,9 @@ namespace Qwen3Cluster.Model.Tokenization;
 /// HF tokenizers matches by code point, so astral code points are run through the regex as one BMP
 /// stand-in character of the same general category and the match offsets are mapped back.
 /// </summary>
-internal sealed class CodePointRegexPreTokenizer : PreTokenizer
+sealed class CodePointRegexPreTokenizer : PreTokenizer
 {
-    private readonly Regex _regex;
+    readonly Regex _regex;
 
     public CodePointRegexPreTokenizer(string pattern)
     {
@@ -27,10 +27,7 @@ internal sealed class CodePointRegexPreTokenizer : PreTokenizer
 
     public List<(int Offset, int Length)> Split(string text)
     {
-        if (text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') < 0)
-        {
-            return Isolate(text, text.Length, offsets: null);
-        }
+        if (text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') < 0) return Isolate(text, text.Length, offsets: null);
 
         var standIns = new StringBuilder(text.Length);
         var offsets = new List<int>(text.Length + 1);
@@ -46,33 +43,24 @@ internal sealed class CodePointRegexPreTokenizer : PreTokenizer
         return Isolate(standIns.ToString(), text.Length, offsets);
     }
 
-    private List<(int Offset, int Length)> Isolate(string input, int originalLength, List<int>? offsets)
+    List<(int Offset, int Length)> Isolate(string input, int originalLength, List<int>? offsets)
     {
         var pieces = new List<(int Offset, int Length)>();
         int Map(int index) => offsets is null ? index : offsets[index];
         int previous = 0;
         for (Match m = _regex.Match(input); m.Success; m = m.NextMatch())
         {
-            if (m.Length == 0)
-            {
-                continue;
-            }
+            if (m.Length == 0) continue;
 
             int start = Map(m.Index);
             int end = Map(m.Index + m.Length);
-            if (start > previous)
-            {
-                pieces.Add((previous, start - previous));
-            }
+            if (start > previous) pieces.Add((previous, start - previous));
 
             pieces.Add((start, end - start));
             previous = end;
         }
 
-        if (previous < originalLength)
-        {
-            pieces.Add((previous, originalLength - previous));
-        }
+        if (previous < originalLength) pieces.Add((previous, originalLength - previous));
 
         return pieces;
     }

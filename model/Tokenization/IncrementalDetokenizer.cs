@@ -10,10 +10,10 @@ namespace Qwen3Cluster.Model.Tokenization;
 /// </summary>
 public sealed class IncrementalDetokenizer
 {
-    private readonly Qwen3Tokenizer _tokenizer;
-    private readonly bool _skipSpecialTokens;
-    private byte[] _buffer = new byte[64];
-    private int _held;
+    readonly Qwen3Tokenizer _tokenizer;
+    readonly bool _skipSpecialTokens;
+    byte[] _buffer = new byte[64];
+    int _held;
 
     public IncrementalDetokenizer(Qwen3Tokenizer tokenizer, bool skipSpecialTokens = false)
     {
@@ -27,17 +27,11 @@ public sealed class IncrementalDetokenizer
     /// <summary>Adds one token and returns the text it completes (possibly empty).</summary>
     public string Push(int tokenId)
     {
-        if (_skipSpecialTokens && _tokenizer.IsSpecial(tokenId))
-        {
-            return string.Empty;
-        }
+        if (_skipSpecialTokens && _tokenizer.IsSpecial(tokenId)) return string.Empty;
 
         ReadOnlySpan<byte> bytes = _tokenizer.GetTokenBytes(tokenId);
         int total = _held + bytes.Length;
-        if (total > _buffer.Length)
-        {
-            Array.Resize(ref _buffer, Math.Max(total, _buffer.Length * 2));
-        }
+        if (total > _buffer.Length) Array.Resize(ref _buffer, Math.Max(total, _buffer.Length * 2));
 
         bytes.CopyTo(_buffer.AsSpan(_held));
         int hold = IncompleteTailLength(_buffer.AsSpan(0, total));
@@ -65,10 +59,7 @@ public sealed class IncrementalDetokenizer
         for (int back = 1; back <= Math.Min(3, bytes.Length); back++)
         {
             byte b = bytes[^back];
-            if ((b & 0xC0) == 0x80)
-            {
-                continue;
-            }
+            if ((b & 0xC0) == 0x80) continue;
 
             int needed = b switch
             {
@@ -85,7 +76,7 @@ public sealed class IncrementalDetokenizer
     }
 
     // The ranges of Unicode's well-formed UTF-8 table that exclude overlongs, surrogates and values past U+10FFFF.
-    private static bool IsValidSecondByte(byte lead, byte second) => lead switch
+    static bool IsValidSecondByte(byte lead, byte second) => lead switch
     {
         0xE0 => second is >= 0xA0 and <= 0xBF,
         0xED => second is >= 0x80 and <= 0x9F,

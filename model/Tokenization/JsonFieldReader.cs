@@ -3,7 +3,7 @@ using System.Text.Json;
 namespace Qwen3Cluster.Model.Tokenization;
 
 /// <summary>Typed access to one JSON file that reports the file and field on every failure.</summary>
-internal sealed class JsonFieldReader(string file)
+sealed class JsonFieldReader(string file)
 {
     public string File { get; } = file;
 
@@ -50,10 +50,7 @@ internal sealed class JsonFieldReader(string file)
     public string? OptionalString(JsonElement parent, string name, string path)
     {
         JsonElement? value = Optional(parent, name, path);
-        if (value is null)
-        {
-            return null;
-        }
+        if (value is null) return null;
 
         Expect(value.Value, Join(path, name), JsonValueKind.String);
         return value.Value.GetString();
@@ -62,10 +59,7 @@ internal sealed class JsonFieldReader(string file)
     public bool OptionalBool(JsonElement parent, string name, string path, bool fallback)
     {
         JsonElement? value = Optional(parent, name, path);
-        if (value is null)
-        {
-            return fallback;
-        }
+        if (value is null) return fallback;
 
         return value.Value.ValueKind switch
         {
@@ -93,7 +87,7 @@ internal sealed class JsonFieldReader(string file)
 
     public static string Join(string path, string name) => path == "$" || path.Length == 0 ? name : $"{path}.{name}";
 
-    private static string Describe(JsonValueKind kind) => kind switch
+    static string Describe(JsonValueKind kind) => kind switch
     {
         JsonValueKind.Object => "an object",
         JsonValueKind.Array => "an array",

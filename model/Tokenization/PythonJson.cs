@@ -10,7 +10,7 @@ namespace Qwen3Cluster.Model.Tokenization;
 /// <c>json.dumps(x, ensure_ascii=False)</c>: ", " and ": " separators, keys in input order, non-ASCII kept,
 /// integers verbatim and floats in <c>repr</c> form (1.0, 1e-05, 1e+16).
 /// </summary>
-internal static class PythonJson
+static class PythonJson
 {
     public static string Serialize(JsonElement value)
     {
@@ -19,7 +19,7 @@ internal static class PythonJson
         return sb.ToString();
     }
 
-    private static void Write(StringBuilder sb, JsonElement value)
+    static void Write(StringBuilder sb, JsonElement value)
     {
         switch (value.ValueKind)
         {
@@ -67,7 +67,7 @@ internal static class PythonJson
         }
     }
 
-    private static void WriteString(StringBuilder sb, string text)
+    static void WriteString(StringBuilder sb, string text)
     {
         sb.Append('"');
         foreach (char c in text)
@@ -103,22 +103,13 @@ internal static class PythonJson
     /// <summary>Python's <c>repr(float)</c>: shortest round-trip digits, exponent form outside [1e-4, 1e16).</summary>
     internal static string FloatRepr(double value)
     {
-        if (double.IsNaN(value))
-        {
-            return "NaN";
-        }
+        if (double.IsNaN(value)) return "NaN";
 
-        if (double.IsInfinity(value))
-        {
-            return value > 0 ? "Infinity" : "-Infinity";
-        }
+        if (double.IsInfinity(value)) return value > 0 ? "Infinity" : "-Infinity";
 
         string sign = value < 0 || double.IsNegative(value) ? "-" : "";
         (string digits, int point) = ShortestDigits(Math.Abs(value));
-        if (digits.Length == 0)
-        {
-            return sign + "0.0";
-        }
+        if (digits.Length == 0) return sign + "0.0";
 
         // 'point' places the decimal point: value = 0.<digits> * 10^point.
         if (point <= -4 || point > 16)
@@ -138,7 +129,7 @@ internal static class PythonJson
             : $"{sign}{digits[..point]}.{digits[point..]}";
     }
 
-    private static (string Digits, int Point) ShortestDigits(double value)
+    static (string Digits, int Point) ShortestDigits(double value)
     {
         string text = value.ToString("R", CultureInfo.InvariantCulture);
         int exponent = 0;

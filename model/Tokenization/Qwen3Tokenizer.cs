@@ -11,16 +11,16 @@ namespace Qwen3Cluster.Model.Tokenization;
 /// </summary>
 public sealed class Qwen3Tokenizer
 {
-    private readonly BpeTokenizer _bpe;
-    private readonly AddedTokenSplitter _rawSplitter;
-    private readonly AddedTokenSplitter? _normalizedSplitter;
-    private readonly NormalizationForm? _normalization;
-    private readonly Dictionary<string, int> _tokenToId;
-    private readonly string?[] _idToToken;
-    private readonly byte[]?[] _idToBytes;
-    private readonly bool[] _isSpecial;
+    readonly BpeTokenizer _bpe;
+    readonly AddedTokenSplitter _rawSplitter;
+    readonly AddedTokenSplitter? _normalizedSplitter;
+    readonly NormalizationForm? _normalization;
+    readonly Dictionary<string, int> _tokenToId;
+    readonly string?[] _idToToken;
+    readonly byte[]?[] _idToBytes;
+    readonly bool[] _isSpecial;
 
-    private Qwen3Tokenizer(TokenizerDefinition definition)
+    Qwen3Tokenizer(TokenizerDefinition definition)
     {
         AddedTokens = definition.AddedTokens;
         _normalization = definition.Normalization;
@@ -69,10 +69,7 @@ public sealed class Qwen3Tokenizer
         }
 
         _rawSplitter = new AddedTokenSplitter(AddedTokens.Where(t => !t.Normalized));
-        if (AddedTokens.Any(t => t.Normalized))
-        {
-            _normalizedSplitter = new AddedTokenSplitter(AddedTokens.Where(t => t.Normalized));
-        }
+        if (AddedTokens.Any(t => t.Normalized)) _normalizedSplitter = new AddedTokenSplitter(AddedTokens.Where(t => t.Normalized));
 
         _bpe = CreateBpe(definition);
 
@@ -130,14 +127,8 @@ public sealed class Qwen3Tokenizer
 
             foreach (TextSegment inner in _normalizedSplitter.Split(normalized, 0, normalized.Length))
             {
-                if (inner.IsText)
-                {
-                    EncodeText(normalized.Substring(inner.Start, inner.Length), ids);
-                }
-                else
-                {
-                    ids.Add(inner.TokenId);
-                }
+                if (inner.IsText) EncodeText(normalized.Substring(inner.Start, inner.Length), ids);
+                else ids.Add(inner.TokenId);
             }
         }
 
@@ -154,10 +145,7 @@ public sealed class Qwen3Tokenizer
         var bytes = new ArrayBufferWriter<byte>(256);
         foreach (int id in ids)
         {
-            if (!(skipSpecialTokens && IsSpecial(id)))
-            {
-                bytes.Write(GetTokenBytes(id));
-            }
+            if (!(skipSpecialTokens && IsSpecial(id))) bytes.Write(GetTokenBytes(id));
         }
 
         return Encoding.UTF8.GetString(bytes.WrittenSpan);
@@ -179,18 +167,15 @@ public sealed class Qwen3Tokenizer
     /// <summary>True for added tokens flagged <c>special</c> (these are the ones <c>skipSpecialTokens</c> drops).</summary>
     public bool IsSpecial(int id) => (uint)id < (uint)_isSpecial.Length && _isSpecial[id];
 
-    private void EncodeText(string text, List<int> ids)
+    void EncodeText(string text, List<int> ids)
     {
-        if (text.Length > 0)
-        {
-            ids.AddRange(_bpe.EncodeToIds(text, considerPreTokenization: true, considerNormalization: false));
-        }
+        if (text.Length > 0) ids.AddRange(_bpe.EncodeToIds(text, considerPreTokenization: true, considerNormalization: false));
     }
 
-    private string Normalize(string text) =>
+    string Normalize(string text) =>
         _normalization is { } form && !text.IsNormalized(form) ? text.Normalize(form) : text;
 
-    private static BpeTokenizer CreateBpe(TokenizerDefinition definition) =>
+    static BpeTokenizer CreateBpe(TokenizerDefinition definition) =>
         BpeTokenizer.Create(new BpeOptions(definition.Vocab)
         {
             Merges = definition.Merges,
@@ -198,46 +183,31 @@ public sealed class Qwen3Tokenizer
             ByteLevel = true,
         });
 
-    private int? RequireKnown(string? token, string field)
+    int? RequireKnown(string? token, string field)
     {
-        if (token is null)
-        {
-            return null;
-        }
+        if (token is null) return null;
 
         return TokenToId(token) ?? throw new TokenizerFormatException(
             TokenizerDefinition.ConfigFile, field, $"names '{token}', which is neither in the vocabulary nor an added token");
     }
 
-    private static string ReplaceLoneSurrogates(string text)
+    static string ReplaceLoneSurrogates(string text)
     {
         int bad = FindLoneSurrogate(text, 0);
-        if (bad < 0)
-        {
-            return text;
-        }
+        if (bad < 0) return text;
 
         char[] chars = text.ToCharArray();
-        for (; bad >= 0; bad = FindLoneSurrogate(text, bad + 1))
-        {
-            chars[bad] = '\uFFFD';
-        }
+        for (; bad >= 0; bad = FindLoneSurrogate(text, bad + 1)) chars[bad] = '\uFFFD';
 
         return new string(chars);
     }
 
-    private static int FindLoneSurrogate(string text, int from)
+    static int FindLoneSurrogate(string text, int from)
     {
         for (int i = from; i < text.Length; i++)
         {
-            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
-            {
-                i++;
-            }
-            else if (char.IsSurrogate(text[i]))
-            {
-                return i;
-            }
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1])) i++;
+            else if (char.IsSurrogate(text[i])) return i;
         }
 
         return -1;

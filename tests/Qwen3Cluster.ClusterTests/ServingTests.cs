@@ -154,12 +154,15 @@ public sealed class ServingTests(MoeClusterFixture fixture)
         var sampling = new SamplingParams { Temperature = 0, MaxTokens = 40, IgnoreEos = true };
         bool deleted = false;
         await foreach (var _ in new SessionTurns(client).RunAsync(id, "erin", h => [.. h, 1, 2, 3, 4, 5, 6], sampling))
+        {
             if (!deleted)
             {
                 Assert.True(await session.Delete("erin"));
                 Assert.Null(await session.Get("erin"));
                 deleted = true;
             }
+        }
+
         var stats = await fixture.Cluster.WaitForStatsAsync(s => Task.FromResult(s.UsedBlocks == before.UsedBlocks));
         Assert.DoesNotContain(SessionCache.Key(id), stats.ParkedCaches);
         Assert.Equal(before.UsedBlocks, stats.UsedBlocks);

@@ -127,7 +127,11 @@ public sealed class OpenAiClientTests(ServerFixture fixture)
         int[] computed = [.. firstPrompt, .. reply[..^1]];
         int blocks = 0;
         while ((blocks + 1) * 16 <= Math.Min(computed.Length, secondPrompt.Length - 1)
-            && computed.AsSpan(blocks * 16, 16).SequenceEqual(secondPrompt.AsSpan(blocks * 16, 16))) blocks++;
+            && computed.AsSpan(blocks * 16, 16).SequenceEqual(secondPrompt.AsSpan(blocks * 16, 16)))
+        {
+            blocks++;
+        }
+
         Assert.True(blocks >= firstPrompt.Length / 16, "the second prompt begins with the first");
         Assert.Equal(blocks * 16, cached);
     }

@@ -18,7 +18,10 @@ public sealed class ToolTests(ServerFixture fixture)
         };
         foreach (var a in new[] { Processes.Qwen3Dll, "chat", "--endpoint", fixture.Server.GrpcAddress, "--api-key", ServerFixture.KeyA,
                      "--max-tokens", "6", "--temperature", "0" })
+        {
             start.ArgumentList.Add(a);
+        }
+
         using var process = Process.Start(start)!;
         await process.StandardInput.WriteLineAsync("Hello there");
         await process.StandardInput.WriteLineAsync("And again");

@@ -122,8 +122,10 @@ public sealed class EquivalenceTests
         await using var a = Engine(whole);
         await using var b = Engine(split);
         foreach (var prompt in Prompts.Take(3))
+        {
             AssertSame(await EngineRunner.RunAsync(a, EngineRunner.Greedy(prompt, 8, logprobs: 3)),
                 await EngineRunner.RunAsync(b, EngineRunner.Greedy(prompt, 8, logprobs: 3)), 1e-5);
+        }
     }
 
     [Fact]

@@ -17,6 +17,16 @@ public sealed class SchedulerTests
             ResumeFrom = resumeFrom,
         }, null);
 
+    /// <summary>A session turn prefilled in one step, then answered with <paramref name="lastToken"/>: it is now parking.</summary>
+    static Sequence AnsweredTurn(Scheduler scheduler, Sequence turn, int lastToken)
+    {
+        scheduler.Add(turn);
+        scheduler.Completed(scheduler.Schedule()!);
+        turn.Append(lastToken);
+        scheduler.Finish(turn);
+        return turn;
+    }
+
     [Fact]
     public void BlockManagerCountsReferencesAndFreesAtZero()
     {
@@ -108,11 +118,7 @@ public sealed class SchedulerTests
     public void AParkedCacheIsResumedOnlyByAPromptThatExtendsIt()
     {
         var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 8, BlockSize = 4 });
-        var turn1 = Seq(5, parkAs: "s");
-        scheduler.Add(turn1);
-        scheduler.Completed(scheduler.Schedule()!);
-        turn1.Append(42);
-        scheduler.Finish(turn1);
+        var turn1 = AnsweredTurn(scheduler, Seq(5, parkAs: "s"), 42);
         Assert.Equal(SequenceStatus.Parking, turn1.Status);
         Assert.True(scheduler.Parked.IsPending("s"));
         var flush = scheduler.Schedule()!;
@@ -129,11 +135,7 @@ public sealed class SchedulerTests
         Assert.Equal(6, turn2.CachedPromptTokens);
 
         var elsewhere = new Scheduler(new SchedulerOptions { NumBlocks = 8, BlockSize = 4 });
-        var other = Seq(3, parkAs: "t");
-        elsewhere.Add(other);
-        elsewhere.Completed(elsewhere.Schedule()!);
-        other.Append(5);
-        elsewhere.Finish(other);
+        AnsweredTurn(elsewhere, Seq(3, parkAs: "t"), 5);
         elsewhere.Completed(elsewhere.Schedule()!);
         var diverged = Seq(0, resumeFrom: "t", prompt: [1, 2, 4, 5, 6]);
         elsewhere.Add(diverged);
@@ -145,11 +147,7 @@ public sealed class SchedulerTests
     public void ASessionTurnWaitsForItsPreviousTurnToParkTheCache()
     {
         var scheduler = new Scheduler(new SchedulerOptions { NumBlocks = 8, BlockSize = 4 });
-        var turn1 = Seq(5, parkAs: "s");
-        scheduler.Add(turn1);
-        scheduler.Completed(scheduler.Schedule()!);
-        turn1.Append(42);
-        scheduler.Finish(turn1);
+        var turn1 = AnsweredTurn(scheduler, Seq(5, parkAs: "s"), 42);
         var turn2 = Seq(0, parkAs: "s", resumeFrom: "s", prompt: [1, 2, 3, 4, 5, 42, 7]);
         scheduler.Add(turn2);
         var flush = scheduler.Schedule()!;

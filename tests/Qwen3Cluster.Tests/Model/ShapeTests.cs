@@ -32,7 +32,10 @@ public sealed class ShapeTests
             Assert.Equal([config.MoeIntermediateSize, d], meta.Requested[$"model.layers.{config.NumHiddenLayers - 1}.mlp.experts.{config.NumExperts - 1}.gate_proj.weight"]);
             Assert.Equal([d, config.MoeIntermediateSize], meta.Requested["model.layers.0.mlp.experts.0.down_proj.weight"]);
         }
-        else Assert.Equal([config.IntermediateSize, d], meta.Requested["model.layers.0.mlp.gate_proj.weight"]);
+        else
+        {
+            Assert.Equal([config.IntermediateSize, d], meta.Requested["model.layers.0.mlp.gate_proj.weight"]);
+        }
     }
 
     [Theory]

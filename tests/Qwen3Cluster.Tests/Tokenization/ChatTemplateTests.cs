@@ -6,7 +6,7 @@ namespace Qwen3Cluster.Tests.Tokenization;
 
 public sealed class ChatTemplateTests
 {
-    private static readonly ChatTemplate Template = ChatTemplate.Qwen3;
+    static readonly ChatTemplate Template = ChatTemplate.Qwen3;
 
     [Fact]
     public void RenderMatchesReferenceForEveryFixtureConversation()
@@ -170,7 +170,7 @@ public sealed class ChatTemplateTests
         Assert.Equal("<|im_start|>assistant\n", Template.Render([], addGenerationPrompt: true));
     }
 
-    private static string Render(JsonElement c)
+    static string Render(JsonElement c)
     {
         var messages = c.GetProperty("messages").EnumerateArray().Select(ParseMessage).ToList();
         bool addGenerationPrompt = c.GetProperty("add_generation_prompt").GetBoolean();
@@ -179,7 +179,7 @@ public sealed class ChatTemplateTests
         return Template.Render(messages, addGenerationPrompt, enableThinking, tools);
     }
 
-    private static ChatMessage ParseMessage(JsonElement m)
+    static ChatMessage ParseMessage(JsonElement m)
     {
         string? Text(string name) =>
             m.TryGetProperty(name, out JsonElement v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;

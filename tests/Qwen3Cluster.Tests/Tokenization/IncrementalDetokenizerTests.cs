@@ -137,7 +137,7 @@ public sealed class IncrementalDetokenizerTests
         Assert.Equal(held, IncrementalDetokenizer.IncompleteTailLength(bytes));
     }
 
-    private static string Stream(int[] ids, bool skipSpecialTokens, out List<string> deltas)
+    static string Stream(int[] ids, bool skipSpecialTokens, out List<string> deltas)
     {
         IncrementalDetokenizer detokenizer = Tokenizer.CreateDetokenizer(skipSpecialTokens);
         deltas = ids.Select(detokenizer.Push).ToList();

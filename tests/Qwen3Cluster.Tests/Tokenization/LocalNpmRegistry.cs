@@ -5,13 +5,13 @@ using System.Net.Sockets;
 namespace Qwen3Cluster.Tests.Tokenization;
 
 /// <summary>An HTTP server on 127.0.0.1 that answers tarball downloads the way registry.npmjs.org does.</summary>
-internal sealed class LocalNpmRegistry : IDisposable
+sealed class LocalNpmRegistry : IDisposable
 {
-    private readonly HttpListener _listener;
-    private readonly Func<string, (HttpStatusCode Status, byte[] Body)> _respond;
-    private readonly Task _loop;
+    readonly HttpListener _listener;
+    readonly Func<string, (HttpStatusCode Status, byte[] Body)> _respond;
+    readonly Task _loop;
 
-    private LocalNpmRegistry(HttpListener listener, Uri baseUri, Func<string, (HttpStatusCode, byte[])> respond)
+    LocalNpmRegistry(HttpListener listener, Uri baseUri, Func<string, (HttpStatusCode, byte[])> respond)
     {
         _listener = listener;
         _respond = respond;
@@ -61,7 +61,7 @@ internal sealed class LocalNpmRegistry : IDisposable
         }
     }
 
-    private async Task ServeAsync()
+    async Task ServeAsync()
     {
         while (_listener.IsListening)
         {
@@ -98,7 +98,7 @@ internal sealed class LocalNpmRegistry : IDisposable
         }
     }
 
-    private static int FreePort()
+    static int FreePort()
     {
         var probe = new TcpListener(IPAddress.Loopback, 0);
         probe.Start();

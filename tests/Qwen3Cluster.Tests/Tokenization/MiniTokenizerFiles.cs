@@ -6,7 +6,7 @@ namespace Qwen3Cluster.Tests.Tokenization;
 /// A tiny byte-level BPE tokenizer in the Qwen3 file format (256 byte tokens, one merge, three added tokens),
 /// cheap to write and mutate for tests of loading errors and added-token options.
 /// </summary>
-internal sealed class MiniTokenizerFiles : IDisposable
+sealed class MiniTokenizerFiles : IDisposable
 {
     public const string QwenSplitPattern =
         @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -40,7 +40,7 @@ internal sealed class MiniTokenizerFiles : IDisposable
 
     public void Dispose() => System.IO.Directory.Delete(Directory, recursive: true);
 
-    private static JsonObject TokenizerJson()
+    static JsonObject TokenizerJson()
     {
         var vocab = new JsonObject();
         int shifted = 0;
@@ -89,7 +89,7 @@ internal sealed class MiniTokenizerFiles : IDisposable
         };
     }
 
-    private static JsonObject AddedToken(int id, string content, bool special, bool lstrip = false, bool rstrip = false, bool normalized = false) => new()
+    static JsonObject AddedToken(int id, string content, bool special, bool lstrip = false, bool rstrip = false, bool normalized = false) => new()
     {
         ["id"] = id,
         ["content"] = content,

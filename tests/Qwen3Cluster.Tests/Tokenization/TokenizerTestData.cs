@@ -4,16 +4,16 @@ using Qwen3Cluster.Model.Tokenization;
 namespace Qwen3Cluster.Tests.Tokenization;
 
 /// <summary>The real Qwen3 tokenizer (from the package cache, downloaded once) and the node-recorded fixtures.</summary>
-internal static class TokenizerTestData
+static class TokenizerTestData
 {
-    private static readonly Lazy<string> LazyModelDir =
+    static readonly Lazy<string> LazyModelDir =
         new(() => TokenizerPackage.EnsureAsync().GetAwaiter().GetResult(), LazyThreadSafetyMode.ExecutionAndPublication);
 
-    private static readonly Lazy<Qwen3Tokenizer> LazyTokenizer =
+    static readonly Lazy<Qwen3Tokenizer> LazyTokenizer =
         new(() => Qwen3Tokenizer.Load(ModelDir), LazyThreadSafetyMode.ExecutionAndPublication);
 
-    private static readonly Lazy<JsonDocument> LazyEncode = new(() => LoadFixture("encode.json"));
-    private static readonly Lazy<JsonDocument> LazyChat = new(() => LoadFixture("chat.json"));
+    static readonly Lazy<JsonDocument> LazyEncode = new(() => LoadFixture("encode.json"));
+    static readonly Lazy<JsonDocument> LazyChat = new(() => LoadFixture("chat.json"));
 
     /// <summary>The default cache folder with tokenizer.json, tokenizer_config.json and the npm tarball.</summary>
     public static string ModelDir => LazyModelDir.Value;
@@ -57,7 +57,7 @@ internal static class TokenizerTestData
 
     public static string Show(string text) => JsonSerializer.Serialize(text);
 
-    private static JsonDocument LoadFixture(string name)
+    static JsonDocument LoadFixture(string name)
     {
         string path = Path.Combine(AppContext.BaseDirectory, "fixtures", "tokenizer", name);
         Assert.True(File.Exists(path), $"fixture {path} is missing; it should be copied to the test output");
@@ -65,6 +65,6 @@ internal static class TokenizerTestData
     }
 }
 
-internal sealed record EncodeCase(string Name, string Text, int[] Ids, string Decoded, string DecodedSkipSpecial);
+sealed record EncodeCase(string Name, string Text, int[] Ids, string Decoded, string DecodedSkipSpecial);
 
-internal sealed record DecodeCase(string Name, int[] Ids, string Text);
+sealed record DecodeCase(string Name, int[] Ids, string Text);

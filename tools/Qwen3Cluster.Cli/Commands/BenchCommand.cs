@@ -154,7 +154,10 @@ public static class BenchCommand
                     await Task.WhenAll(Enumerable.Range(0, s.Concurrency).Select(_ => WorkerAsync(task)));
                 });
         }
-        else await Task.WhenAll(Enumerable.Range(0, s.Concurrency).Select(_ => WorkerAsync(null)));
+        else
+        {
+            await Task.WhenAll(Enumerable.Range(0, s.Concurrency).Select(_ => WorkerAsync(null)));
+        }
 
         double wall = clock.Elapsed.TotalSeconds;
         return new Report(s, completed, errors, firstError, Math.Round(wall, 3), Math.Round(completed / wall, 3),

@@ -27,7 +27,10 @@ public static class TokenizeCommand
             }
             var tokenizer = Qwen3Tokenizer.Load(parse.GetValue(model)!);
             int[] ids;
-            if (plain is not null) ids = tokenizer.Encode(plain);
+            if (plain is not null)
+            {
+                ids = tokenizer.Encode(plain);
+            }
             else
             {
                 var conversation = ChatMessages.ParseFile(file!);
