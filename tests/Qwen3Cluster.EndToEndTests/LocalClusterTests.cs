@@ -137,6 +137,7 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
             var scratch = await GenerateJson.RunAsync(fixture.Model, turnIds, 10);
             Assert.Equal(promptTokens, turnIds.Length);
             Assert.Equal(scratch.Ids, reply.Ids);
+            for (int i = 0; i < scratch.Ids.Length; i++) Assert.InRange(reply.Logprobs[i] - scratch.Logprobs[i], -1e-4, 1e-4);
             history.Clear();
             history.AddRange(turnIds);
             history.AddRange(reply.Ids);
