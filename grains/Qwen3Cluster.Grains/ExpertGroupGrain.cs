@@ -32,7 +32,7 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ILogger<Expe
             _layers = await Task.Run(() =>
             {
                 using var reader = CheckpointReader.Open(model.Path);
-                var weights = new CheckpointWeights(reader, model.Device);
+                var weights = new CheckpointWeights(reader, model.Device, storage: model.Storage);
                 return stage.SparseLayers(model.Config)
                     .ToDictionary(layer => layer, layer => new ExpertGroup(model.Config, layer, range.Lo, range.Hi, weights));
             });

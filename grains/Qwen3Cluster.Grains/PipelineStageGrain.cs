@@ -35,7 +35,7 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ILogger<Pi
             _stage = await Task.Run(() =>
             {
                 using var reader = CheckpointReader.Open(model.Path);
-                return new ModelStage(model.Config, range, new CheckpointWeights(reader, model.Device));
+                return new ModelStage(model.Config, range, new CheckpointWeights(reader, model.Device, storage: model.Storage));
             });
             _pool = _stage.CreatePool(model.Options.KvBlocks, model.Options.BlockSize);
             _experts = new PartitionedExperts(model.ExpertGroups, RunExpertGroupAsync);

@@ -13,7 +13,7 @@ public static class ModelPresets
         ["tiny-moe"] = Moe(layers: 4, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, experts: 8, topK: 2, moeIntermediate: 32, intermediate: 128),
         ["tiny-dense"] = Dense(layers: 4, hidden: 64, heads: 4, kvHeads: 2, headDim: 32, intermediate: 128, tied: true),
         // Qwen3-30B-A3B scaled down so a 2-core CPU decodes it at several tokens per second.
-        ["bench-moe"] = Moe(layers: 8, hidden: 1024, heads: 16, kvHeads: 4, headDim: 128, experts: 32, topK: 4, moeIntermediate: 384, intermediate: 3072),
+        ["bench-moe"] = Moe(layers: 8, hidden: 1024, heads: 16, kvHeads: 4, headDim: 64, experts: 32, topK: 4, moeIntermediate: 512, intermediate: 3072),
         ["qwen3-0.6b"] = Dense(layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, intermediate: 3072, tied: true),
         ["qwen3-30b-a3b"] = Moe(layers: 48, hidden: 2048, heads: 32, kvHeads: 4, headDim: 128, experts: 128, topK: 8, moeIntermediate: 768, intermediate: 6144),
         ["qwen3-235b-a22b"] = Moe(layers: 94, hidden: 4096, heads: 64, kvHeads: 4, headDim: 128, experts: 128, topK: 8, moeIntermediate: 1536, intermediate: 12288),

@@ -14,6 +14,7 @@ public sealed record LocalModelOptions
     public int NumBlocks { get; init; } = 2048;
     public int BlockSize { get; init; } = 16;
     public string Device { get; init; } = "cpu";
+    public WeightStorage Storage { get; init; } = WeightStorage.Stored;
 }
 
 /// <summary>Checkpoint loading progress: tensors loaded so far of the total, and the latest one.</summary>
@@ -46,7 +47,7 @@ public sealed class LocalModel : IModelExecutor, IDisposable
         var ranges = StageRange.Split(config.NumHiddenLayers, options.Stages);
         var groups = config.IsMoe && config.NumExperts > 0 ? ExpertRange.Split(config.NumExperts, options.ExpertGroups) : [];
         var counter = new LoadCounter(CountTensors(config, ranges, groups), progress);
-        var weights = new CheckpointWeights(reader, device, counter);
+        var weights = new CheckpointWeights(reader, device, counter, options.Storage);
         var stages = ranges.Select(range =>
         {
             var stage = new ModelStage(config, range, weights);

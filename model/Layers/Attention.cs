@@ -53,9 +53,10 @@ public sealed class Attention : nn.Module
         int rep = _heads / _kvHeads;
         long b = meta.BatchSize, q = meta.MaxQuery, l = meta.MaxContext;
 
-        var query = _qNorm.forward(_qProj.forward(x).view(t, _heads, _headDim));    // [T, H, Dh]
-        var key = _kNorm.forward(_kProj.forward(x).view(t, _kvHeads, _headDim));    // [T, Hkv, Dh]
-        var value = _vProj.forward(x).view(t, _kvHeads, _headDim);                  // [T, Hkv, Dh]
+        var qkv = LinearProjection.Forward(x, _qProj, _kProj, _vProj);             // one pass over the three
+        var query = _qNorm.forward(qkv[0].view(t, _heads, _headDim));               // [T, H, Dh]
+        var key = _kNorm.forward(qkv[1].view(t, _kvHeads, _headDim));               // [T, Hkv, Dh]
+        var value = qkv[2].view(t, _kvHeads, _headDim);                             // [T, Hkv, Dh]
         query = RotaryEmbedding.Apply(query, cos, sin);
         key = RotaryEmbedding.Apply(key, cos, sin);
         pool.Write(_layer, meta.SlotMapping, key, value);

@@ -1,18 +1,63 @@
 using Qwen3Cluster.Model.Checkpoint;
+using Qwen3Cluster.Model.Kernels;
 using static TorchSharp.torch;
 
 namespace Qwen3Cluster.Model.Layers;
 
-/// <summary>Weights read from a checkpoint and converted to float32 on a device.</summary>
-public sealed class CheckpointWeights(CheckpointReader reader, Device device, IProgress<string>? progress = null) : IWeightSource
+/// <summary>How the matrices a model multiplies by stay in memory.</summary>
+public enum WeightStorage
+{
+    /// <summary>At the checkpoint's width: bfloat16 stays 2 bytes a weight, float32 stays float32 (float16 is widened).</summary>
+    Stored,
+    /// <summary>Q8_0 blocks (llama.cpp's layout) made at load from float32 or bfloat16; embeddings, norms and routers keep their width.</summary>
+    Int8,
+    /// <summary>Everything widened to float32 (the engine before weights kept their width).</summary>
+    Float32,
+}
+
+public static class WeightStorages
+{
+    /// <summary>A quantisation option as users write it: "none" (or empty) or "int8"; anything else names the option at fault.</summary>
+    public static WeightStorage Parse(string? text, string option) => text?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "none" => WeightStorage.Stored,
+        "int8" or "q8_0" => WeightStorage.Int8,
+        _ => throw new ArgumentException($"{option}: '{text}' is not one of none, int8."),
+    };
+}
+
+/// <summary>Weights read from a checkpoint onto a device; vectors (norms, biases, routers) as float32, matrices as <paramref name="storage"/> says.</summary>
+public sealed class CheckpointWeights(CheckpointReader reader, Device device, IProgress<string>? progress = null,
+    WeightStorage storage = WeightStorage.Stored) : IWeightSource
 {
     public Device Device => device;
+    public WeightStorage Storage => storage;
 
     public Tensor Load(string name, params long[] shape)
     {
         progress?.Report(name);
         return reader.Load(name, shape, ScalarType.Float32, device);
     }
+
+    public Tensor LoadTable(string name, long rows, long cols)
+    {
+        progress?.Report(name);
+        return reader.Load(name, [rows, cols], ResidentType(name), device);
+    }
+
+    public Tensor LoadMatrix(string name, long rows, long cols)
+    {
+        if (storage != WeightStorage.Int8 || cols % WeightFormats.Q8Block != 0) return LoadTable(name, rows, cols);
+        if (device.type != TorchSharp.DeviceType.CPU)
+            throw new NotSupportedException($"Int8 weights are computed on the CPU only; device {device} keeps the checkpoint's width.");
+        progress?.Report(name);
+        using var stored = reader.Load(name, [rows, cols], ResidentType(name), device);
+        return MatrixWeight.Quantize(stored);
+    }
+
+    /// <summary>bfloat16 stays bfloat16 unless everything is float32; float32 and float16 are float32.</summary>
+    ScalarType ResidentType(string name) =>
+        storage != WeightStorage.Float32 && reader.Locate(name).Entry.DType == SafetensorsDType.BF16 ? ScalarType.BFloat16 : ScalarType.Float32;
 
     public bool Contains(string name) => reader.Contains(name);
 }

@@ -1,4 +1,5 @@
 using Qwen3Cluster.Model.Config;
+using Qwen3Cluster.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -7,15 +8,17 @@ using static TorchSharp.torch;
 namespace Qwen3Cluster.Model.Layers;
 
 /// <summary>
-/// Experts [Lo, Hi) of one sparse layer, their SwiGLU weights stacked: gate and up [E_g, I, D], down [E_g, D, I].
-/// Given tokens with their top-k ids and weights, it runs each of its experts on the tokens routed to it and
-/// returns the weighted sum [T, D] of its experts' outputs, as transformers' combine does (index_add_).
+/// Experts [Lo, Hi) of one sparse layer, their SwiGLU weights stacked at their resident width: gate and up
+/// [E_g, I, D], down [E_g, D, I] (Q8_0: each row as blocks). Given tokens with their top-k ids and weights, it returns
+/// the weighted sum [T, D] of its experts' outputs, as transformers' combine does.
 /// </summary>
 public sealed class ExpertGroup : nn.Module
 {
     [ComponentName(Name = "gate_proj")] readonly Parameter _gate;
     [ComponentName(Name = "up_proj")] readonly Parameter _up;
     [ComponentName(Name = "down_proj")] readonly Parameter _down;
+    readonly ExpertWeights _experts;
+    readonly ITensorKernels _kernels;
 
     public int Layer { get; }
     public int Lo { get; }
@@ -33,6 +36,8 @@ public sealed class ExpertGroup : nn.Module
         _gate = new Parameter(Stack(weights, layer, lo, hi, "gate_proj", i, d), requires_grad: false);
         _up = new Parameter(Stack(weights, layer, lo, hi, "up_proj", i, d), requires_grad: false);
         _down = new Parameter(Stack(weights, layer, lo, hi, "down_proj", d, i), requires_grad: false);
+        _experts = new ExpertWeights(lo, hi, Matrices(_gate, i, d), Matrices(_up, i, d), Matrices(_down, d, i));
+        _kernels = TensorKernels.For(weights.Device);
         RegisterComponents();
     }
 
@@ -41,51 +46,22 @@ public sealed class ExpertGroup : nn.Module
 
     static Tensor Stack(IWeightSource weights, int layer, int lo, int hi, string projection, long rows, long cols)
     {
-        var stacked = empty([hi - lo, rows, cols], ScalarType.Float32, weights.Device);
+        Tensor? stacked = null;
         for (int e = lo; e < hi; e++)
         {
-            using var w = weights.Load(ExpertWeightName(layer, e, projection), rows, cols);
+            using var w = weights.LoadMatrix(ExpertWeightName(layer, e, projection), rows, cols);
+            stacked ??= empty([hi - lo, .. w.shape], w.dtype, weights.Device);
             using var slot = stacked[e - lo];
             if (weights.Device.type != DeviceType.META) slot.copy_(w);
         }
-        return stacked;
+        return stacked!;
     }
+
+    MatrixWeight[] Matrices(Tensor stacked, long rows, long cols) =>
+        Enumerable.Range(0, Hi - Lo).Select(e => new MatrixWeight(stacked[e], rows, cols)).ToArray();
 
     /// <summary>
     /// x [T, D], expertIds [T, K] (global ids; those outside [Lo, Hi) are ignored), weights [T, K] -> [T, D].
     /// </summary>
-    public Tensor Forward(Tensor x, Tensor expertIds, Tensor weights)
-    {
-        using var scope = NewDisposeScope();
-        var output = zeros_like(x);                                                  // [T, D]
-        using var hostIds = expertIds.cpu();
-        var ids = hostIds.data<long>().ToArray();
-        int k = (int)expertIds.shape[1];
-        var routed = RoutedTokens(ids, k);
-        using var flatWeights = weights.reshape(-1);                                 // [T*K]
-        for (int e = 0; e < routed.Length; e++)
-        {
-            if (routed[e] is not { Count: > 0 } pairs) continue;
-            var tokens = tensor(pairs.Select(p => (long)p.Token).ToArray(), device: x.device);
-            var picks = tensor(pairs.Select(p => (long)(p.Token * k + p.Slot)).ToArray(), device: x.device);
-            var xe = x.index_select(0, tokens);                                      // [Te, D]
-            var h = nn.functional.silu(xe.matmul(_gate[e].t())) * xe.matmul(_up[e].t()); // [Te, I]
-            var ye = h.matmul(_down[e].t()) * flatWeights.index_select(0, picks).unsqueeze(-1); // [Te, D]
-            output.index_add_(0, tokens, ye, 1);
-        }
-        return output.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>For each local expert, the (token, top-k slot) pairs routed to it, in token order.</summary>
-    List<(int Token, int Slot)>?[] RoutedTokens(long[] ids, int k)
-    {
-        var routed = new List<(int, int)>?[Hi - Lo];
-        for (int i = 0; i < ids.Length; i++)
-        {
-            long e = ids[i];
-            if (e < Lo || e >= Hi) continue;
-            (routed[e - Lo] ??= []).Add((i / k, i % k));
-        }
-        return routed;
-    }
+    public Tensor Forward(Tensor x, Tensor expertIds, Tensor weights) => _kernels.Experts(x, expertIds, weights, _experts);
 }

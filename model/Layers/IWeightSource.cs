@@ -10,5 +10,14 @@ public interface IWeightSource
     /// <summary>The tensor stored under <paramref name="name"/>, which must have <paramref name="shape"/>; float32.</summary>
     Tensor Load(string name, params long[] shape);
 
+    /// <summary>
+    /// A weight matrix [rows, cols] that products read, at the width it stays resident in: by default float32; a
+    /// checkpoint keeps bfloat16 as bfloat16 and can quantise to Q8_0 (see <see cref="CheckpointWeights"/>).
+    /// </summary>
+    Tensor LoadMatrix(string name, long rows, long cols) => Load(name, rows, cols);
+
+    /// <summary>A table that is read by rows (the embedding): at the checkpoint's width, never quantised.</summary>
+    Tensor LoadTable(string name, long rows, long cols) => Load(name, rows, cols);
+
     bool Contains(string name);
 }

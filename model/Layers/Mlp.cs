@@ -20,10 +20,5 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        var h = nn.functional.silu(_gateProj.forward(x)) * _upProj.forward(x);
-        return _downProj.forward(h).MoveToOuterDisposeScope();
-    }
+    public override Tensor forward(Tensor x) => _gateProj.Kernels.GatedMlp(x, _gateProj.Matrix, _upProj.Matrix, _downProj.Matrix);
 }

@@ -31,7 +31,7 @@ public sealed class ModelStage : nn.Module
         if (range.IsLast)
         {
             _lmHead = config.TieWordEmbeddings
-                ? new LinearProjection("lm_head", _model.EmbedTokens!.Weight.alias())
+                ? new LinearProjection("lm_head", _model.EmbedTokens!.Weight.alias(), config.VocabSize, config.HiddenSize)
                 : new LinearProjection(weights, "lm_head", config.HiddenSize, config.VocabSize);
         }
 

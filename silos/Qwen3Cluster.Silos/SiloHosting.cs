@@ -30,7 +30,7 @@ public static class SiloHosting
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(model));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(roles));
         silo.Services.AddSingleton<ModelDeployment>();
-        silo.Services.AddHostedService<TorchThreads>();
+        silo.Services.AddHostedService<ComputeThreadsSetup>();
         silo.Services.AddSingleton(new ClusterPlan(pins, model));
         silo.Services.AddPlacementDirector<PlannedPlacementStrategy, PlannedPlacementDirector>();
         silo.UseSiloMetadata(new SiloDescriptor(roles.Name, roles.EffectiveRoles, roles.Device).ToMetadata());

@@ -10,6 +10,7 @@ var root = new RootCommand("qwen3: a serving cluster for Qwen3 and Qwen3-MoE mod
     DemoModelCommand(),
     ChatCommand.Create(),
     BenchCommand.Create(),
+    KernelsCommand.Create(),
 };
 try
 {

@@ -38,6 +38,9 @@ public sealed class ModelDeployment
     public Qwen3Tokenizer? Tokenizer => _tokenizer.Value;
     public torch.Device Device => new(Silo.Device);
 
+    /// <summary>How this silo keeps the matrices it hosts (<c>Qwen3:Model:Quantize</c>).</summary>
+    public WeightStorage Storage => WeightStorages.Parse(Options.Quantize, "Qwen3:Model:Quantize");
+
     public StageRange[] Stages => StageRange.Split(Config.NumHiddenLayers, Options.Stages);
 
     public ExpertRange[] ExpertGroups =>

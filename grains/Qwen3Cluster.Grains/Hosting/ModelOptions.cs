@@ -19,6 +19,8 @@ public sealed record ModelOptions
     public int MaxSequences { get; set; } = 64;
     /// <summary>0 uses the model's max_position_embeddings.</summary>
     public int MaxModelLength { get; set; }
+    /// <summary>"none" keeps the checkpoint's width; "int8" makes Q8_0 blocks of the matrices at load (CPU silos).</summary>
+    public string Quantize { get; set; } = "none";
 
     public string ResolvedName => string.IsNullOrWhiteSpace(Name)
         ? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(Path)))
@@ -40,6 +42,6 @@ public sealed record SiloRoleOptions
     public IReadOnlySet<string> EffectiveRoles => (Roles.Length == 0 ? AllRoles : Roles).ToHashSet();
     /// <summary>"cpu" or "cuda:N": where this silo's tensors live.</summary>
     public string Device { get; set; } = "cpu";
-    /// <summary>Threads for tensor work; 0 leaves libtorch's default.</summary>
+    /// <summary>Threads for tensor work (the kernels' team and libtorch's pool); 0 keeps one per core.</summary>
     public int Threads { get; set; }
 }

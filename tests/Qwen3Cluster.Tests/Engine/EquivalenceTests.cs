@@ -159,7 +159,12 @@ public sealed class EquivalenceTests
             }).ToArray();
             SafetensorsWriter.WriteCheckpoint(upcast, specs);
         }
-        Assert.Equal(await Logits(upcast), await Logits(bf16));
+        // The same products, bfloat16 widened in registers rather than in memory: equal up to summation order.
+        var expected = await Logits(upcast);
+        var actual = await Logits(bf16);
+        Assert.Equal(expected.Length, actual.Length);
+        double worst = expected.Zip(actual, (e, a) => Math.Abs(e - a)).Max();
+        Assert.True(worst < Tolerance, $"max |logit difference| {worst}");
     }
 
     static async Task<float[]> Logits(string dir)

@@ -4,6 +4,8 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Qwen3Cluster.Model.Config;
 using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Kernels;
+using Qwen3Cluster.Model.Layers;
 using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Model.Tokenization;
 
@@ -28,14 +30,16 @@ public static class GenerateCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object with the tokens, text and speed" };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work" };
         var device = new Option<string>("--device") { Description = "cpu or cuda[:N]", DefaultValueFactory = _ => "cpu" };
+        var quantize = new Option<string>("--quantize") { Description = "none, or int8: Q8_0 blocks made at load (CPU)", DefaultValueFactory = _ => "none" };
+        quantize.AcceptOnlyFromAmong("none", "int8");
         var command = new Command("generate", "Generate from one prompt with the single-process engine")
         {
-            model, prompt, chat, noThinking, promptIds, maxTokens, temperature, topK, topP, seed, logprobs, json, threads, device,
+            model, prompt, chat, noThinking, promptIds, maxTokens, temperature, topK, topP, seed, logprobs, json, threads, device, quantize,
         };
         command.SetAction(async (parse, ct) =>
         {
             string dir = parse.GetValue(model)!;
-            if (parse.GetValue(threads) is int n) TorchSharp.torch.set_num_threads(n);
+            if (parse.GetValue(threads) is int n) ComputeThreads.Configure(n);
             var config = Qwen3Config.Load(dir);
             var generation = GenerationConfig.Load(dir, config);
             var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Qwen3Tokenizer.Load(dir) : null;
@@ -63,7 +67,13 @@ public static class GenerateCommand
             int blocks = (ids.Length + sampling.MaxTokens + 1 + blockSize - 1) / blockSize + 1;
             var loadClock = Stopwatch.StartNew();
             using var local = Terminal.WithProgress("loading", p => LocalModel.Load(dir,
-                new LocalModelOptions { NumBlocks = blocks, BlockSize = blockSize, Device = parse.GetValue(device)! }, Terminal.AsLoadProgress(p)));
+                new LocalModelOptions
+                {
+                    NumBlocks = blocks,
+                    BlockSize = blockSize,
+                    Device = parse.GetValue(device)!,
+                    Storage = WeightStorages.Parse(parse.GetValue(quantize), "--quantize"),
+                }, Terminal.AsLoadProgress(p)));
             Terminal.Info($"loaded {config.Architecture} in {loadClock.Elapsed.TotalSeconds:F1}s");
             var options = new SchedulerOptions
             {

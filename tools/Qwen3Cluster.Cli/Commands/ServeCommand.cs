@@ -30,9 +30,11 @@ public static class ServeCommand
         var blocks = new Option<int?>("--kv-blocks") { Description = "KV cache blocks per stage pool" };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work" };
         var device = new Option<string?>("--device") { Description = "cpu or cuda[:N]" };
+        var quantize = new Option<string?>("--quantize") { Description = "none, or int8: Q8_0 blocks made at load (CPU silos)" };
+        quantize.AcceptOnlyFromAmong("none", "int8");
         var command = new Command("serve", "Run a silo of the cluster (by default: the whole cluster in this process)")
         {
-            model, grpcPort, httpPort, config, name, roles, stages, groups, blocks, threads, device,
+            model, grpcPort, httpPort, config, name, roles, stages, groups, blocks, threads, device, quantize,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -50,6 +52,7 @@ public static class ServeCommand
             Set(blocks, "Qwen3:Model:KvBlocks");
             Set(threads, "Qwen3:Silo:Threads");
             Set(device, "Qwen3:Silo:Device");
+            Set(quantize, "Qwen3:Model:Quantize");
             if (parse.GetValue(roles) is { } list)
             {
                 var items = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -67,8 +70,11 @@ public static class ServeCommand
                 // Fail now, with the file and field at fault, rather than leave the silo forever not ready.
                 Qwen3Cluster.Model.Config.Qwen3Config.Load(path);
                 Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(path).Dispose();
+                Qwen3Cluster.Model.Layers.WeightStorages.Parse(overrides.GetValueOrDefault("Qwen3:Model:Quantize") ?? settings["Qwen3:Model:Quantize"],
+                    "Qwen3:Model:Quantize");
             }
-            catch (Exception e) when (e is Qwen3Cluster.Model.Config.ModelConfigException or Qwen3Cluster.Model.Checkpoint.CheckpointException)
+            catch (Exception e) when (e is Qwen3Cluster.Model.Config.ModelConfigException or Qwen3Cluster.Model.Checkpoint.CheckpointException
+                or ArgumentException)
             {
                 Console.Error.WriteLine(e.Message);
                 return 2;

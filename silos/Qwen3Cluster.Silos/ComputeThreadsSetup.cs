@@ -1,16 +1,16 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using Qwen3Cluster.Grains.Hosting;
-using TorchSharp;
+using Qwen3Cluster.Model.Kernels;
 
 namespace Qwen3Cluster.Silos;
 
-/// <summary>Applies <c>Qwen3:Silo:Threads</c> to libtorch as the host starts, before any grain computes.</summary>
-sealed class TorchThreads(IOptions<SiloRoleOptions> silo) : IHostedService
+/// <summary>Applies <c>Qwen3:Silo:Threads</c> to the kernels' team and libtorch as the host starts, before any grain computes.</summary>
+sealed class ComputeThreadsSetup(IOptions<SiloRoleOptions> silo) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        if (silo.Value.Threads > 0) torch.set_num_threads(silo.Value.Threads);
+        ComputeThreads.Configure(silo.Value.Threads);
         return Task.CompletedTask;
     }
 

@@ -1,0 +1,135 @@
+using System.Runtime.CompilerServices;
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>
+/// A layer's experts in two passes over the team, with no host round trip per expert (SGLang's CPU MoE shape): the
+/// (token, slot) pairs are bucketed by expert once; pass one shares out every expert's gate and up rows, writing
+/// SiLU(gate) * up for its tokens; pass two shares out the output rows, and each output row sums, over every
+/// expert, the weighted down projection of that expert's tokens, so no two threads write one value.
+/// </summary>
+public static unsafe class ExpertKernel
+{
+    /// <param name="x">Tokens [M, D].</param>
+    /// <param name="ids">Routed expert ids [M, K] (global; those outside the group are skipped).</param>
+    /// <param name="routing">Routing weights [M, K].</param>
+    /// <param name="output">y [M, D], zeroed, to which the group adds its experts' weighted outputs.</param>
+    public static void Run(ThreadTeam team, KernelPath path, float* x, int m, int d, long* ids, int k, float* routing,
+        ExpertWeights experts, float* output, KernelScratch scratch)
+    {
+        int count = experts.Hi - experts.Lo;
+        var tokens = new List<int>[count];
+        var weights = new List<float>[count];
+        for (int i = 0; i < m * k; i++)
+        {
+            long e = ids[i];
+            if (e < experts.Lo || e >= experts.Hi) continue;
+            int local = (int)(e - experts.Lo);
+            (tokens[local] ??= []).Add(i / k);
+            (weights[local] ??= []).Add(routing[i]);
+        }
+        var active = Enumerable.Range(0, count).Where(e => tokens[e] is { Count: > 0 }).ToArray();
+        if (active.Length == 0) return;
+
+        var format = experts.Gate[active[0]].Format;
+        int inner = experts.Gate[active[0]].Rows;
+        var all = MatMul.Prepare(path, format, x, m, d, scratch);
+        var routed = new Routed[active.Length];
+        for (int a = 0; a < active.Length; a++)
+        {
+            int e = active[a];
+            int n = tokens[e].Count;
+            routed[a] = new Routed(e, tokens[e].ToArray(), weights[e].ToArray(), Gather(all, tokens[e], format, scratch), scratch.Take<float>((long)n * inner));
+        }
+        team.Run(routed.Length * Chunks(inner), new GateUpJob(path, experts, routed, inner));
+        foreach (var r in routed) r.Down = MatMul.Prepare(path, experts.Down[r.Expert].Format, r.Hidden, r.Tokens.Length, inner, scratch);
+        team.Run(Chunks(d), new DownJob(path, experts, routed, d, output));
+    }
+
+    const int RowsPerChunk = 32;
+
+    static int Chunks(int rows) => (rows + RowsPerChunk - 1) / RowsPerChunk;
+
+    /// <summary>The prepared rows of <paramref name="tokens"/>, contiguous.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static PreparedInput Gather(in PreparedInput all, List<int> tokens, WeightFormat format, KernelScratch scratch)
+    {
+        int n = tokens.Count, k = all.K;
+        if (format == WeightFormat.Q8_0)
+        {
+            int blocks = k / WeightFormats.Q8Block;
+            short* q = scratch.Take<short>((long)n * k);
+            float* s = scratch.Take<float>((long)n * blocks);
+            for (int i = 0; i < n; i++)
+            {
+                Buffer.MemoryCopy(all.QuantizedRow(tokens[i]), q + (long)i * k, k * sizeof(short), k * sizeof(short));
+                Buffer.MemoryCopy(all.ScaleRow(tokens[i]), s + (long)i * blocks, blocks * sizeof(float), blocks * sizeof(float));
+            }
+            return new PreparedInput(null, q, s, n, k);
+        }
+        float* values = scratch.Take<float>((long)n * k);
+        for (int i = 0; i < n; i++) Buffer.MemoryCopy(all.Row(tokens[i]), values + (long)i * k, k * sizeof(float), k * sizeof(float));
+        return new PreparedInput(values, null, null, n, k);
+    }
+
+    /// <summary>One expert's share: its tokens and their routing weights, their prepared input, SiLU(gate) * up, and that made ready for down.</summary>
+    sealed class Routed(int expert, int[] tokens, float[] weights, PreparedInput input, float* hidden)
+    {
+        public int Expert { get; } = expert;
+        public int[] Tokens { get; } = tokens;
+        public float[] Weights { get; } = weights;
+        public PreparedInput Input { get; } = input;
+        public float* Hidden { get; } = hidden;
+        public PreparedInput Down { get; set; }
+    }
+
+    sealed class GateUpJob(KernelPath path, ExpertWeights experts, Routed[] routed, int inner) : TeamJob
+    {
+        readonly int _chunksPerExpert = Chunks(inner);
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int chunk)
+        {
+            var r = routed[chunk / _chunksPerExpert];
+            var gate = experts.Gate[r.Expert].View;
+            var up = experts.Up[r.Expert].View;
+            int first = chunk % _chunksPerExpert * RowsPerChunk, last = Math.Min(first + RowsPerChunk, inner);
+            float* g = stackalloc float[RowKernels.MaxTokens];
+            float* u = stackalloc float[RowKernels.MaxTokens];
+            int n = r.Tokens.Length;
+            for (int t = 0; t < n; t += RowKernels.MaxTokens)
+            {
+                int count = Math.Min(RowKernels.MaxTokens, n - t);
+                for (int row = first; row < last; row++)
+                {
+                    RowKernels.Dots(path, gate.Format, gate.Row(row), gate.Cols, r.Input, t, count, g);
+                    RowKernels.Dots(path, up.Format, up.Row(row), up.Cols, r.Input, t, count, u);
+                    for (int j = 0; j < count; j++) r.Hidden[(long)(t + j) * inner + row] = g[j] / (1f + MathF.Exp(-g[j])) * u[j];
+                }
+            }
+        }
+    }
+
+    sealed class DownJob(KernelPath path, ExpertWeights experts, Routed[] routed, int d, float* output) : TeamJob
+    {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int chunk)
+        {
+            int first = chunk * RowsPerChunk, last = Math.Min(first + RowsPerChunk, d);
+            float* dots = stackalloc float[RowKernels.MaxTokens];
+            foreach (var r in routed)
+            {
+                var down = experts.Down[r.Expert].View;
+                int n = r.Tokens.Length;
+                for (int t = 0; t < n; t += RowKernels.MaxTokens)
+                {
+                    int count = Math.Min(RowKernels.MaxTokens, n - t);
+                    for (int row = first; row < last; row++)
+                    {
+                        RowKernels.Dots(path, down.Format, down.Row(row), down.Cols, r.Down, t, count, dots);
+                        for (int j = 0; j < count; j++) output[(long)r.Tokens[t + j] * d + row] += r.Weights[t + j] * dots[j];
+                    }
+                }
+            }
+        }
+    }
+}

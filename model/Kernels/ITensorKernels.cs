@@ -1,0 +1,33 @@
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>
+/// The matrix work the layers hand to their device: the products over resident weights, the SwiGLU MLP and the MoE
+/// experts. On the CPU they are this project's kernels (<see cref="CpuKernels"/>); on any other device, torch ops
+/// (<see cref="TorchKernels"/>), which on the CPU are also the reference the kernels are tested against. Activations
+/// are float32 [T, D] in and out.
+/// </summary>
+public interface ITensorKernels
+{
+    /// <summary>x [T, K] -> x Wᵢᵀ [T, Nᵢ] for each weight: several products of one input (q, k, v) in one pass.</summary>
+    Tensor[] Linear(Tensor x, params MatrixWeight[] weights);
+
+    /// <summary>Qwen3MLP: down(SiLU(x Gᵀ) * (x Uᵀ)), x [T, D] -> [T, D].</summary>
+    Tensor GatedMlp(Tensor x, MatrixWeight gate, MatrixWeight up, MatrixWeight down);
+
+    /// <summary>
+    /// The weighted sum [T, D] of the outputs of the experts in <paramref name="experts"/> for tokens x [T, D] routed by
+    /// ids and weights [T, K] (ids outside the group are someone else's).
+    /// </summary>
+    Tensor Experts(Tensor x, Tensor expertIds, Tensor routingWeights, ExpertWeights experts);
+}
+
+/// <summary>The one place a device's kernels are chosen.</summary>
+public static class TensorKernels
+{
+    public static ITensorKernels For(Device device) => device.type == TorchSharp.DeviceType.CPU ? CpuKernels.Shared : TorchKernels.Shared;
+}
+
+/// <summary>Experts [Lo, Hi) of one layer: per local expert e, gate and up [I, D] and down [D, I].</summary>
+public sealed record ExpertWeights(int Lo, int Hi, MatrixWeight[] Gate, MatrixWeight[] Up, MatrixWeight[] Down);

@@ -1,0 +1,140 @@
+using System.Runtime.CompilerServices;
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>One product of a step: weights W [N, K] against the prepared x [M, K], into y [M, N] at row stride Ldy.</summary>
+public readonly unsafe struct ProductTarget(WeightView weights, float* output, int outputStride)
+{
+    public WeightView Weights { get; } = weights;
+    public float* Output { get; } = output;
+    public int OutputStride { get; } = outputStride;
+}
+
+/// <summary>
+/// Matrix products over resident weights, decode and prefill alike: y = x Wᵀ, row by row (ggml's shape), chunks of
+/// weight rows shared out over the thread team, every chunk's rows read once for all M tokens. Several products of
+/// one input (q, k and v) run as one job; gate and up run paired, with SiLU(gate) * up written straight out.
+/// </summary>
+public static unsafe class MatMul
+{
+    /// <summary>x [M, K] float32, made ready for weights of <paramref name="format"/> in this thread's scratch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static PreparedInput Prepare(KernelPath path, WeightFormat format, float* x, int m, int k, KernelScratch scratch)
+    {
+        switch (format)
+        {
+            case WeightFormat.Q8_0:
+            {
+                if (k % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs K a multiple of 32, got {k}.");
+                short* q = scratch.Take<short>((long)m * k);
+                float* scales = scratch.Take<float>((long)m * (k / WeightFormats.Q8Block));
+                for (int t = 0; t < m; t++)
+                    Q8.QuantizeActivation(x + (long)t * k, k, q + (long)t * k, scales + (long)t * (k / WeightFormats.Q8Block));
+                return new PreparedInput(null, q, scales, m, k);
+            }
+            case WeightFormat.BF16 when path != KernelPath.Scalar:
+            {
+                float* permuted = scratch.Take<float>((long)m * k);
+                int chunks = k / 32;
+                for (int t = 0; t < m; t++)
+                {
+                    float* src = x + (long)t * k, dst = permuted + (long)t * k;
+                    for (int c = 0; c < chunks; c++)
+                    {
+                        for (int j = 0; j < 16; j++)
+                        {
+                            dst[c * 32 + j] = src[c * 32 + 2 * j];
+                            dst[c * 32 + 16 + j] = src[c * 32 + 2 * j + 1];
+                        }
+                    }
+                    for (int i = chunks * 32; i < k; i++) dst[i] = src[i];
+                }
+                return new PreparedInput(permuted, null, null, m, k);
+            }
+            default:
+                return new PreparedInput(x, null, null, m, k);
+        }
+    }
+
+    /// <summary>Rows per chunk: enough chunks for every thread to take several, not so many that handing them out costs.</summary>
+    static int RowsPerChunk(long rows, int threads) => (int)Math.Clamp(rows / (threads * 8L) / 4 * 4, 4, 256);
+
+    /// <summary>y_i = x W_iᵀ for every target i (all of the same format, against the same prepared x).</summary>
+    public static void Run(ThreadTeam team, KernelPath path, in PreparedInput x, ProductTarget[] targets)
+    {
+        var job = new ProductJob(path, x, targets, RowsPerChunk(targets.Sum(t => (long)t.Weights.Rows), team.Threads));
+        team.Run(job.Chunks, job);
+    }
+
+    /// <summary>h [M, I] = SiLU(x Gᵀ) * (x Uᵀ) for gate and up [I, K]: Qwen3's MLP input half in one pass.</summary>
+    public static void RunGated(ThreadTeam team, KernelPath path, in PreparedInput x, WeightView gate, WeightView up, float* h, int stride)
+    {
+        var job = new GatedJob(path, x, gate, up, h, stride, RowsPerChunk(gate.Rows, team.Threads));
+        team.Run(job.Chunks, job);
+    }
+
+    sealed class ProductJob : TeamJob
+    {
+        readonly KernelPath _path;
+        readonly PreparedInput _x;
+        readonly ProductTarget[] _targets;
+        readonly int[] _firstChunk;
+        readonly int _rowsPerChunk;
+
+        public ProductJob(KernelPath path, in PreparedInput x, ProductTarget[] targets, int rowsPerChunk)
+        {
+            _path = path;
+            _x = x;
+            _targets = targets;
+            _rowsPerChunk = rowsPerChunk;
+            _firstChunk = new int[targets.Length + 1];
+            for (int i = 0; i < targets.Length; i++)
+                _firstChunk[i + 1] = _firstChunk[i] + (targets[i].Weights.Rows + rowsPerChunk - 1) / rowsPerChunk;
+        }
+
+        public int Chunks => _firstChunk[^1];
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int chunk)
+        {
+            int i = 0;
+            while (chunk >= _firstChunk[i + 1]) i++;
+            var target = _targets[i];
+            var w = target.Weights;
+            int first = (chunk - _firstChunk[i]) * _rowsPerChunk;
+            int last = Math.Min(first + _rowsPerChunk, w.Rows);
+            float* dots = stackalloc float[RowKernels.MaxTokens];
+            for (int t = 0; t < _x.M; t += RowKernels.MaxTokens)
+            {
+                int tokens = Math.Min(RowKernels.MaxTokens, _x.M - t);
+                for (int r = first; r < last; r++)
+                {
+                    RowKernels.Dots(_path, w.Format, w.Row(r), w.Cols, _x, t, tokens, dots);
+                    for (int j = 0; j < tokens; j++) target.Output[(long)(t + j) * target.OutputStride + r] = dots[j];
+                }
+            }
+        }
+    }
+
+    sealed class GatedJob(KernelPath path, PreparedInput x, WeightView gate, WeightView up, float* h, int stride, int rowsPerChunk) : TeamJob
+    {
+        public int Chunks => (gate.Rows + rowsPerChunk - 1) / rowsPerChunk;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int chunk)
+        {
+            int first = chunk * rowsPerChunk, last = Math.Min(first + rowsPerChunk, gate.Rows);
+            float* g = stackalloc float[RowKernels.MaxTokens];
+            float* u = stackalloc float[RowKernels.MaxTokens];
+            for (int t = 0; t < x.M; t += RowKernels.MaxTokens)
+            {
+                int tokens = Math.Min(RowKernels.MaxTokens, x.M - t);
+                for (int r = first; r < last; r++)
+                {
+                    RowKernels.Dots(path, gate.Format, gate.Row(r), gate.Cols, x, t, tokens, g);
+                    RowKernels.Dots(path, up.Format, up.Row(r), up.Cols, x, t, tokens, u);
+                    for (int j = 0; j < tokens; j++) h[(long)(t + j) * stride + r] = g[j] / (1f + MathF.Exp(-g[j])) * u[j];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>A weight matrix W [Rows, Cols] in memory, row after row in <see cref="Format"/>.</summary>
+public readonly unsafe struct WeightView(byte* data, int rows, int cols, WeightFormat format)
+{
+    public byte* Data { get; } = data;
+    public int Rows { get; } = rows;
+    public int Cols { get; } = cols;
+    public WeightFormat Format { get; } = format;
+    public long RowBytes => WeightFormats.RowBytes(Format, Cols);
+
+    public byte* Row(int row) => Data + row * RowBytes;
+}
+
+/// <summary>
+/// Activations x [M, K] made ready, once per product, for the weight format and path that read them: float32 rows
+/// (for bfloat16 weights on a vector path, each 32 values stored as their 16 even then 16 odd ones, the order
+/// bfloat16 pairs widen in), or for Q8_0 int16 values with a float32 scale per block of 32.
+/// </summary>
+public readonly unsafe struct PreparedInput(float* values, short* quantized, float* scales, int m, int k)
+{
+    public float* Values { get; } = values;
+    public short* Quantized { get; } = quantized;
+    public float* Scales { get; } = scales;
+    public int M { get; } = m;
+    public int K { get; } = k;
+
+    public float* Row(int m) => Values + (long)m * K;
+    public short* QuantizedRow(int m) => Quantized + (long)m * K;
+    public float* ScaleRow(int m) => Scales + (long)m * (K / WeightFormats.Q8Block);
+}

@@ -1,0 +1,191 @@
+using Qwen3Cluster.Model.Kernels;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Tests.Kernels;
+
+/// <summary>Every kernel path this machine has against the plain reference, on shapes that do not fit the vectors.</summary>
+public sealed class KernelTests
+{
+    public static TheoryData<KernelPath> Paths => [.. KernelPaths.Available];
+
+    static Tensor Random(long[] shape, int seed)
+    {
+        using var generator = new TorchSharp.torch.Generator((ulong)seed);
+        return rand(shape, generator: generator) * 2 - 1;
+    }
+
+    static MatrixWeight Weight(Tensor values, WeightFormat format) => format switch
+    {
+        WeightFormat.BF16 => new MatrixWeight(values.to(ScalarType.BFloat16), values.shape[0], values.shape[1]),
+        WeightFormat.Q8_0 => new MatrixWeight(MatrixWeight.Quantize(values), values.shape[0], values.shape[1]),
+        _ => new MatrixWeight(values.clone(), values.shape[0], values.shape[1]),
+    };
+
+    /// <summary>x Wᵀ in double precision from the weights the format holds (bfloat16 or Q8_0 values widened exactly).</summary>
+    static double[,] Reference(Tensor x, MatrixWeight w)
+    {
+        using var wf = w.Dequantized();
+        var wv = wf.data<float>().ToArray();
+        var xv = x.data<float>().ToArray();
+        int m = (int)x.shape[0], k = (int)x.shape[1], n = w.Rows;
+        var y = new double[m, n];
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                double sum = 0;
+                for (int c = 0; c < k; c++) sum += (double)xv[i * k + c] * wv[j * k + c];
+                y[i, j] = sum;
+            }
+        }
+
+        return y;
+    }
+
+    static void AssertClose(double[,] expected, Tensor actual, double tolerance, string what)
+    {
+        var a = actual.data<float>().ToArray();
+        int n = expected.GetLength(1);
+        double scale = 1e-3;
+        foreach (double v in expected) scale = Math.Max(scale, Math.Abs(v));
+        for (int i = 0; i < expected.GetLength(0); i++)
+        {
+            for (int j = 0; j < n; j++)
+            {
+                Assert.True(Math.Abs(expected[i, j] - a[i * n + j]) <= tolerance * scale,
+                    $"{what}: y[{i},{j}] = {a[i * n + j]}, expected {expected[i, j]} (tolerance {tolerance * scale})");
+            }
+        }
+    }
+
+    [Theory, MemberData(nameof(Paths))]
+    public void Float32AndBf16ProductsMatchTheReference(KernelPath path)
+    {
+        var kernels = new CpuKernels(path);
+        foreach (int k in new[] { 1, 31, 33, 96, 1000 })
+        {
+            foreach (int m in new[] { 1, 3, 4, 5, 9 })
+            {
+                foreach (var format in new[] { WeightFormat.F32, WeightFormat.BF16 })
+                {
+                    using var values = Random([37, k], seed: k * 7 + m);
+                    using var x = Random([m, k], seed: k + m * 13);
+                    var w = Weight(values, format);
+                    using var y = kernels.Linear(x, w)[0];
+                    AssertClose(Reference(x, w), y, 1e-5, $"{format} {path} M={m} K={k}");
+                }
+            }
+        }
+    }
+
+    [Theory, MemberData(nameof(Paths))]
+    public void Q8ProductsEqualTheScalarPathAndStayNearTheFloatProduct(KernelPath path)
+    {
+        var kernels = new CpuKernels(path);
+        var reference = new CpuKernels(KernelPath.Scalar);
+        foreach (int k in new[] { 32, 96, 1024 })
+        {
+            foreach (int m in new[] { 1, 4, 7 })
+            {
+                using var values = Random([29, k], seed: k + m);
+                using var x = Random([m, k], seed: 3 * k + m);
+                var w = Weight(values, WeightFormat.Q8_0);
+                using var y = kernels.Linear(x, w)[0];
+                using var scalar = reference.Linear(x, w)[0];
+                // Integer block products are exact; only the float sums of the blocks are ordered differently.
+                var ya = y.data<float>().ToArray();
+                var sa = scalar.data<float>().ToArray();
+                for (int i = 0; i < ya.Length; i++) Assert.True(Math.Abs(ya[i] - sa[i]) <= 1e-5 * Math.Max(1, Math.Abs(sa[i])), $"{path} K={k} M={m} [{i}]");
+                // Against the product of the dequantised weights and the unquantised activations: the activation's rounding.
+                AssertClose(Reference(x, w), y, 2e-2, $"Q8_0 {path} K={k} M={m}");
+            }
+        }
+    }
+
+    [Fact]
+    public void QuantisedWeightsDecodeWithinHalfAStepOfTheirValues()
+    {
+        using var values = Random([5, 64], seed: 11);
+        var w = Weight(values, WeightFormat.Q8_0);
+        using var back = w.Dequantized();
+        var v = values.data<float>().ToArray();
+        var b = back.data<float>().ToArray();
+        for (int r = 0; r < 5; r++)
+        {
+            for (int block = 0; block < 2; block++)
+            {
+                float amax = Enumerable.Range(0, 32).Max(i => Math.Abs(v[r * 64 + block * 32 + i]));
+                for (int i = 0; i < 32; i++)
+                {
+                    int at = r * 64 + block * 32 + i;
+                    // d is rounded to float16 (relative error 2^-11), so the step is d, give or take that.
+                    Assert.InRange(b[at] - v[at], -amax / 127 * 0.51 - 1e-3 * amax, amax / 127 * 0.51 + 1e-3 * amax);
+                }
+            }
+        }
+    }
+
+    [Theory, MemberData(nameof(Paths))]
+    public void GatedMlpAndExpertsMatchTorch(KernelPath path)
+    {
+        var kernels = new CpuKernels(path);
+        var torchKernels = TorchKernels.Shared;
+        foreach (var format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Q8_0 })
+        {
+            const int d = 64, inner = 96, experts = 6, lo = 1, hi = 5, tokens = 9, topK = 2;
+            MatrixWeight[] Matrices(int rows, int cols, int seed) =>
+                Enumerable.Range(0, hi - lo).Select(e => Weight(Random([rows, cols], seed + e) * 0.3f, format)).ToArray();
+            var group = new ExpertWeights(lo, hi, Matrices(inner, d, 100), Matrices(inner, d, 200), Matrices(d, inner, 300));
+            using var x = Random([tokens, d], seed: 5);
+            using var ids = randint(0, experts, [tokens, topK], dtype: ScalarType.Int64, generator: new TorchSharp.torch.Generator(9));
+            using var routing = Random([tokens, topK], seed: 6).abs();
+            // Q8 rounds the activations, the torch path does not: its tolerance is the rounding's.
+            double tolerance = format == WeightFormat.Q8_0 ? 3e-2 : 1e-4;
+            using var mlp = kernels.GatedMlp(x, group.Gate[0], group.Up[0], group.Down[0]);
+            using var mlpReference = torchKernels.GatedMlp(x, group.Gate[0], group.Up[0], group.Down[0]);
+            AssertAllClose(mlpReference, mlp, tolerance, $"MLP {format} {path}");
+            using var moe = kernels.Experts(x, ids, routing, group);
+            using var moeReference = torchKernels.Experts(x, ids, routing, group);
+            AssertAllClose(moeReference, moe, tolerance, $"experts {format} {path}");
+        }
+    }
+
+    static void AssertAllClose(Tensor expected, Tensor actual, double tolerance, string what)
+    {
+        var e = expected.data<float>().ToArray();
+        var a = actual.data<float>().ToArray();
+        Assert.Equal(e.Length, a.Length);
+        double scale = Math.Max(1e-3, e.Max(Math.Abs));
+        for (int i = 0; i < e.Length; i++) Assert.True(Math.Abs(e[i] - a[i]) <= tolerance * scale, $"{what}[{i}]: {a[i]} vs {e[i]}");
+    }
+}
+
+public sealed class ThreadTeamTests
+{
+    sealed class Counting(int chunks) : TeamJob
+    {
+        public readonly int[] Runs = new int[chunks];
+
+        public override void Execute(int chunk) => Interlocked.Increment(ref Runs[chunk]);
+    }
+
+    [Fact]
+    public async Task EveryChunkRunsExactlyOnceWhoeverCalls()
+    {
+        using var team = new ThreadTeam(3);
+        var jobs = new List<Counting>();
+        var callers = Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+        {
+            for (int r = 0; r < 200; r++)
+            {
+                var job = new Counting(1 + r % 37);
+                team.Run(job.Runs.Length, job);
+                lock (jobs) jobs.Add(job);
+            }
+        })).ToArray();
+        // A lost wake-up would hang the team: two minutes is far beyond the milliseconds this takes.
+        await Task.WhenAll(callers).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.Equal(800, jobs.Count);
+        Assert.All(jobs, job => Assert.All(job.Runs, runs => Assert.Equal(1, runs)));
+    }
+}

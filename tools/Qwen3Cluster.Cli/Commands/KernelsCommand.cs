@@ -1,0 +1,146 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.Intrinsics;
+using System.Text.Json;
+using Qwen3Cluster.Model.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Cli.Commands;
+
+/// <summary>
+/// <c>qwen3 kernels</c>: the machine's read bandwidth (a STREAM-like sum over 1 GiB on the thread team) and what the
+/// matrix kernels reach on it: decode products (one token) per weight format as a fraction of that bandwidth, and
+/// prefill products (128 tokens) in GFLOP/s beside libtorch's float32 GEMM.
+/// </summary>
+public static class KernelsCommand
+{
+    public static Command Create()
+    {
+        var threads = new Option<int?>("--threads") { Description = "Kernel threads (default: one per core)" };
+        var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
+        var command = new Command("kernels", "Measure read bandwidth and the CPU matrix kernels") { threads, json };
+        command.SetAction(parse =>
+        {
+            int n = parse.GetValue(threads) ?? Environment.ProcessorCount;
+            ComputeThreads.Configure(n);
+            var report = Run(n);
+            if (parse.GetValue(json))
+                Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+            else Print(report);
+            return 0;
+        });
+        return command;
+    }
+
+    public sealed record FormatResult(string Format, double DecodeGBps, double DecodeFractionOfBandwidth, double PrefillGflops);
+
+    public sealed record Report(int Threads, string Path, double ReadGBps, double TorchPrefillGflops, IReadOnlyList<FormatResult> Formats);
+
+    static Report Run(int threads)
+    {
+        double bandwidth = ReadBandwidth();
+        Terminal.Info($"read bandwidth: {bandwidth:F1} GB/s with {threads} thread(s)");
+        var results = new List<FormatResult>();
+        foreach (var format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Q8_0 })
+        {
+            // Decode: 32768 x 1024 weights, far more than any cache, one token.
+            var (decodeSeconds, bytes) = Product(format, rows: 32768, cols: 1024, tokens: 1, repeats: 5);
+            // Prefill: 2048 x 1024 weights (in cache), 128 tokens.
+            var (prefillSeconds, _) = Product(format, rows: 2048, cols: 1024, tokens: 128, repeats: 5);
+            double gbps = bytes / decodeSeconds / 1e9;
+            double gflops = 2.0 * 128 * 2048 * 1024 / prefillSeconds / 1e9;
+            results.Add(new FormatResult(format.ToString(), Math.Round(gbps, 1), Math.Round(gbps / bandwidth, 3), Math.Round(gflops, 1)));
+            Terminal.Info($"{format}: decode {gbps:F1} GB/s ({gbps / bandwidth:P0} of the bandwidth), prefill {gflops:F1} GFLOP/s");
+        }
+        double torchGflops = TorchPrefill(rows: 2048, cols: 1024, tokens: 128, repeats: 5);
+        Terminal.Info($"libtorch float32 GEMM: prefill {torchGflops:F1} GFLOP/s");
+        return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), Math.Round(torchGflops, 1), results);
+    }
+
+    static unsafe double ReadBandwidth()
+    {
+        const long floats = 1L << 28; // 1 GiB
+        float* data = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * 4), 64);
+        try
+        {
+            for (long i = 0; i < floats; i++) data[i] = 1f;
+            var job = new SumJob(data, floats, chunks: 256);
+            double best = double.MaxValue;
+            for (int r = 0; r < 5; r++)
+            {
+                var clock = Stopwatch.StartNew();
+                ThreadTeam.Shared.Run(256, job);
+                best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            }
+            return floats * 4 / best / 1e9;
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.AlignedFree(data);
+        }
+    }
+
+    sealed unsafe class SumJob(float* data, long count, int chunks) : TeamJob
+    {
+        public float Sink;
+
+        public override void Execute(int chunk)
+        {
+            long per = count / chunks;
+            float* p = data + chunk * per;
+            Vector512<float> a = default, b = default, c = default, d = default;
+            for (long i = 0; i < per; i += 64)
+            {
+                a += Vector512.Load(p + i);
+                b += Vector512.Load(p + i + 16);
+                c += Vector512.Load(p + i + 32);
+                d += Vector512.Load(p + i + 48);
+            }
+            Sink += Vector512.Sum(a + b + c + d);
+        }
+    }
+
+    static unsafe (double Seconds, long Bytes) Product(WeightFormat format, int rows, int cols, int tokens, int repeats)
+    {
+        using var values = randn([rows, cols]) * 0.05f;
+        using var stored = format switch
+        {
+            WeightFormat.BF16 => values.to(ScalarType.BFloat16),
+            WeightFormat.Q8_0 => MatrixWeight.Quantize(values),
+            _ => values.alias(),
+        };
+        var weight = new MatrixWeight(stored, rows, cols);
+        using var x = randn([tokens, cols]);
+        var kernels = CpuKernels.Shared;
+        double best = double.MaxValue;
+        for (int r = 0; r < repeats + 1; r++)
+        {
+            var clock = Stopwatch.StartNew();
+            using var y = kernels.Linear(x, weight)[0];
+            if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return (best, weight.Bytes);
+    }
+
+    static double TorchPrefill(int rows, int cols, int tokens, int repeats)
+    {
+        using var w = randn([rows, cols]);
+        using var x = randn([tokens, cols]);
+        double best = double.MaxValue;
+        for (int r = 0; r < repeats + 1; r++)
+        {
+            var clock = Stopwatch.StartNew();
+            using var y = nn.functional.linear(x, w);
+            if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return 2.0 * tokens * rows * cols / best / 1e9;
+    }
+
+    static void Print(Report r)
+    {
+        Console.WriteLine($"threads {r.Threads}, path {r.Path}, read bandwidth {r.ReadGBps} GB/s; libtorch f32 GEMM {r.TorchPrefillGflops} GFLOP/s");
+        foreach (var f in r.Formats)
+            Console.WriteLine($"  {f.Format,-5} decode {f.DecodeGBps,6} GB/s ({f.DecodeFractionOfBandwidth:P0})   prefill {f.PrefillGflops,6} GFLOP/s");
+    }
+}
