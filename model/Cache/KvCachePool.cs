@@ -33,6 +33,12 @@ public sealed class KvCachePool : IDisposable
         }
     }
 
+    /// <summary>A layer's keys [NumBlocks × BlockSize, Hkv, Dh] (float32): what kernels read and write in place.</summary>
+    public Tensor Keys(int layer) => _keys[layer - FirstLayer];
+
+    /// <summary>A layer's values, laid out as <see cref="Keys"/>.</summary>
+    public Tensor Values(int layer) => _values[layer - FirstLayer];
+
     /// <summary>Stores keys and values [T, Hkv, Dh] of new tokens at their slots [T].</summary>
     public void Write(int layer, Tensor slots, Tensor keys, Tensor values)
     {

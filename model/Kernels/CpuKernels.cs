@@ -1,3 +1,5 @@
+using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -18,6 +20,14 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
     static float* Pointer(Tensor t)
     {
         fixed (byte* p = t.bytes) return (float*)p;
+    }
+
+    /// <summary>The storage of a large tensor (the pool), located through its first element: a span of all of it may not fit.</summary>
+    static float* BasePointer(Tensor t)
+    {
+        using var flat = t.view(-1);
+        using var first = flat.narrow(0, 0, 1);
+        fixed (byte* p = first.bytes) return (float*)p;
     }
 
     public Tensor[] Linear(Tensor x, params MatrixWeight[] weights)
@@ -67,6 +77,24 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
             ExpertKernel.Run(ThreadTeam.Shared, path, Pointer(input), m, d, (long*)idBytes, (int)ids.shape[1], Pointer(weights), experts,
                 Pointer(output), KernelScratch.ForProduct());
         }
+        return output;
+    }
+
+    public Tensor Attention(Tensor q, Tensor k, Tensor v, AttentionLayer layer, Tensor cos, Tensor sin, AttentionMetadata meta, KvCachePool pool)
+    {
+        // q and k are normalised and rotated in place: they are this step's own projections, used for nothing else.
+        using var query = Float32(q);
+        using var key = Float32(k);
+        using var value = Float32(v);
+        using var cosines = Float32(cos);
+        using var sines = Float32(sin);
+        using var qNorm = Float32(layer.QNormWeight);
+        using var kNorm = Float32(layer.KNormWeight);
+        var output = empty([query.shape[0], (long)layer.Heads * layer.HeadDim], ScalarType.Float32);
+        if (query.shape[0] == 0) return output;
+        var step = new AttentionKernel.Step(meta.Context, layer.SlidingWindow);
+        AttentionKernel.Run(ThreadTeam.Shared, path, layer, Pointer(query), Pointer(key), Pointer(value), Pointer(qNorm), Pointer(kNorm),
+            Pointer(cosines), Pointer(sines), BasePointer(pool.Keys(layer.Layer)), BasePointer(pool.Values(layer.Layer)), step, meta.Slots, Pointer(output));
         return output;
     }
 }

@@ -1,3 +1,5 @@
+using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Layers;
 using static TorchSharp.torch;
 
 namespace Qwen3Cluster.Model.Kernels;
@@ -21,6 +23,13 @@ public interface ITensorKernels
     /// ids and weights [T, K] (ids outside the group are someone else's).
     /// </summary>
     Tensor Experts(Tensor x, Tensor expertIds, Tensor routingWeights, ExpertWeights experts);
+
+    /// <summary>
+    /// Self-attention of a step, from the q [T, H*Dh], k and v [T, Hkv*Dh] projections to the heads' outputs [T, H*Dh]:
+    /// per-head RMSNorm of q and k, RoPE with the step's tables cos, sin [T, Dh], the new keys and values written to
+    /// the pool at the step's slots, then every token attends its sequence's cached keys (causal, within the window).
+    /// </summary>
+    Tensor Attention(Tensor q, Tensor k, Tensor v, AttentionLayer layer, Tensor cos, Tensor sin, AttentionMetadata meta, KvCachePool pool);
 }
 
 /// <summary>The one place a device's kernels are chosen.</summary>

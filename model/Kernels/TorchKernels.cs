@@ -1,3 +1,5 @@
+using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -53,5 +55,46 @@ public sealed class TorchKernels : ITensorKernels
             output.index_add_(0, tokens, ye, 1);
         }
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Padded batched attention: gather each sequence's keys into [B, L], mask on the host, softmax in float32.</summary>
+    public Tensor Attention(Tensor q, Tensor k, Tensor v, AttentionLayer layer, Tensor cos, Tensor sin, AttentionMetadata meta, KvCachePool pool)
+    {
+        using var scope = NewDisposeScope();
+        long t = q.shape[0];
+        int heads = layer.Heads, kvHeads = layer.KvHeads, dh = layer.HeadDim, rep = heads / kvHeads;
+        long b = meta.BatchSize, qn = meta.MaxQuery, l = meta.MaxContext;
+        var query = Norm(q.view(t, heads, dh), layer.QNormWeight, layer.Eps);        // [T, H, Dh]
+        var key = Norm(k.view(t, kvHeads, dh), layer.KNormWeight, layer.Eps);       // [T, Hkv, Dh]
+        var value = v.view(t, kvHeads, dh);                                         // [T, Hkv, Dh]
+        query = RotaryEmbedding.Apply(query, cos, sin);
+        key = RotaryEmbedding.Apply(key, cos, sin);
+        pool.Write(layer.Layer, meta.SlotMapping, key, value);
+
+        var (keys, values) = pool.Read(layer.Layer, meta.GatherIndex);              // [B, L, Hkv, Dh]
+        keys = keys.permute(0, 2, 1, 3);                                             // [B, Hkv, L, Dh]
+        values = values.permute(0, 2, 1, 3);                                         // [B, Hkv, L, Dh]
+        var padded = query.index_select(0, meta.QueryIndex.view(-1))                 // [B*Q, H, Dh]
+            .view(b, qn, kvHeads, rep, dh)
+            .permute(0, 2, 3, 1, 4)                                                  // [B, Hkv, rep, Q, Dh]
+            .reshape(b, kvHeads, rep * qn, dh);
+        var scores = padded.matmul(keys.transpose(-1, -2)) * layer.Scaling;         // [B, Hkv, rep*Q, L]
+        scores = scores.view(b, kvHeads, rep, qn, l)
+            .masked_fill(meta.Mask(layer.SlidingWindow).logical_not(), double.NegativeInfinity);
+        var probs = nn.functional.softmax(scores, -1, ScalarType.Float32).to(query.dtype);
+        return probs.view(b, kvHeads, rep * qn, l).matmul(values)                   // [B, Hkv, rep*Q, Dh]
+            .view(b, kvHeads, rep, qn, dh)
+            .permute(0, 3, 1, 2, 4)                                                  // [B, Q, Hkv, rep, Dh]
+            .reshape(b * qn, heads * dh)
+            .index_select(0, meta.UnpadIndex)                                        // [T, H*Dh]
+            .MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Qwen3RMSNorm over the last dimension, in float32.</summary>
+    static Tensor Norm(Tensor x, Tensor weight, double eps)
+    {
+        var h = x.to(ScalarType.Float32);
+        var variance = h.pow(2).mean([-1], keepdim: true);
+        return weight * (h * rsqrt(variance + eps)).to(x.dtype);
     }
 }

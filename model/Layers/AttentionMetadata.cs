@@ -14,6 +14,10 @@ public sealed class AttentionMetadata : IDisposable
     readonly Device _device;
     readonly Dictionary<int, Tensor> _masks = [];
 
+    /// <summary>The step's slices, as the scheduler made them.</summary>
+    public ForwardContext Context => _context;
+    /// <summary>The KV slot of each new token [T], on the host.</summary>
+    public long[] Slots { get; }
     public Tensor Positions { get; }     // [T]
     public Tensor SlotMapping { get; }   // [T]
     public Tensor QueryIndex { get; }    // [B, Q]: packed row of each padded query
@@ -54,6 +58,7 @@ public sealed class AttentionMetadata : IDisposable
             for (int l = 0; l < s.ContextLength; l++)
                 gather[b * MaxContext + l] = Slot(s.BlockTable, l, bs);
         }
+        Slots = slots;
         Positions = tensor(positions, device: device);
         SlotMapping = tensor(slots, device: device);
         QueryIndex = tensor(queryIndex, [BatchSize, MaxQuery], device: device);

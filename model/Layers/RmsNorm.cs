@@ -18,6 +18,9 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    public Tensor Weight => _weight;
+    public double Eps => _eps;
+
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();

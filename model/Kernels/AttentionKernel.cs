@@ -1,0 +1,200 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using Qwen3Cluster.Model.Engine;
+
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>
+/// Attention straight over the paged KV pool, decode and prefill alike: no gather of a sequence's keys into a dense
+/// tensor, no mask built on the host, no [queries, context] score matrix. One job per (token, KV head) on the team;
+/// it reads the sequence's keys block by block through its block table, in tiles of 32 with an online softmax
+/// (FlashAttention's running max and sum), for the query heads that share that KV head.
+/// </summary>
+public static unsafe class AttentionKernel
+{
+    const int Tile = 32;
+
+    /// <summary>The step's geometry on the host: each packed token's slice, position and first visible key.</summary>
+    public sealed class Step
+    {
+        public Step(ForwardContext context, int? slidingWindow)
+        {
+            Context = context;
+            int tokens = context.TokenCount;
+            Slice = new int[tokens];
+            Position = new int[tokens];
+            First = new int[tokens];
+            int row = 0;
+            for (int s = 0; s < context.Slices.Count; s++)
+            {
+                var slice = context.Slices[s];
+                for (int i = 0; i < slice.QueryLength; i++, row++)
+                {
+                    Slice[row] = s;
+                    Position[row] = slice.StartPosition + i;
+                    First[row] = slidingWindow is int w ? Math.Max(0, Position[row] - w + 1) : 0;
+                }
+            }
+        }
+
+        public ForwardContext Context { get; }
+        public int[] Slice { get; }
+        public int[] Position { get; }
+        public int[] First { get; }
+    }
+
+    /// <summary>
+    /// q [T, H, Dh] and k [T, Hkv, Dh] get their per-head RMSNorm and RoPE in place; k and v [T, Hkv, Dh] are stored at
+    /// <paramref name="slots"/> of the pool's layer [slots, Hkv, Dh]; output [T, H, Dh] is each token's attention.
+    /// </summary>
+    public static void Run(ThreadTeam team, KernelPath path, AttentionLayer layer, float* q, float* k, float* v, float* qNorm, float* kNorm,
+        float* cos, float* sin, float* poolKeys, float* poolValues, Step step, long[] slots, float* output)
+    {
+        int t = step.Slice.Length, heads = layer.Heads, kv = layer.KvHeads, dh = layer.HeadDim;
+        float eps = (float)layer.Eps;
+        for (int i = 0; i < t; i++)
+        {
+            for (int h = 0; h < heads; h++) NormRope(q + ((long)i * heads + h) * dh, qNorm, cos + (long)i * dh, sin + (long)i * dh, dh, eps);
+            for (int h = 0; h < kv; h++) NormRope(k + ((long)i * kv + h) * dh, kNorm, cos + (long)i * dh, sin + (long)i * dh, dh, eps);
+            long row = (long)kv * dh;
+            Buffer.MemoryCopy(k + i * row, poolKeys + slots[i] * row, row * 4, row * 4);
+            Buffer.MemoryCopy(v + i * row, poolValues + slots[i] * row, row * 4, row * 4);
+        }
+        team.Run(t * kv, new HeadsJob(path, layer, q, poolKeys, poolValues, step, output));
+    }
+
+    /// <summary>Qwen3RMSNorm over one head (float32), then RoPE in transformers' rotate_half convention.</summary>
+    static void NormRope(float* x, float* weight, float* cos, float* sin, int dh, float eps)
+    {
+        float squares = 0;
+        for (int i = 0; i < dh; i++) squares += x[i] * x[i];
+        float inv = 1f / MathF.Sqrt(squares / dh + eps);
+        float* normed = stackalloc float[dh];
+        for (int i = 0; i < dh; i++) normed[i] = weight[i] * (x[i] * inv);
+        int half = dh / 2;
+        for (int i = 0; i < half; i++)
+        {
+            x[i] = normed[i] * cos[i] - normed[i + half] * sin[i];
+            x[i + half] = normed[i + half] * cos[i + half] + normed[i] * sin[i + half];
+        }
+    }
+
+    sealed class HeadsJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output) : TeamJob
+    {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int chunk)
+        {
+            int kv = layer.KvHeads, heads = layer.Heads, dh = layer.HeadDim, rep = heads / kv;
+            int token = chunk / kv, group = chunk % kv;
+            var slice = step.Context.Slices[step.Slice[token]];
+            int blockSize = step.Context.BlockSize;
+            int position = step.Position[token], first = step.First[token];
+            float scale = (float)layer.Scaling;
+            long keyStride = (long)kv * dh;
+
+            float* max = stackalloc float[rep];
+            float* sum = stackalloc float[rep];
+            float* acc = stackalloc float[rep * dh];
+            float* scores = stackalloc float[rep * Tile];
+            float** keys = stackalloc float*[Tile];
+            for (int r = 0; r < rep; r++)
+            {
+                max[r] = float.NegativeInfinity;
+                sum[r] = 0;
+            }
+            new Span<float>(acc, rep * dh).Clear();
+            float* query = q + ((long)token * heads + group * rep) * dh;
+
+            for (int tileStart = first; tileStart <= position; tileStart += Tile)
+            {
+                int n = Math.Min(Tile, position - tileStart + 1);
+                for (int j = 0; j < n; j++)
+                {
+                    int p = tileStart + j;
+                    long slot = (long)slice.BlockTable[p / blockSize] * blockSize + p % blockSize;
+                    keys[j] = poolKeys + slot * keyStride + group * dh;
+                    for (int r = 0; r < rep; r++) scores[r * Tile + j] = Dot(path, query + r * dh, keys[j], dh) * scale;
+                }
+                for (int r = 0; r < rep; r++)
+                {
+                    float* s = scores + r * Tile;
+                    float tileMax = s[0];
+                    for (int j = 1; j < n; j++) tileMax = MathF.Max(tileMax, s[j]);
+                    float next = MathF.Max(max[r], tileMax);
+                    float correction = MathF.Exp(max[r] - next);
+                    sum[r] *= correction;
+                    Scale(path, acc + r * dh, correction, dh);
+                    for (int j = 0; j < n; j++)
+                    {
+                        float weight = MathF.Exp(s[j] - next);
+                        sum[r] += weight;
+                        // The value sits where the key does, in the values tensor.
+                        AddScaled(path, acc + r * dh, poolValues + (keys[j] - poolKeys), weight, dh);
+                    }
+                    max[r] = next;
+                }
+            }
+            for (int r = 0; r < rep; r++)
+            {
+                float* target = output + ((long)token * heads + group * rep + r) * dh;
+                float inv = 1f / sum[r];
+                for (int i = 0; i < dh; i++) target[i] = acc[r * dh + i] * inv;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static float Dot(KernelPath path, float* a, float* b, int n)
+    {
+        int i = 0;
+        float sum = 0;
+        if (path == KernelPath.Avx512)
+        {
+            var acc = Vector512<float>.Zero;
+            for (; i + 16 <= n; i += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), acc);
+            sum = Vector512.Sum(acc);
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i + 8 <= n; i += 8) acc = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc);
+            sum = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Scale(KernelPath path, float* x, float factor, int n)
+    {
+        int i = 0;
+        if (path == KernelPath.Avx512)
+        {
+            var f = Vector512.Create(factor);
+            for (; i + 16 <= n; i += 16) (Vector512.Load(x + i) * f).Store(x + i);
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var f = Vector256.Create(factor);
+            for (; i + 8 <= n; i += 8) (Vector256.Load(x + i) * f).Store(x + i);
+        }
+        for (; i < n; i++) x[i] *= factor;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void AddScaled(KernelPath path, float* acc, float* x, float weight, int n)
+    {
+        int i = 0;
+        if (path == KernelPath.Avx512)
+        {
+            var w = Vector512.Create(weight);
+            for (; i + 16 <= n; i += 16) Vector512.FusedMultiplyAdd(Vector512.Load(x + i), w, Vector512.Load(acc + i)).Store(acc + i);
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var w = Vector256.Create(weight);
+            for (; i + 8 <= n; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), w, Vector256.Load(acc + i)).Store(acc + i);
+        }
+        for (; i < n; i++) acc[i] += weight * x[i];
+    }
+}

@@ -1,0 +1,67 @@
+using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Kernels;
+using Qwen3Cluster.Model.Layers;
+using static TorchSharp.torch;
+
+namespace Qwen3Cluster.Tests.Kernels;
+
+/// <summary>The paged attention kernel against the padded torch attention, on a step of prefill and decode slices.</summary>
+public sealed class AttentionKernelTests
+{
+    public static TheoryData<KernelPath, int> Cases()
+    {
+        var data = new TheoryData<KernelPath, int>();
+        foreach (var path in KernelPaths.Available)
+        {
+            data.Add(path, 0);
+            data.Add(path, 6);
+        }
+        return data;
+    }
+
+    [Theory, MemberData(nameof(Cases))]
+    public void PagedAttentionEqualsThePaddedTorchAttention(KernelPath path, int window)
+    {
+        const int heads = 4, kvHeads = 2, dh = 24, blocks = 16, blockSize = 4;
+        using var generator = new Generator(17);
+        // A prefill chunk from 0, a decode token at 20 over cached keys, and a later chunk of a prompt.
+        var context = new ForwardContext(
+        [
+            new SequenceSlice(0, 7, [3, 9]),
+            new SequenceSlice(20, 1, [0, 5, 6, 1, 12, 2]),
+            new SequenceSlice(5, 3, [7, 15]),
+        ], blockSize, [6, 7, 10]);
+        int t = context.TokenCount;
+        using var q = randn([t, heads * dh], generator: generator);
+        using var k = randn([t, kvHeads * dh], generator: generator);
+        using var v = randn([t, kvHeads * dh], generator: generator);
+        using var qNorm = rand([dh], generator: generator) + 0.5f;
+        using var kNorm = rand([dh], generator: generator) + 0.5f;
+        var config = Qwen3Cluster.Model.Config.ModelPresets.Dense(1, 32, heads, kvHeads, dh, 64, false, vocab: 16);
+        using var rope = new RotaryEmbedding(config, CPU);
+        using var meta = new AttentionMetadata(context, CPU);
+        var (cos, sin) = rope.Tables(meta.Positions);
+        var layer = new AttentionLayer(0, heads, kvHeads, dh, 1 / Math.Sqrt(dh), window == 0 ? null : window, qNorm, kNorm, 1e-6);
+
+        using var fastPool = new KvCachePool(0, 1, blocks, blockSize, kvHeads, dh, CPU);
+        using var referencePool = new KvCachePool(0, 1, blocks, blockSize, kvHeads, dh, CPU);
+        // Earlier tokens' keys and values, already cached.
+        using var cachedKeys = randn(fastPool.Keys(0).shape, generator: generator);
+        using var cachedValues = randn(fastPool.Values(0).shape, generator: generator);
+        foreach (var pool in new[] { fastPool, referencePool })
+        {
+            pool.Keys(0).copy_(cachedKeys);
+            pool.Values(0).copy_(cachedValues);
+        }
+        using var expected = TorchKernels.Shared.Attention(q.clone(), k.clone(), v.clone(), layer, cos, sin, meta, referencePool);
+        using var actual = new CpuKernels(path).Attention(q.clone(), k.clone(), v.clone(), layer, cos, sin, meta, fastPool);
+
+        double worst = (expected - actual).abs().max().item<float>();
+        Assert.True(worst < 1e-4, $"max |difference| {worst}");
+        Assert.True((referencePool.Keys(0) - fastPool.Keys(0)).abs().max().item<float>() < 1e-5, "the new keys differ in the pool");
+        Assert.Equal(referencePool.Values(0).data<float>().ToArray(), fastPool.Values(0).data<float>().ToArray());
+        cos.Dispose();
+        sin.Dispose();
+    }
+}
