@@ -97,4 +97,28 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
             Pointer(cosines), Pointer(sines), BasePointer(pool.Keys(layer.Layer)), BasePointer(pool.Values(layer.Layer)), step, meta.Slots, Pointer(output));
         return output;
     }
+
+    public Tensor RmsNorm(Tensor x, Tensor weight, double eps)
+    {
+        using var input = Float32(x);
+        using var w = Float32(weight);
+        var output = empty(input.shape, ScalarType.Float32);
+        long d = input.shape[^1], rows = input.numel() / Math.Max(1, d);
+        if (rows > 0) RowOps.RmsNorm(path, Pointer(input), Pointer(w), (int)rows, (int)d, (float)eps, Pointer(output));
+        return output;
+    }
+
+    public Routing Route(Tensor x, MatrixWeight gate, int topK, bool normalize)
+    {
+        using var logits = Linear(x, gate)[0];                                      // [T, E]
+        int t = (int)logits.shape[0], e = (int)logits.shape[1];
+        var ids = empty([t, topK], ScalarType.Int64);
+        var weights = empty([t, topK], ScalarType.Float32);
+        if (t > 0)
+        {
+            fixed (byte* idBytes = ids.bytes)
+                RowOps.TopK((float*)Pointer(logits), t, e, topK, normalize, (long*)idBytes, Pointer(weights));
+        }
+        return new Routing(ids, weights);
+    }
 }

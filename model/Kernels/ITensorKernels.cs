@@ -30,6 +30,12 @@ public interface ITensorKernels
     /// the pool at the step's slots, then every token attends its sequence's cached keys (causal, within the window).
     /// </summary>
     Tensor Attention(Tensor q, Tensor k, Tensor v, AttentionLayer layer, Tensor cos, Tensor sin, AttentionMetadata meta, KvCachePool pool);
+
+    /// <summary>Qwen3RMSNorm of each row of x [T, D] in float32, scaled by weight [D].</summary>
+    Tensor RmsNorm(Tensor x, Tensor weight, double eps);
+
+    /// <summary>Qwen3-MoE's router: logits x Gᵀ [T, E], softmax in float32, the top k, renormalised when asked.</summary>
+    Routing Route(Tensor x, MatrixWeight gate, int topK, bool normalize);
 }
 
 /// <summary>The one place a device's kernels are chosen.</summary>

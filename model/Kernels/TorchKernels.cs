@@ -97,4 +97,20 @@ public sealed class TorchKernels : ITensorKernels
         var variance = h.pow(2).mean([-1], keepdim: true);
         return weight * (h * rsqrt(variance + eps)).to(x.dtype);
     }
+
+    public Tensor RmsNorm(Tensor x, Tensor weight, double eps)
+    {
+        using var scope = NewDisposeScope();
+        return Norm(x, weight, eps).MoveToOuterDisposeScope();
+    }
+
+    public Routing Route(Tensor x, MatrixWeight gate, int topK, bool normalize)
+    {
+        using var scope = NewDisposeScope();
+        var logits = Product(x, gate);                                               // [T, E]
+        var probs = nn.functional.softmax(logits, 1, ScalarType.Float32);           // [T, E]
+        var (top, ids) = probs.topk(topK, dim: -1);                                 // [T, K]
+        if (normalize) top = top / top.sum(-1, keepdim: true);
+        return new Routing(ids.MoveToOuterDisposeScope(), top.to(x.dtype).MoveToOuterDisposeScope());
+    }
 }

@@ -10,23 +10,18 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     [ComponentName(Name = "weight")] readonly Parameter _weight;
     readonly double _eps;
+    readonly Kernels.ITensorKernels _kernels;
 
     public RmsNorm(IWeightSource weights, string prefix, long size, double eps) : base(prefix)
     {
         _weight = new Parameter(weights.Load($"{prefix}.weight", size), requires_grad: false);
         _eps = eps;
+        _kernels = Kernels.TensorKernels.For(_weight.device);
         RegisterComponents();
     }
 
     public Tensor Weight => _weight;
     public double Eps => _eps;
 
-    public override Tensor forward(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        var h = x.to(ScalarType.Float32);
-        var variance = h.pow(2).mean([-1], keepdim: true);
-        h = h * rsqrt(variance + _eps);
-        return (_weight * h.to(x.dtype)).MoveToOuterDisposeScope();
-    }
+    public override Tensor forward(Tensor x) => _kernels.RmsNorm(x, _weight, _eps);
 }

@@ -24,22 +24,18 @@ public sealed class Router : nn.Module
     [ComponentName(Name = "weight")] readonly Parameter _weight;
     readonly int _topK;
     readonly bool _normTopkProb;
+    readonly Kernels.MatrixWeight _gate;
+    readonly Kernels.ITensorKernels _kernels;
 
     public Router(IWeightSource weights, string prefix, long hidden, int experts, int topK, bool normTopkProb) : base(prefix)
     {
         _weight = new Parameter(weights.Load($"{prefix}.weight", experts, hidden), requires_grad: false);
         _topK = topK;
         _normTopkProb = normTopkProb;
+        _gate = new Kernels.MatrixWeight(_weight, experts, hidden);
+        _kernels = Kernels.TensorKernels.For(_weight.device);
         RegisterComponents();
     }
 
-    public Routing Route(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        var logits = nn.functional.linear(x, _weight);                              // [T, E]
-        var probs = nn.functional.softmax(logits, 1, ScalarType.Float32);           // [T, E]
-        var (top, ids) = probs.topk(_topK, dim: -1);                                // [T, K]
-        if (_normTopkProb) top = top / top.sum(-1, keepdim: true);
-        return new Routing(ids.MoveToOuterDisposeScope(), top.to(x.dtype).MoveToOuterDisposeScope());
-    }
+    public Routing Route(Tensor x) => _kernels.Route(x, _gate, _topK, _normTopkProb);
 }

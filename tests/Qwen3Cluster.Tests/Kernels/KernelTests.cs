@@ -150,6 +150,29 @@ public sealed class KernelTests
         }
     }
 
+    [Theory, MemberData(nameof(Paths))]
+    public void NormsAndRoutingMatchTorch(KernelPath path)
+    {
+        var kernels = new CpuKernels(path);
+        foreach (int d in new[] { 1, 24, 40, 1024 })
+        {
+            using var x = Random([5, d], seed: d);
+            using var weight = Random([d], seed: d + 1);
+            using var norm = kernels.RmsNorm(x, weight, 1e-6);
+            using var reference = TorchKernels.Shared.RmsNorm(x, weight, 1e-6);
+            AssertAllClose(reference, norm, 1e-5, $"RMSNorm D={d} {path}");
+        }
+        foreach (bool normalize in new[] { true, false })
+        {
+            using var x = Random([7, 48], seed: 21);
+            var gate = Weight(Random([12, 48], seed: 22), WeightFormat.F32);
+            using var routing = kernels.Route(x, gate, 3, normalize);
+            using var reference = TorchKernels.Shared.Route(x, gate, 3, normalize);
+            Assert.Equal(reference.ExpertIds.data<long>().ToArray(), routing.ExpertIds.data<long>().ToArray());
+            AssertAllClose(reference.Weights, routing.Weights, 1e-5, $"routing weights {path}");
+        }
+    }
+
     static void AssertAllClose(Tensor expected, Tensor actual, double tolerance, string what)
     {
         var e = expected.data<float>().ToArray();

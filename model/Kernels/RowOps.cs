@@ -1,0 +1,70 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>Small per-row operations of a step (norms, routing) done in place on the host instead of as a chain of torch ops.</summary>
+public static unsafe class RowOps
+{
+    /// <summary>y = weight * (x / sqrt(mean(x²) + eps)) for each of <paramref name="rows"/> rows of <paramref name="d"/> floats (Qwen3RMSNorm, float32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RmsNorm(KernelPath path, float* x, float* weight, int rows, int d, float eps, float* y)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float* xr = x + (long)r * d, yr = y + (long)r * d;
+            int i = 0;
+            float squares = 0;
+            if (path == KernelPath.Avx512)
+            {
+                var acc = Vector512<float>.Zero;
+                for (; i + 16 <= d; i += 16)
+                {
+                    var v = Vector512.Load(xr + i);
+                    acc = Vector512.FusedMultiplyAdd(v, v, acc);
+                }
+                squares = Vector512.Sum(acc);
+            }
+            for (; i < d; i++) squares += xr[i] * xr[i];
+            float inv = 1f / MathF.Sqrt(squares / d + eps);
+            i = 0;
+            if (path == KernelPath.Avx512)
+            {
+                var scale = Vector512.Create(inv);
+                for (; i + 16 <= d; i += 16) (Vector512.Load(weight + i) * (Vector512.Load(xr + i) * scale)).Store(yr + i);
+            }
+            for (; i < d; i++) yr[i] = weight[i] * (xr[i] * inv);
+        }
+    }
+
+    /// <summary>
+    /// For each row of logits [rows, e]: softmax, the k largest probabilities (largest first) and their ids, divided by
+    /// their sum when <paramref name="normalize"/> (Qwen3-MoE's norm_topk_prob).
+    /// </summary>
+    public static void TopK(float* logits, int rows, int e, int k, bool normalize, long* ids, float* weights)
+    {
+        float* probs = stackalloc float[e];
+        for (int r = 0; r < rows; r++)
+        {
+            float* row = logits + (long)r * e;
+            float max = row[0];
+            for (int i = 1; i < e; i++) max = MathF.Max(max, row[i]);
+            float sum = 0;
+            for (int i = 0; i < e; i++) sum += probs[i] = MathF.Exp(row[i] - max);
+            for (int i = 0; i < e; i++) probs[i] /= sum;
+            float chosen = 0;
+            for (int j = 0; j < k; j++)
+            {
+                int best = -1;
+                for (int i = 0; i < e; i++)
+                    if (probs[i] >= 0 && (best < 0 || probs[i] > probs[best])) best = i;
+                ids[(long)r * k + j] = best;
+                weights[(long)r * k + j] = probs[best];
+                chosen += probs[best];
+                probs[best] = -1;
+            }
+            if (normalize)
+                for (int j = 0; j < k; j++) weights[(long)r * k + j] /= chosen;
+        }
+    }
+}
