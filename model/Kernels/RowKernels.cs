@@ -31,7 +31,10 @@ public static unsafe class RowKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void F32(KernelPath path, float* w, int k, in PreparedInput x, int first, int tokens, float* dots)
     {
-        for (int t = 0; t < tokens; t++)
+        int t0 = 0;
+        if (path == KernelPath.Avx512)
+            for (; t0 + 4 <= tokens; t0 += 4) F32Avx512x4(w, k, x, first + t0, dots + t0);
+        for (int t = t0; t < tokens; t++)
         {
             float* xt = x.Row(first + t);
             dots[t] = path switch
@@ -67,6 +70,34 @@ public static unsafe class RowKernels
         float sum = Vector512.Sum((a0 + a1) + (a2 + a3));
         for (; i < k; i++) sum += w[i] * x[i];
         return sum;
+    }
+
+    /// <summary>Four tokens at once: each weight vector is loaded once for all four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void F32Avx512x4(float* w, int k, in PreparedInput x, int first, float* dots)
+    {
+        float* x0 = x.Row(first), x1 = x.Row(first + 1), x2 = x.Row(first + 2), x3 = x.Row(first + 3);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int i = 0;
+        for (; i + 16 <= k; i += 16)
+        {
+            var wv = Avx512F.LoadVector512(w + i);
+            a0 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x0 + i), a0);
+            a1 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x1 + i), a1);
+            a2 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x2 + i), a2);
+            a3 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x3 + i), a3);
+        }
+        dots[0] = Vector512.Sum(a0);
+        dots[1] = Vector512.Sum(a1);
+        dots[2] = Vector512.Sum(a2);
+        dots[3] = Vector512.Sum(a3);
+        for (; i < k; i++)
+        {
+            dots[0] += w[i] * x0[i];
+            dots[1] += w[i] * x1[i];
+            dots[2] += w[i] * x2[i];
+            dots[3] += w[i] * x3[i];
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -172,11 +203,18 @@ public static unsafe class RowKernels
             e3 = Avx512F.FusedMultiplyAdd(even, Avx512F.LoadVector512(x3 + at), e3);
             o3 = Avx512F.FusedMultiplyAdd(odd, Avx512F.LoadVector512(x3 + at + 16), o3);
         }
+        // Every vector is reduced before the first call: the x64 ABI keeps no vector register across a call, so a
+        // vector live across one would be spilled, and the JIT spills it in the loop, on every chunk.
+        dots[0] = Vector512.Sum(e0 + o0);
+        dots[1] = Vector512.Sum(e1 + o1);
+        dots[2] = Vector512.Sum(e2 + o2);
+        dots[3] = Vector512.Sum(e3 + o3);
         int tail = chunks * Chunk;
-        dots[0] = Vector512.Sum(e0 + o0) + Bf16Tail(w, x0, tail, k);
-        dots[1] = Vector512.Sum(e1 + o1) + Bf16Tail(w, x1, tail, k);
-        dots[2] = Vector512.Sum(e2 + o2) + Bf16Tail(w, x2, tail, k);
-        dots[3] = Vector512.Sum(e3 + o3) + Bf16Tail(w, x3, tail, k);
+        if (tail == k) return;
+        dots[0] += Bf16Tail(w, x0, tail, k);
+        dots[1] += Bf16Tail(w, x1, tail, k);
+        dots[2] += Bf16Tail(w, x2, tail, k);
+        dots[3] += Bf16Tail(w, x3, tail, k);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -207,8 +245,17 @@ public static unsafe class RowKernels
         int blocks = k / WeightFormats.Q8Block;
         sbyte* wq = (sbyte*)row;
         ushort* scales = (ushort*)(row + k);
-        float* combined = stackalloc float[blocks];
-        for (int t = 0; t < tokens; t++)
+        float* combined = stackalloc float[blocks * RowKernels.MaxTokens];
+        int t0 = 0;
+        if (path == KernelPath.Avx512)
+        {
+            for (; t0 + 4 <= tokens; t0 += 4)
+            {
+                for (int j = 0; j < 4; j++) CombineScales(path, scales, x.ScaleRow(first + t0 + j), blocks, combined + j * blocks);
+                Q8Avx512x4(wq, blocks, x, first + t0, combined, dots + t0);
+            }
+        }
+        for (int t = t0; t < tokens; t++)
         {
             short* q = x.QuantizedRow(first + t);
             float* s = x.ScaleRow(first + t);
@@ -276,6 +323,28 @@ public static unsafe class RowKernels
             a0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d0), Vector512.Create(combined[b]), a0);
         }
         return Vector512.Sum(a0 + a1);
+    }
+
+    /// <summary>Four tokens at once: each block of weights is widened once for all four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Q8Avx512x4(sbyte* wq, int blocks, in PreparedInput x, int first, float* combined, float* dots)
+    {
+        short* q0 = x.QuantizedRow(first), q1 = x.QuantizedRow(first + 1), q2 = x.QuantizedRow(first + 2), q3 = x.QuantizedRow(first + 3);
+        float* c0 = combined, c1 = combined + blocks, c2 = combined + 2 * blocks, c3 = combined + 3 * blocks;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            var w = Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(wq + b * 32));
+            int at = b * 32;
+            a0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(w, Avx512BW.LoadVector512(q0 + at))), Vector512.Create(c0[b]), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(w, Avx512BW.LoadVector512(q1 + at))), Vector512.Create(c1[b]), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(w, Avx512BW.LoadVector512(q2 + at))), Vector512.Create(c2[b]), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(w, Avx512BW.LoadVector512(q3 + at))), Vector512.Create(c3[b]), a3);
+        }
+        dots[0] = Vector512.Sum(a0);
+        dots[1] = Vector512.Sum(a1);
+        dots[2] = Vector512.Sum(a2);
+        dots[3] = Vector512.Sum(a3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

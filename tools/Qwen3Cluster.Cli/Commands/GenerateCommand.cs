@@ -79,7 +79,8 @@ public static class GenerateCommand
             {
                 NumBlocks = blocks,
                 BlockSize = blockSize,
-                MaxBatchTokens = Math.Max(512, ids.Length),
+                // A long prompt runs in chunks, as the server runs it: memory stays bounded whatever its length.
+                MaxBatchTokens = 512,
                 MaxModelLength = config.MaxPositionEmbeddings,
             };
             var request = new GenerationRequest(ids, sampling);
