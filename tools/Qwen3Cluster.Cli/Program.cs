@@ -11,6 +11,7 @@ var root = new RootCommand("qwen3: a serving cluster for Qwen3 and Qwen3-MoE mod
     ChatCommand.Create(),
     BenchCommand.Create(),
     KernelsCommand.Create(),
+    QuantizationReportCommand.Create(),
 };
 try
 {
