@@ -1,37 +1,75 @@
 #!/usr/bin/env bash
-# Benchmarks on bench-moe (a scaled-down Qwen3-30B-A3B: 8 layers, hidden 1024, 32 experts, top-4), measured in
-# one run so the ratios are comparable on a shared machine:
-#   1. qwen3 generate, one stream, 128 prompt tokens, 64 new tokens (the single-process engine);
-#   2. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
-#   3. the three-process cluster (silos/local/run.sh) under the same load;
-# with grain calls per decode step read from the cluster's own counters. Results go to bench/results/.
+# Benchmarks on bench-moe (a scaled-down Qwen3-30B-A3B: 8 layers, hidden 1024, 16/4 heads of 64, 32 experts of 512,
+# top-4, vocab 151936 untied; 735M parameters, 227M read per decoded token), measured in one run so that the ratios
+# and the fractions of the bandwidth roofline are comparable on a shared machine:
+#   1. the read bandwidth and the matrix kernels (qwen3 kernels);
+#   2. qwen3 generate, one stream, 128 prompt tokens, 64 new tokens, with f32, bf16 and int8 weights: prefill and
+#      decode tok/s, the weight bytes each decoded token reads, and the fraction of the roofline that gives;
+#   3. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
+#   4. the three-process cluster (silos/local/run.sh) under the same load;
+# with grain calls per decode step read from the cluster's own counters. Results go to bench/results/<time>/.
 #
-#   bench/run.sh [MODEL_DIR]     (default: makes bench-moe under ~/.cache/qwen3cluster/bench-moe)
+#   bench/run.sh [BF16_MODEL_DIR]     (default: makes bench-moe, bf16 and f32, under ~/.cache/qwen3cluster/)
+#   THREADS=2 (default)               kernel and libtorch threads
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 THREADS=${THREADS:-2}
 out="$here/results/$(date -u +%Y-%m-%dT%H%M)"
 mkdir -p "$out"
+say() { echo "$@" | tee -a "$out/summary.txt"; }
 
+echo "building the qwen3 tool..." >&2
 dotnet build "$root/tools/Qwen3Cluster.Cli" -c Release -nologo -v quiet >/dev/null
 QWEN3="dotnet $root/tools/Qwen3Cluster.Cli/bin/Release/net10.0/qwen3.dll"
-model=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/qwen3cluster/bench-moe}
-[[ -f "$model/config.json" ]] || $QWEN3 make-model --preset bench-moe --out "$model"
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/qwen3cluster
+model=${1:-$cache/bench-moe-bf16}
+f32model=$cache/bench-moe-f32
+[[ -f "$model/config.json" ]] || $QWEN3 make-model --preset bench-moe --dtype bf16 --seed 1 --out "$model"
+[[ -f "$f32model/config.json" ]] || $QWEN3 make-model --preset bench-moe --dtype f32 --seed 1 --out "$f32model"
+say "bench-moe, $THREADS threads, $(date -u +%Y-%m-%dT%H:%MZ), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
 
-prompt=$(python3 -c "print(','.join(str(1000 + i * 37) for i in range(128)))" 2>/dev/null || seq -s, 1000 37 5699)
-echo "== qwen3 generate (single process, $THREADS threads)" | tee "$out/summary.txt"
-/usr/bin/time -v $QWEN3 generate --model "$model" --prompt-ids "$prompt" --max-tokens 64 --temperature 0 --threads "$THREADS" --json \
-  >"$out/generate.json" 2>"$out/generate.time"
-grep -o '"prefill_tokens_per_s":[0-9.]*\|"decode_tokens_per_s":[0-9.]*' "$out/generate.json" | tee -a "$out/summary.txt"
-grep -E "loaded|Maximum resident|Elapsed" "$out/generate.time" | tee -a "$out/summary.txt"
+say "== read bandwidth and kernels (qwen3 kernels)"
+$QWEN3 kernels --threads "$THREADS" --json >"$out/kernels.json"
+bandwidth=$(python3 -c "import json; print(json.load(open('$out/kernels.json'))['read_g_bps'])")
+python3 - "$out/kernels.json" <<'PY' | tee -a "$out/summary.txt"
+import json, sys
+k = json.load(open(sys.argv[1]))
+print(f"read bandwidth {k['read_g_bps']} GB/s; libtorch f32 GEMM {k['torch_prefill_gflops']} GFLOP/s")
+for f in k['formats']:
+    print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}), prefill product {f['prefill_gflops']} GFLOP/s")
+PY
+
+prompt=$(python3 -c "import random; r = random.Random(1); print(','.join(str(r.randrange(1000, 150000)) for _ in range(128)))")
+say "== qwen3 generate: 128 prompt tokens, 64 new tokens, one stream"
+generate() { # name, model, quantize
+  /usr/bin/time -v $QWEN3 generate --model "$2" --prompt-ids "$prompt" --max-tokens 64 --temperature 0 --threads "$THREADS" \
+    --quantize "$3" --json >"$out/generate-$1.json" 2>"$out/generate-$1.time"
+  python3 - "$out/generate-$1.json" "$out/generate-$1.time" "$1" "$bandwidth" "$2" <<'PY' | tee -a "$out/summary.txt"
+import json, os, re, sys
+g = json.load(open(sys.argv[1])); t = open(sys.argv[2]).read(); bw = float(sys.argv[4])
+rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1e6
+size = sum(os.path.getsize(os.path.join(sys.argv[5], f)) for f in os.listdir(sys.argv[5]) if f.endswith(".safetensors")) / 1e9
+gb = g["decode_bytes_per_token"] / 1e9
+print(f"{sys.argv[3]:5} prefill {g['prefill_tokens_per_s']:7.1f} tok/s  decode {g['decode_tokens_per_s']:6.1f} tok/s  "
+      f"{gb:.3f} GB/token  {g['decode_tokens_per_s'] * gb / bw:5.1%} of the {bw} GB/s roofline  "
+      f"peak RSS {rss:.2f} GB ({rss / size:.2f}x the {size:.2f} GB checkpoint)")
+PY
+}
+generate f32 "$f32model" none
+generate bf16 "$model" none
+generate int8 "$model" int8
+$QWEN3 quantization-report --model "$model" --threads "$THREADS" --json >"$out/quantization.json" 2>/dev/null
+python3 -c "import json; q = json.load(open('$out/quantization.json')); print(f\"int8 vs bf16: greedy agreement {q['greedy_agreement']:.1%} over {q['positions']} positions, top-5 log-prob difference max {q['max_top5_logprob_difference']}, mean {q['mean_top5_logprob_difference']}\")" | tee -a "$out/summary.txt"
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { print s + 0 }'; }
 
-load() { # name, grpc port, http port
+load() { # name, grpc port, http port, concurrencies...
   local name=$1 grpc=$2 http=$3
-  for c in 1 4 16; do
+  shift 3
+  for c in "$@"; do
     local n=$(( c == 1 ? 4 : c * 2 ))
+    echo "  $name: $n requests at concurrency $c..." >&2
     local steps0 stage0 experts0
     steps0=$(metric "$http" qwen3_step_duration_seconds_count); stage0=$(metric "$http" qwen3_grain_calls_stage_total)
     experts0=$(metric "$http" qwen3_grain_calls_experts_total)
@@ -50,21 +88,20 @@ load() { # name, grpc port, http port
 
 wait_ready() { for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.5; done; return 1; }
 
-echo "== embedded default (qwen3 serve, expert groups 2)" | tee -a "$out/summary.txt"
-$QWEN3 serve --model "$model" --grpc-port 50151 --http-port 8100 --threads "$THREADS" --expert-groups 2 \
-  >"$out/serve.log" 2>&1 &
+say "== embedded default (qwen3 serve, bf16)"
+$QWEN3 serve --model "$model" --grpc-port 50151 --http-port 8100 --threads "$THREADS" >"$out/serve.log" 2>&1 &
 serve=$!
 trap 'kill $serve 2>/dev/null || true' EXIT
 wait_ready 8100
-load embedded 50151 8100
+load embedded 50151 8100 1 4 16
 kill -TERM $serve; wait $serve || true
 
-echo "== three processes (silos/local/run.sh)" | tee -a "$out/summary.txt"
+say "== three processes (silos/local/run.sh, bf16)"
 MODEL_DIR="$model" QWEN3="$QWEN3" GRPC_PORT=50251 HTTP_PORT=8200 SILO_PORT=11211 GATEWAY_PORT=30200 REDIS_PORT=6490 \
   LOG_DIR="$out/local-logs" "$root/silos/local/run.sh" >"$out/local.log" 2>&1 &
 cluster=$!
 trap 'kill $cluster 2>/dev/null || true' EXIT
 wait_ready 8200
-load three-process 50251 8200
+load three-process 50251 8200 1 16
 kill -TERM $cluster; wait $cluster || true
-echo "results in $out"
+say "results in $out"

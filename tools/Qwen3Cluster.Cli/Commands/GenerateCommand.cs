@@ -89,7 +89,12 @@ public static class GenerateCommand
             await using var engine = GenerationEngine.Start(local, options, generation.EosTokenIds,
                 tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true));
             var run = await RunAsync(engine, request, streamText: !parse.GetValue(json), ct);
-            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(run with { PromptIds = ids }, JsonOptions));
+            var storage = WeightStorages.Parse(parse.GetValue(quantize), "--quantize");
+            bool bf16;
+            using (var reader = Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(dir))
+                bf16 = reader.Locate("model.embed_tokens.weight").Entry.DType == Qwen3Cluster.Model.Checkpoint.SafetensorsDType.BF16;
+            run = run with { PromptIds = ids, DecodeBytesPerToken = DecodeTraffic.BytesPerToken(config, storage, bf16) };
+            if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(run, JsonOptions));
             else Terminal.Info($"\n[{run.FinishReason}] prefill {run.PrefillTokensPerSecond:F1} tok/s, decode {run.DecodeTokensPerSecond:F1} tok/s");
             return 0;
         });
@@ -151,5 +156,9 @@ public static class GenerateCommand
         string Text,
         string FinishReason,
         [property: JsonPropertyName("prefill_tokens_per_s")] double PrefillTokensPerSecond,
-        [property: JsonPropertyName("decode_tokens_per_s")] double DecodeTokensPerSecond);
+        [property: JsonPropertyName("decode_tokens_per_s")] double DecodeTokensPerSecond)
+    {
+        /// <summary>Weight bytes one decoded token reads (<see cref="DecodeTraffic"/>).</summary>
+        public long DecodeBytesPerToken { get; init; }
+    }
 }
