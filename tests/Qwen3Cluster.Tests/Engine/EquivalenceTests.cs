@@ -1,6 +1,7 @@
 using Qwen3Cluster.Model.Checkpoint;
 using Qwen3Cluster.Model.Config;
 using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Layers;
 using Qwen3Cluster.Tests.Support;
 using static TorchSharp.torch;
 
@@ -11,11 +12,27 @@ public sealed class EquivalenceTests
 {
     const double Tolerance = 1e-4;
 
-    public static TheoryData<string> Models => ["moe", "dense"];
+    /// <summary>Each equivalence for float32 and bfloat16 checkpoints, and for int8 (Q8_0) weights made at load.</summary>
+    public static TheoryData<string> Models => ["moe", "dense", "moe bf16", "dense bf16", "moe int8"];
 
-    static string Checkpoint(string kind) => kind == "moe"
-        ? TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe)
-        : TestCheckpoints.Get("small-dense", TestCheckpoints.SmallDense);
+    static string Checkpoint(string kind) => kind switch
+    {
+        "moe" => TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe),
+        "dense" => TestCheckpoints.Get("small-dense", TestCheckpoints.SmallDense),
+        "moe bf16" => TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe, SafetensorsDType.BF16),
+        "dense bf16" => TestCheckpoints.Get("small-dense", TestCheckpoints.SmallDense, SafetensorsDType.BF16),
+        _ => TestCheckpoints.Get("quantizable-moe", TestCheckpoints.QuantizableMoe, SafetensorsDType.BF16),
+    };
+
+    static LocalModel LoadKind(string kind, int stages = 1, int groups = 1, int blocks = 128, int blockSize = 4) =>
+        LocalModel.Load(Checkpoint(kind), new LocalModelOptions
+        {
+            Stages = stages,
+            ExpertGroups = groups,
+            NumBlocks = blocks,
+            BlockSize = blockSize,
+            Storage = kind.EndsWith("int8", StringComparison.Ordinal) ? WeightStorage.Int8 : WeightStorage.Stored,
+        });
 
     static readonly int[][] Prompts =
     [
@@ -53,7 +70,7 @@ public sealed class EquivalenceTests
     [Theory, MemberData(nameof(Models))]
     public async Task BatchedGenerationEqualsOneByOne(string kind)
     {
-        using var model = Load(Checkpoint(kind));
+        using var model = LoadKind(kind);
         await using var reference = Engine(model);
         var single = await OneByOneAsync(reference, Prompts, 12, logprobs: 3);
         await using var engine = Engine(model);
@@ -67,7 +84,7 @@ public sealed class EquivalenceTests
     {
         // Prompts that share their first blocks with the first one, and one that is the first one again.
         int[][] prompts = [Prompts[3], [.. Prompts[3][..12], 7, 8, 9], [.. Prompts[3][..9], 400, 401], Prompts[3]];
-        using var model = Load(Checkpoint(kind));
+        using var model = LoadKind(kind);
         await using var reference = Engine(model);
         var expected = await OneByOneAsync(reference, prompts, 8, logprobs: 3);
         Assert.All(expected, r => Assert.Equal(0, r.Usage.CachedPromptTokens));
@@ -81,12 +98,12 @@ public sealed class EquivalenceTests
     [Theory, MemberData(nameof(Models))]
     public async Task CachedDecodeMatchesFullRecompute(string kind)
     {
-        using var model = Load(Checkpoint(kind));
+        using var model = LoadKind(kind);
         await using var engine = Engine(model);
         var prompt = Prompts[1];
         var generated = await EngineRunner.RunAsync(engine, EngineRunner.Greedy(prompt, 10, logprobs: 2));
         int[] all = [.. prompt, .. generated.Ids];
-        using var fresh = Load(Checkpoint(kind));
+        using var fresh = LoadKind(kind);
         var context = new ForwardContext([new SequenceSlice(0, all.Length, Enumerable.Range(0, 64).ToArray())], 4,
             Enumerable.Range(0, all.Length).ToArray());
         using var logits = await fresh.ExecuteAsync(context, all, CancellationToken.None);
@@ -102,11 +119,11 @@ public sealed class EquivalenceTests
     [Theory, MemberData(nameof(Models))]
     public async Task ChunkedPrefillAndPreemptionChangeNothing(string kind)
     {
-        using var model = Load(Checkpoint(kind));
+        using var model = LoadKind(kind);
         await using var reference = Engine(model);
         var expected = await OneByOneAsync(reference, Prompts, 12, logprobs: 2);
 
-        using var tight = Load(Checkpoint(kind), blocks: 12);
+        using var tight = LoadKind(kind, blocks: 12);
         await using var engine = Engine(tight, new SchedulerOptions { NumBlocks = 12, BlockSize = 4, MaxBatchTokens = 7 });
         var actual = await Task.WhenAll(Prompts.Select(p => EngineRunner.RunAsync(engine, EngineRunner.Greedy(p, 12, logprobs: 2))));
         for (int i = 0; i < Prompts.Length; i++) AssertSame(expected[i], actual[i]);
@@ -117,8 +134,8 @@ public sealed class EquivalenceTests
     [Theory, MemberData(nameof(Models))]
     public async Task StagesAndExpertGroupsGiveTheSameOutput(string kind)
     {
-        using var whole = Load(Checkpoint(kind));
-        using var split = Load(Checkpoint(kind), stages: 3, groups: kind == "moe" ? 3 : 1);
+        using var whole = LoadKind(kind);
+        using var split = LoadKind(kind, stages: 3, groups: kind.StartsWith("moe", StringComparison.Ordinal) ? 3 : 1);
         await using var a = Engine(whole);
         await using var b = Engine(split);
         foreach (var prompt in Prompts.Take(3))

@@ -14,6 +14,10 @@ public static class TestCheckpoints
     public static Qwen3Config SmallMoe => ModelPresets.Moe(layers: 3, hidden: 48, heads: 4, kvHeads: 2, headDim: 16,
         experts: 8, topK: 2, moeIntermediate: 24, intermediate: 64, vocab: 512) with { MlpOnlyLayers = [1] };
 
+    /// <summary>A small MoE whose every matrix row is a multiple of 32 wide, so int8 (Q8_0) quantises all of them.</summary>
+    public static Qwen3Config QuantizableMoe => ModelPresets.Moe(layers: 3, hidden: 64, heads: 4, kvHeads: 2, headDim: 16,
+        experts: 8, topK: 2, moeIntermediate: 32, intermediate: 64, vocab: 512) with { MlpOnlyLayers = [1] };
+
     /// <summary>A small dense model with tied embeddings and GQA 6/2.</summary>
     public static Qwen3Config SmallDense => ModelPresets.Dense(layers: 3, hidden: 48, heads: 6, kvHeads: 2, headDim: 8,
         intermediate: 96, tied: true, vocab: 512);
