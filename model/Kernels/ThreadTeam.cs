@@ -9,24 +9,32 @@ public abstract class TeamJob
 /// <summary>
 /// One persistent team of worker threads for the process's kernels (ggml's model): the caller works too, chunks
 /// are handed out through an atomic counter, and idle workers spin briefly before they sleep, so a step's many
-/// small matrix products cost no thread start and no task each. One job runs at a time; a caller that finds the
-/// team busy waits its turn.
+/// small products cost no thread start and no task each. A run ends when its last chunk is done, whether or not
+/// every worker came: one that wakes late finds no chunk left and waits for the next run. One job runs at a time; a
+/// caller that finds the team busy waits its turn.
 /// </summary>
 public sealed class ThreadTeam : IDisposable
 {
-    const int SpinIterations = 2_000;
+    const int SpinIterations = 200;
     static ThreadTeam _shared = new(Math.Max(1, Environment.ProcessorCount));
 
     readonly Thread[] _workers;
     /// <summary>One wake-up per worker, so no worker can take another's.</summary>
     readonly SemaphoreSlim[] _wake;
     readonly object _gate = new();
-    volatile TeamJob? _job;
-    int _chunks;
-    int _next;
-    int _busy;
+    volatile RunState? _current;
     long _generation;
     volatile bool _stopping;
+
+    /// <summary>One run's job and counters: a worker holding an older one finds it finished and leaves it alone.</summary>
+    sealed class RunState(TeamJob job, int chunks)
+    {
+        public readonly TeamJob Job = job;
+        public readonly int Chunks = chunks;
+        public int Next;
+        public int Done;
+        public Exception? Error;
+    }
 
     public ThreadTeam(int threads)
     {
@@ -67,22 +75,32 @@ public sealed class ThreadTeam : IDisposable
         }
         lock (_gate)
         {
-            _chunks = chunks;
-            _next = 0;
-            _busy = _workers.Length;
-            _job = job;
+            var run = new RunState(job, chunks);
+            _current = run;
             Interlocked.Increment(ref _generation);
             WakeAll();
-            Drain(job);
+            Drain(run);
             var spin = new SpinWait();
-            while (Volatile.Read(ref _busy) > 0) spin.SpinOnce(sleep1Threshold: -1);
-            _job = null;
+            while (Volatile.Read(ref run.Done) < chunks) spin.SpinOnce(sleep1Threshold: -1);
+            _current = null;
+            if (run.Error is { } error) throw new AggregateException("A kernel chunk failed.", error);
         }
     }
 
-    void Drain(TeamJob job)
+    static void Drain(RunState run)
     {
-        for (int c = Interlocked.Increment(ref _next) - 1; c < _chunks; c = Interlocked.Increment(ref _next) - 1) job.Execute(c);
+        for (int c = Interlocked.Increment(ref run.Next) - 1; c < run.Chunks; c = Interlocked.Increment(ref run.Next) - 1)
+        {
+            try
+            {
+                run.Job.Execute(c);
+            }
+            catch (Exception e)
+            {
+                run.Error ??= e;
+            }
+            Interlocked.Increment(ref run.Done);
+        }
     }
 
     void WakeAll()
@@ -104,15 +122,7 @@ public sealed class ThreadTeam : IDisposable
             long generation = Volatile.Read(ref _generation);
             if (generation == seen) continue;
             seen = generation;
-            var job = _job;
-            try
-            {
-                if (job is not null) Drain(job);
-            }
-            finally
-            {
-                Interlocked.Decrement(ref _busy);
-            }
+            if (_current is { } run) Drain(run);
         }
     }
 

@@ -39,7 +39,7 @@ public static class GenerateCommand
         command.SetAction(async (parse, ct) =>
         {
             string dir = parse.GetValue(model)!;
-            if (parse.GetValue(threads) is int n) ComputeThreads.Configure(n);
+            ComputeThreads.Configure(parse.GetValue(threads) ?? 0);
             var config = Qwen3Config.Load(dir);
             var generation = GenerationConfig.Load(dir, config);
             var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Qwen3Tokenizer.Load(dir) : null;

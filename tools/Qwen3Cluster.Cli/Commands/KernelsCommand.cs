@@ -53,6 +53,8 @@ public static class KernelsCommand
             results.Add(new FormatResult(format.ToString(), Math.Round(gbps, 1), Math.Round(gbps / bandwidth, 3), Math.Round(gflops, 1)));
             Terminal.Info($"{format}: decode {gbps:F1} GB/s ({gbps / bandwidth:P0} of the bandwidth), prefill {gflops:F1} GFLOP/s");
         }
+        // libtorch is measured with as many threads as the team (the engine itself keeps it to one).
+        torch.set_num_threads(threads);
         double torchGflops = TorchPrefill(rows: 2048, cols: 1024, tokens: 128, repeats: 5);
         Terminal.Info($"libtorch float32 GEMM: prefill {torchGflops:F1} GFLOP/s");
         return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), Math.Round(torchGflops, 1), results);

@@ -41,7 +41,7 @@ public static class QuantizationReportCommand
         };
         command.SetAction(async (parse, ct) =>
         {
-            if (parse.GetValue(threads) is int n) ComputeThreads.Configure(n);
+            ComputeThreads.Configure(parse.GetValue(threads) ?? 0);
             string dir = parse.GetValue(model)!;
             int continuation = Math.Max(1, parse.GetValue(tokens));
             var report = await RunAsync(dir, continuation, ct);
