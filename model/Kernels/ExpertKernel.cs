@@ -101,8 +101,7 @@ public static unsafe class ExpertKernel
                 int count = Math.Min(RowKernels.MaxTokens, n - t);
                 for (int row = first; row < last; row++)
                 {
-                    RowKernels.Dots(path, gate.Format, gate.Row(row), gate.Cols, r.Input, t, count, g);
-                    RowKernels.Dots(path, up.Format, up.Row(row), up.Cols, r.Input, t, count, u);
+                    RowKernels.DotsPair(path, gate.Format, gate.Row(row), up.Row(row), gate.Cols, r.Input, t, count, g, u);
                     for (int j = 0; j < count; j++) r.Hidden[(long)(t + j) * inner + row] = g[j] / (1f + MathF.Exp(-g[j])) * u[j];
                 }
             }

@@ -103,10 +103,21 @@ public static unsafe class MatMul
             int first = (chunk - _firstChunk[i]) * _rowsPerChunk;
             int last = Math.Min(first + _rowsPerChunk, w.Rows);
             float* dots = stackalloc float[RowKernels.MaxTokens];
+            float* next = stackalloc float[RowKernels.MaxTokens];
             for (int t = 0; t < _x.M; t += RowKernels.MaxTokens)
             {
                 int tokens = Math.Min(RowKernels.MaxTokens, _x.M - t);
-                for (int r = first; r < last; r++)
+                int r = first;
+                for (; r + 1 < last && tokens == RowKernels.MaxTokens; r += 2)
+                {
+                    RowKernels.DotsPair(_path, w.Format, w.Row(r), w.Row(r + 1), w.Cols, _x, t, tokens, dots, next);
+                    for (int j = 0; j < tokens; j++)
+                    {
+                        target.Output[(long)(t + j) * target.OutputStride + r] = dots[j];
+                        target.Output[(long)(t + j) * target.OutputStride + r + 1] = next[j];
+                    }
+                }
+                for (; r < last; r++)
                 {
                     RowKernels.Dots(_path, w.Format, w.Row(r), w.Cols, _x, t, tokens, dots);
                     for (int j = 0; j < tokens; j++) target.Output[(long)(t + j) * target.OutputStride + r] = dots[j];
@@ -130,8 +141,7 @@ public static unsafe class MatMul
                 int tokens = Math.Min(RowKernels.MaxTokens, x.M - t);
                 for (int r = first; r < last; r++)
                 {
-                    RowKernels.Dots(path, gate.Format, gate.Row(r), gate.Cols, x, t, tokens, g);
-                    RowKernels.Dots(path, up.Format, up.Row(r), up.Cols, x, t, tokens, u);
+                    RowKernels.DotsPair(path, gate.Format, gate.Row(r), up.Row(r), gate.Cols, x, t, tokens, g, u);
                     for (int j = 0; j < tokens; j++) h[(long)(t + j) * stride + r] = g[j] / (1f + MathF.Exp(-g[j])) * u[j];
                 }
             }

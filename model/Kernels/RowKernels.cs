@@ -26,6 +26,104 @@ public static unsafe class RowKernels
         }
     }
 
+    /// <summary>
+    /// Two rows against the same tokens: <c>dotsA[t] = A · x[t]</c>, <c>dotsB[t] = B · x[t]</c>. Four tokens of bfloat16 or
+    /// float32 weights run as a 2 x 4 register tile (every activation load feeds two rows), about a third more
+    /// products per cycle than one row at a time; anything else is two calls of <see cref="Dots"/>.
+    /// </summary>
+    public static void DotsPair(KernelPath path, WeightFormat format, byte* rowA, byte* rowB, int k, in PreparedInput x, int firstToken,
+        int tokens, float* dotsA, float* dotsB)
+    {
+        if (path == KernelPath.Avx512 && tokens == 4 && k % Chunk == 0)
+        {
+            if (format == WeightFormat.BF16)
+            {
+                Bf16Avx512Tile((ushort*)rowA, (ushort*)rowB, k, x, firstToken, dotsA, dotsB);
+                return;
+            }
+            if (format == WeightFormat.F32)
+            {
+                F32Avx512Tile((float*)rowA, (float*)rowB, k, x, firstToken, dotsA, dotsB);
+                return;
+            }
+        }
+        Dots(path, format, rowA, k, x, firstToken, tokens, dotsA);
+        Dots(path, format, rowB, k, x, firstToken, tokens, dotsB);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Bf16Avx512Tile(ushort* wa, ushort* wb, int k, in PreparedInput x, int first, float* dotsA, float* dotsB)
+    {
+        var high = Vector512.Create(0xFFFF0000u);
+        float* x0 = x.Row(first), x1 = x.Row(first + 1), x2 = x.Row(first + 2), x3 = x.Row(first + 3);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int c = 0; c < k; c += Chunk)
+        {
+            var la = Avx512F.LoadVector512((uint*)(wa + c));
+            var lb = Avx512F.LoadVector512((uint*)(wb + c));
+            var ea = Avx512F.ShiftLeftLogical(la, 16).AsSingle();
+            var oa = (la & high).AsSingle();
+            var eb = Avx512F.ShiftLeftLogical(lb, 16).AsSingle();
+            var ob = (lb & high).AsSingle();
+            var xe = Avx512F.LoadVector512(x0 + c);
+            var xo = Avx512F.LoadVector512(x0 + c + 16);
+            a0 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a0));
+            b0 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b0));
+            xe = Avx512F.LoadVector512(x1 + c);
+            xo = Avx512F.LoadVector512(x1 + c + 16);
+            a1 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a1));
+            b1 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b1));
+            xe = Avx512F.LoadVector512(x2 + c);
+            xo = Avx512F.LoadVector512(x2 + c + 16);
+            a2 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a2));
+            b2 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b2));
+            xe = Avx512F.LoadVector512(x3 + c);
+            xo = Avx512F.LoadVector512(x3 + c + 16);
+            a3 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a3));
+            b3 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b3));
+        }
+        dotsA[0] = Vector512.Sum(a0);
+        dotsA[1] = Vector512.Sum(a1);
+        dotsA[2] = Vector512.Sum(a2);
+        dotsA[3] = Vector512.Sum(a3);
+        dotsB[0] = Vector512.Sum(b0);
+        dotsB[1] = Vector512.Sum(b1);
+        dotsB[2] = Vector512.Sum(b2);
+        dotsB[3] = Vector512.Sum(b3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void F32Avx512Tile(float* wa, float* wb, int k, in PreparedInput x, int first, float* dotsA, float* dotsB)
+    {
+        float* x0 = x.Row(first), x1 = x.Row(first + 1), x2 = x.Row(first + 2), x3 = x.Row(first + 3);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int i = 0; i < k; i += 16)
+        {
+            var va = Avx512F.LoadVector512(wa + i);
+            var vb = Avx512F.LoadVector512(wb + i);
+            var xv = Avx512F.LoadVector512(x0 + i);
+            a0 = Avx512F.FusedMultiplyAdd(va, xv, a0);
+            b0 = Avx512F.FusedMultiplyAdd(vb, xv, b0);
+            xv = Avx512F.LoadVector512(x1 + i);
+            a1 = Avx512F.FusedMultiplyAdd(va, xv, a1);
+            b1 = Avx512F.FusedMultiplyAdd(vb, xv, b1);
+            xv = Avx512F.LoadVector512(x2 + i);
+            a2 = Avx512F.FusedMultiplyAdd(va, xv, a2);
+            b2 = Avx512F.FusedMultiplyAdd(vb, xv, b2);
+            xv = Avx512F.LoadVector512(x3 + i);
+            a3 = Avx512F.FusedMultiplyAdd(va, xv, a3);
+            b3 = Avx512F.FusedMultiplyAdd(vb, xv, b3);
+        }
+        dotsA[0] = Vector512.Sum(a0);
+        dotsA[1] = Vector512.Sum(a1);
+        dotsA[2] = Vector512.Sum(a2);
+        dotsA[3] = Vector512.Sum(a3);
+        dotsB[0] = Vector512.Sum(b0);
+        dotsB[1] = Vector512.Sum(b1);
+        dotsB[2] = Vector512.Sum(b2);
+        dotsB[3] = Vector512.Sum(b3);
+    }
+
     // ---- float32 weights: x [K] as is.
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

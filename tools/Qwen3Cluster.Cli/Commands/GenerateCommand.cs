@@ -30,11 +30,12 @@ public static class GenerateCommand
         var json = new Option<bool>("--json") { Description = "Print one JSON object with the tokens, text and speed" };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work" };
         var device = new Option<string>("--device") { Description = "cpu or cuda[:N]", DefaultValueFactory = _ => "cpu" };
+        var streams = new Option<int>("--streams") { Description = "Decode this many copies of the prompt at once (first token varied), to measure batching", DefaultValueFactory = _ => 1 };
         var quantize = new Option<string>("--quantize") { Description = "none, or int8: Q8_0 blocks made at load (CPU)", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8");
         var command = new Command("generate", "Generate from one prompt with the single-process engine")
         {
-            model, prompt, chat, noThinking, promptIds, maxTokens, temperature, topK, topP, seed, logprobs, json, threads, device, quantize,
+            model, prompt, chat, noThinking, promptIds, maxTokens, temperature, topK, topP, seed, logprobs, json, threads, device, quantize, streams,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -64,7 +65,8 @@ public static class GenerateCommand
                 Logprobs = parse.GetValue(logprobs),
             };
             int blockSize = 16;
-            int blocks = (ids.Length + sampling.MaxTokens + 1 + blockSize - 1) / blockSize + 1;
+            int copies = Math.Max(1, parse.GetValue(streams));
+            int blocks = ((ids.Length + sampling.MaxTokens + 1 + blockSize - 1) / blockSize + 1) * copies;
             var loadClock = Stopwatch.StartNew();
             using var local = Terminal.WithProgress("loading", p => LocalModel.Load(dir,
                 new LocalModelOptions
@@ -88,7 +90,14 @@ public static class GenerateCommand
                 samplingField: field => "--" + field.Replace('_', '-'));
             await using var engine = GenerationEngine.Start(local, options, generation.EosTokenIds,
                 tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true));
-            var run = await RunAsync(engine, request, streamText: !parse.GetValue(json), ct);
+            var clock = Stopwatch.StartNew();
+            var others = Enumerable.Range(1, copies - 1)
+                .Select(i => RunAsync(engine, request with { PromptTokens = [(ids[0] + i) % config.VocabSize, .. ids[1..]] }, streamText: false, ct))
+                .ToArray();
+            var run = await RunAsync(engine, request, streamText: !parse.GetValue(json) && copies == 1, ct);
+            var all = (await Task.WhenAll(others)).Append(run).ToArray();
+            double aggregate = all.Sum(r => r.Tokens.Count) / clock.Elapsed.TotalSeconds;
+            run = run with { Streams = copies, AggregateTokensPerSecond = Math.Round(aggregate, 2) };
             var storage = WeightStorages.Parse(parse.GetValue(quantize), "--quantize");
             bool bf16;
             using (var reader = Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(dir))
@@ -160,5 +169,10 @@ public static class GenerateCommand
     {
         /// <summary>Weight bytes one decoded token reads (<see cref="DecodeTraffic"/>).</summary>
         public long DecodeBytesPerToken { get; init; }
+
+        /// <summary>Streams decoded together (--streams), and all their tokens over the whole run's time.</summary>
+        public int Streams { get; init; } = 1;
+
+        [JsonPropertyName("aggregate_tokens_per_s")] public double AggregateTokensPerSecond { get; init; }
     }
 }
