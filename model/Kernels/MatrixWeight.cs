@@ -57,6 +57,41 @@ public sealed unsafe class MatrixWeight
         return Tensor.device.type == DeviceType.CPU ? values : values.to(Tensor.device);
     }
 
+    /// <summary>
+    /// Q8_0 blocks [rows, cols] made straight from a checkpoint's stored rows (float32, bfloat16 or float16 at
+    /// <paramref name="source"/>), one row at a time: no widened copy of the matrix is ever held.
+    /// </summary>
+    public static Tensor QuantizeStored(IntPtr source, Checkpoint.SafetensorsDType dtype, long rows, long cols)
+    {
+        if (cols % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs rows of a multiple of 32 values, got {cols}.");
+        long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
+        var blocks = torch.empty([rows, rowBytes], ScalarType.Byte);
+        if (rows == 0) return blocks;
+        using var first = blocks.narrow(0, 0, 1);
+        byte* target;
+        fixed (byte* p = first.bytes) target = p;
+        var row = new float[cols];
+        for (long r = 0; r < rows; r++)
+        {
+            switch (dtype)
+            {
+                case Checkpoint.SafetensorsDType.F32:
+                    new ReadOnlySpan<float>((float*)source + r * cols, (int)cols).CopyTo(row);
+                    break;
+                case Checkpoint.SafetensorsDType.BF16:
+                    ushort* bf = (ushort*)source + r * cols;
+                    for (int i = 0; i < cols; i++) row[i] = BitConverter.Int32BitsToSingle(bf[i] << 16);
+                    break;
+                default:
+                    ushort* h = (ushort*)source + r * cols;
+                    for (int i = 0; i < cols; i++) row[i] = (float)BitConverter.UInt16BitsToHalf(h[i]);
+                    break;
+            }
+            Q8.QuantizeRow(row, new Span<byte>(target + r * rowBytes, (int)rowBytes));
+        }
+        return blocks;
+    }
+
     /// <summary>Q8_0 blocks of a float32 or bfloat16 matrix [rows, cols] (cols a multiple of 32), as a uint8 tensor on the CPU.</summary>
     public static Tensor Quantize(Tensor matrix)
     {

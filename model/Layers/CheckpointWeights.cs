@@ -51,8 +51,13 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
         if (device.type != TorchSharp.DeviceType.CPU)
             throw new NotSupportedException($"Int8 weights are computed on the CPU only; device {device} keeps the checkpoint's width.");
         progress?.Report(name);
-        using var stored = reader.Load(name, [rows, cols], ResidentType(name), device);
-        return MatrixWeight.Quantize(stored);
+        var (file, entry) = reader.Locate(name);
+        if (!entry.Shape.SequenceEqual([rows, cols]))
+        {
+            throw new CheckpointException(
+                $"{file.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Shape)}], expected [{rows}, {cols}].");
+        }
+        return file.WithBytes(entry, (pointer, _) => MatrixWeight.QuantizeStored(pointer, entry.DType, rows, cols));
     }
 
     /// <summary>bfloat16 stays bfloat16 unless everything is float32; float32 and float16 are float32.</summary>

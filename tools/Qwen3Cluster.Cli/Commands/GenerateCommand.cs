@@ -44,6 +44,9 @@ public static class GenerateCommand
             var config = Qwen3Config.Load(dir);
             var generation = GenerationConfig.Load(dir, config);
             var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? Qwen3Tokenizer.Load(dir) : null;
+            // Reading tokenizer.json leaves a large parse behind: hand it back before the weights arrive, so the peak
+            // resident set is the weights and what stays, not the weights and a garbage heap.
+            GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             int[] ids;
             try
             {
