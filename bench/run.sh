@@ -37,7 +37,7 @@ import json, sys
 k = json.load(open(sys.argv[1]))
 print(f"read bandwidth {k['read_g_bps']} GB/s; libtorch f32 GEMM {k['torch_prefill_gflops']} GFLOP/s")
 for f in k['formats']:
-    print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}), prefill product {f['prefill_gflops']} GFLOP/s")
+    print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}; {f['decode_cached_g_bps']} GB/s from cache), prefill product {f['prefill_gflops']} GFLOP/s")
 PY
 
 prompt=$(python3 -c "import random; r = random.Random(1); print(','.join(str(r.randrange(1000, 150000)) for _ in range(128)))")

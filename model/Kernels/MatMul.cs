@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 namespace Qwen3Cluster.Model.Kernels;
 
 /// <summary>One product of a step: weights W [N, K] against the prepared x [M, K], into y [M, N] at row stride Ldy.</summary>
@@ -28,7 +30,13 @@ public static unsafe class MatMul
                 short* q = scratch.Take<short>((long)m * k);
                 float* scales = scratch.Take<float>((long)m * (k / WeightFormats.Q8Block));
                 for (int t = 0; t < m; t++)
-                    Q8.QuantizeActivation(x + (long)t * k, k, q + (long)t * k, scales + (long)t * (k / WeightFormats.Q8Block));
+                {
+                    float* row = x + (long)t * k;
+                    short* rowQ = q + (long)t * k;
+                    float* rowScales = scales + (long)t * (k / WeightFormats.Q8Block);
+                    if (path == KernelPath.Avx512) Q8.QuantizeActivationAvx512(row, k, rowQ, rowScales);
+                    else Q8.QuantizeActivation(row, k, rowQ, rowScales);
+                }
                 return new PreparedInput(null, q, scales, m, k);
             }
             case WeightFormat.BF16 when path != KernelPath.Scalar:
@@ -38,7 +46,21 @@ public static unsafe class MatMul
                 for (int t = 0; t < m; t++)
                 {
                     float* src = x + (long)t * k, dst = permuted + (long)t * k;
-                    for (int c = 0; c < chunks; c++)
+                    int c = 0;
+                    if (path == KernelPath.Avx512)
+                    {
+                        // Two-source permutes: evens of the 32 values, then odds.
+                        var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                        var odds = evens + Vector512<int>.One;
+                        for (; c < chunks; c++)
+                        {
+                            var lo = Avx512F.LoadVector512(src + c * 32);
+                            var hi = Avx512F.LoadVector512(src + c * 32 + 16);
+                            Avx512F.PermuteVar16x32x2(lo, evens, hi).Store(dst + c * 32);
+                            Avx512F.PermuteVar16x32x2(lo, odds, hi).Store(dst + c * 32 + 16);
+                        }
+                    }
+                    for (; c < chunks; c++)
                     {
                         for (int j = 0; j < 16; j++)
                         {

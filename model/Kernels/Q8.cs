@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Qwen3Cluster.Model.Kernels;
 
@@ -54,6 +56,50 @@ public static unsafe class Q8
             scales[b] = d;
             for (int i = 0; i < Block; i++) q[b * Block + i] = (short)MathF.Round(v[i] * id, MidpointRounding.AwayFromZero);
         }
+    }
+
+    /// <summary>
+    /// <see cref="QuantizeActivation"/> with AVX-512, bit for bit the same: the same maximum, the same scalar scale
+    /// and reciprocal, the same products, and rounding half away from zero done exactly (truncate, then step away
+    /// from zero where the dropped fraction is at least one half).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void QuantizeActivationAvx512(float* x, int k, short* q, float* scales)
+    {
+        var half = Vector512.Create(0.5f);
+        for (int b = 0; b < k / Block; b++)
+        {
+            float* v = x + b * Block;
+            var lo = Avx512F.LoadVector512(v);
+            var hi = Avx512F.LoadVector512(v + 16);
+            float amax = LaneMax(Vector512.Max(Vector512.Abs(lo), Vector512.Abs(hi)));
+            float d = amax / 127f;
+            float id = d != 0 ? 1f / d : 0f;
+            scales[b] = d;
+            var scale = Vector512.Create(id);
+            var qlo = RoundHalfAway(lo * scale, half);
+            var qhi = RoundHalfAway(hi * scale, half);
+            Avx512BW.ConvertToVector256Int16(Avx512F.ConvertToVector512Int32WithTruncation(qlo)).Store(q + b * Block);
+            Avx512BW.ConvertToVector256Int16(Avx512F.ConvertToVector512Int32WithTruncation(qhi)).Store(q + b * Block + 16);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float LaneMax(Vector512<float> v)
+    {
+        var m8 = Vector256.Max(v.GetLower(), v.GetUpper());
+        var m4 = Vector128.Max(m8.GetLower(), m8.GetUpper());
+        m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
+        m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(1, 0, 3, 2)));
+        return m4.ToScalar();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector512<float> RoundHalfAway(Vector512<float> y, Vector512<float> half)
+    {
+        var t = Avx512F.RoundScale(y, 0b1011); // truncate toward zero, no precision exception
+        var away = Vector512.GreaterThanOrEqual(Vector512.Abs(y - t), half);
+        return t + (away & Vector512.CopySign(Vector512<float>.One, y));
     }
 
     /// <summary>The float32 values of a row of blocks (the reference the quantised products are measured against).</summary>

@@ -9,6 +9,7 @@ namespace Qwen3Cluster.Model.Kernels;
 /// <c>dots[t] = W[row] · x[t]</c>. The weight row is read once for all of them; a batch of tokens costs one pass
 /// over the weights. Scalar is the reference every vector path is tested against.
 /// </summary>
+[SkipLocalsInit]
 public static unsafe class RowKernels
 {
     public const int MaxTokens = 4;

@@ -62,7 +62,7 @@ public sealed class KernelTests
     public void Float32AndBf16ProductsMatchTheReference(KernelPath path)
     {
         var kernels = new CpuKernels(path);
-        foreach (int k in new[] { 1, 31, 33, 96, 1000 })
+        foreach (int k in new[] { 1, 31, 33, 96, 512, 1000 })
         {
             foreach (int m in new[] { 1, 3, 4, 5, 9 })
             {
@@ -100,6 +100,33 @@ public sealed class KernelTests
                 AssertClose(Reference(x, w), y, 2e-2, $"Q8_0 {path} K={k} M={m}");
             }
         }
+    }
+
+    [Fact]
+    public unsafe void VectorActivationQuantisationEqualsTheScalarOneBitForBit()
+    {
+        if (!KernelPaths.Available.Contains(KernelPath.Avx512)) return;
+        const int k = 32 * 40;
+        var rng = new Random(5);
+        var x = new float[k];
+        for (int i = 0; i < k; i++) x[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 7 == 0 ? 100 : 1);
+        // Exact ties: a block whose largest magnitude is 127 has scale 1, so its halves round away from zero.
+        for (int i = 0; i < 32; i++) x[i] = i == 0 ? 127 : (i % 2 == 0 ? 1 : -1) * (i + 0.5f);
+        for (int i = 32; i < 64; i++) x[i] = 0; // an all-zero block: scale 0
+        var qs = new short[k];
+        var qv = new short[k];
+        var ss = new float[k / 32];
+        var sv = new float[k / 32];
+        fixed (float* px = x, pss = ss, psv = sv)
+        fixed (short* pqs = qs, pqv = qv)
+        {
+            Q8.QuantizeActivation(px, k, pqs, pss);
+            Q8.QuantizeActivationAvx512(px, k, pqv, psv);
+        }
+        Assert.Equal(ss, sv);
+        Assert.Equal(qs, qv);
+        Assert.Equal(3, qs[2]);  // 2.5 -> 3, away from zero (to even would give 2)
+        Assert.Equal(-4, qs[3]); // -3.5 -> -4
     }
 
     [Fact]
