@@ -35,7 +35,7 @@ bandwidth=$(python3 -c "import json; print(json.load(open('$out/kernels.json'))[
 python3 - "$out/kernels.json" <<'PY' | tee -a "$out/summary.txt"
 import json, sys
 k = json.load(open(sys.argv[1]))
-print(f"read bandwidth {k['read_g_bps']} GB/s; libtorch f32 GEMM {k['torch_prefill_gflops']} GFLOP/s")
+print(f"read bandwidth {k['read_g_bps']} GB/s; libtorch GEMM f32 {k['torch_prefill_gflops']}, bf16 {k['torch_bf16_prefill_gflops']} GFLOP/s")
 for f in k['formats']:
     print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}; {f['decode_cached_g_bps']} GB/s from cache), prefill product {f['prefill_gflops']} GFLOP/s")
 PY
