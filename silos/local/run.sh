@@ -9,6 +9,8 @@
 # GRPC_PORT, HTTP_PORT, SILO_PORT, GATEWAY_PORT, REDIS_PORT   first ports to use (50051, 8000, 11111, 30000, 6390)
 # QWEN3         command that runs the qwen3 tool (default: builds tools/Qwen3Cluster.Cli in Release and runs it)
 # LOG_DIR       where each process writes its log (default: a new temporary folder)
+# EXPERT_THREADS  kernel threads of silos B and C, which compute at the same time on this one machine (default:
+#               half the cores each; silo A, which waits while they run, takes every core)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -54,18 +56,21 @@ if [[ "$clustering" == redis ]]; then
               Qwen3__Clustering__ClusterId="local-$REDIS_PORT")
 fi
 
-start() { # name, port offset
-  local name=$1 offset=$2
-  local settings=("${membership[@]}" Qwen3__Clustering__SiloPort=$((SILO_PORT + offset))
+cores=$(nproc)
+EXPERT_THREADS=${EXPERT_THREADS:-$(( cores > 1 ? cores / 2 : 1 ))}
+
+start() { # name, port offset, kernel threads (0: one per core)
+  local name=$1 offset=$2 threads=$3
+  local settings=("${membership[@]}" Qwen3__Clustering__SiloPort=$((SILO_PORT + offset)) Qwen3__Silo__Threads="$threads"
                   Qwen3__Clustering__GatewayPort=$((GATEWAY_PORT + offset))
                   Qwen3__Gateway__GrpcPort="$GRPC_PORT" Qwen3__Gateway__HttpPort="$HTTP_PORT")
   if [[ $offset != 0 ]]; then settings+=(Qwen3__Clustering__PrimarySiloPort="$SILO_PORT"); fi
   env "${settings[@]}" $QWEN3 serve --config "$here/$name.json" --model "$MODEL_DIR" >"$LOG_DIR/$name.log" 2>&1 &
   pids+=($!)
 }
-start silo-a 0
-start silo-b 1
-start silo-c 2
+start silo-a 0 0
+start silo-b 1 "$EXPERT_THREADS"
+start silo-c 2 "$EXPERT_THREADS"
 
 echo "waiting for the cluster ($clustering membership, model $MODEL_DIR)..." >&2
 for _ in $(seq 600); do
