@@ -10,6 +10,7 @@ namespace Qwen3Cluster.Model.Kernels;
 /// it reads the sequence's keys block by block through its block table, in tiles of 32 with an online softmax
 /// (FlashAttention's running max and sum), for the query heads that share that KV head.
 /// </summary>
+[SkipLocalsInit]
 public static unsafe class AttentionKernel
 {
     const int Tile = 32;
@@ -104,6 +105,7 @@ public static unsafe class AttentionKernel
             }
             new Span<float>(acc, rep * dh).Clear();
             float* query = q + ((long)token * heads + group * rep) * dh;
+            bool fourAtOnce = path == KernelPath.Avx512 && dh % 16 == 0;
 
             for (int tileStart = first; tileStart <= position; tileStart += Tile)
             {
@@ -113,7 +115,19 @@ public static unsafe class AttentionKernel
                     int p = tileStart + j;
                     long slot = (long)slice.BlockTable[p / blockSize] * blockSize + p % blockSize;
                     keys[j] = poolKeys + slot * keyStride + group * dh;
-                    for (int r = 0; r < rep; r++) scores[r * Tile + j] = Dot(path, query + r * dh, keys[j], dh) * scale;
+                    int r = 0;
+                    if (fourAtOnce)
+                    {
+                        for (; r + 4 <= rep; r += 4)
+                        {
+                            var four = Dots4(query + r * dh, dh, keys[j], dh) * scale;
+                            scores[r * Tile + j] = four.GetElement(0);
+                            scores[(r + 1) * Tile + j] = four.GetElement(1);
+                            scores[(r + 2) * Tile + j] = four.GetElement(2);
+                            scores[(r + 3) * Tile + j] = four.GetElement(3);
+                        }
+                    }
+                    for (; r < rep; r++) scores[r * Tile + j] = Dot(path, query + r * dh, keys[j], dh) * scale;
                 }
                 for (int r = 0; r < rep; r++)
                 {
@@ -126,10 +140,22 @@ public static unsafe class AttentionKernel
                     Scale(path, acc + r * dh, correction, dh);
                     for (int j = 0; j < n; j++)
                     {
-                        float weight = MathF.Exp(s[j] - next);
-                        sum[r] += weight;
-                        // The value sits where the key does, in the values tensor.
-                        AddScaled(path, acc + r * dh, poolValues + (keys[j] - poolKeys), weight, dh);
+                        s[j] = MathF.Exp(s[j] - next);
+                        sum[r] += s[j];
+                    }
+                    // Each value sits where its key does, in the values tensor.
+                    int jv = 0;
+                    if (fourAtOnce)
+                    {
+                        for (; jv + 4 <= n; jv += 4)
+                        {
+                            AddScaled4(acc + r * dh, dh, poolValues + (keys[jv] - poolKeys), poolValues + (keys[jv + 1] - poolKeys),
+                                poolValues + (keys[jv + 2] - poolKeys), poolValues + (keys[jv + 3] - poolKeys), s + jv);
+                        }
+                    }
+                    for (; jv < n; jv++)
+                    {
+                        AddScaled(path, acc + r * dh, poolValues + (keys[jv] - poolKeys), s[jv], dh);
                     }
                     max[r] = next;
                 }
@@ -140,6 +166,39 @@ public static unsafe class AttentionKernel
                 float inv = 1f / sum[r];
                 for (int i = 0; i < dh; i++) target[i] = acc[r * dh + i] * inv;
             }
+        }
+    }
+
+    /// <summary>Four queries (rows dh apart) against one key: the key is loaded once, the four sums reduced together.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static Vector128<float> Dots4(float* queries, int stride, float* key, int dh)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int i = 0; i < dh; i += 16)
+        {
+            var kv = Vector512.Load(key + i);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + i), kv, a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + stride + i), kv, a1);
+            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + 2 * stride + i), kv, a2);
+            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + 3 * stride + i), kv, a3);
+        }
+        return RowKernels.Sum4(a0, a1, a2, a3);
+    }
+
+    /// <summary>acc += w[0] v0 + w[1] v1 + w[2] v2 + w[3] v3: one load and store of the accumulator for four values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void AddScaled4(float* acc, int dh, float* v0, float* v1, float* v2, float* v3, float* w)
+    {
+        var w0 = Vector512.Create(w[0]);
+        var w1 = Vector512.Create(w[1]);
+        var w2 = Vector512.Create(w[2]);
+        var w3 = Vector512.Create(w[3]);
+        for (int i = 0; i < dh; i += 16)
+        {
+            var a = Vector512.FusedMultiplyAdd(Vector512.Load(v0 + i), w0, Vector512.Load(acc + i));
+            a = Vector512.FusedMultiplyAdd(Vector512.Load(v1 + i), w1, a);
+            a = Vector512.FusedMultiplyAdd(Vector512.Load(v2 + i), w2, a);
+            Vector512.FusedMultiplyAdd(Vector512.Load(v3 + i), w3, a).Store(acc + i);
         }
     }
 

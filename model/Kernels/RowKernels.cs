@@ -52,6 +52,19 @@ public static unsafe class RowKernels
         Dots(path, format, rowB, k, x, firstToken, tokens, dotsB);
     }
 
+    /// <summary>The sums of four vectors' lanes, [Σa, Σb, Σc, Σd]: halvings, then two rounds of pairwise adds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        var a8 = a.GetLower() + a.GetUpper();
+        var b8 = b.GetLower() + b.GetUpper();
+        var c8 = c.GetLower() + c.GetUpper();
+        var d8 = d.GetLower() + d.GetUpper();
+        var ab = Sse3.HorizontalAdd(a8.GetLower() + a8.GetUpper(), b8.GetLower() + b8.GetUpper());
+        var cd = Sse3.HorizontalAdd(c8.GetLower() + c8.GetUpper(), d8.GetLower() + d8.GetUpper());
+        return Sse3.HorizontalAdd(ab, cd);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Bf16Avx512Tile(ushort* wa, ushort* wb, int k, in PreparedInput x, int first, float* dotsA, float* dotsB)
     {
@@ -83,14 +96,8 @@ public static unsafe class RowKernels
             a3 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a3));
             b3 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b3));
         }
-        dotsA[0] = Vector512.Sum(a0);
-        dotsA[1] = Vector512.Sum(a1);
-        dotsA[2] = Vector512.Sum(a2);
-        dotsA[3] = Vector512.Sum(a3);
-        dotsB[0] = Vector512.Sum(b0);
-        dotsB[1] = Vector512.Sum(b1);
-        dotsB[2] = Vector512.Sum(b2);
-        dotsB[3] = Vector512.Sum(b3);
+        Sum4(a0, a1, a2, a3).Store(dotsA);
+        Sum4(b0, b1, b2, b3).Store(dotsB);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -115,14 +122,8 @@ public static unsafe class RowKernels
             a3 = Avx512F.FusedMultiplyAdd(va, xv, a3);
             b3 = Avx512F.FusedMultiplyAdd(vb, xv, b3);
         }
-        dotsA[0] = Vector512.Sum(a0);
-        dotsA[1] = Vector512.Sum(a1);
-        dotsA[2] = Vector512.Sum(a2);
-        dotsA[3] = Vector512.Sum(a3);
-        dotsB[0] = Vector512.Sum(b0);
-        dotsB[1] = Vector512.Sum(b1);
-        dotsB[2] = Vector512.Sum(b2);
-        dotsB[3] = Vector512.Sum(b3);
+        Sum4(a0, a1, a2, a3).Store(dotsA);
+        Sum4(b0, b1, b2, b3).Store(dotsB);
     }
 
     // ---- float32 weights: x [K] as is.
@@ -186,10 +187,7 @@ public static unsafe class RowKernels
             a2 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x2 + i), a2);
             a3 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x3 + i), a3);
         }
-        dots[0] = Vector512.Sum(a0);
-        dots[1] = Vector512.Sum(a1);
-        dots[2] = Vector512.Sum(a2);
-        dots[3] = Vector512.Sum(a3);
+        Sum4(a0, a1, a2, a3).Store(dots);
         for (; i < k; i++)
         {
             dots[0] += w[i] * x0[i];
@@ -304,10 +302,7 @@ public static unsafe class RowKernels
         }
         // Every vector is reduced before the first call: the x64 ABI keeps no vector register across a call, so a
         // vector live across one would be spilled, and the JIT spills it in the loop, on every chunk.
-        dots[0] = Vector512.Sum(e0 + o0);
-        dots[1] = Vector512.Sum(e1 + o1);
-        dots[2] = Vector512.Sum(e2 + o2);
-        dots[3] = Vector512.Sum(e3 + o3);
+        Sum4(e0 + o0, e1 + o1, e2 + o2, e3 + o3).Store(dots);
         int tail = chunks * Chunk;
         if (tail == k) return;
         dots[0] += Bf16Tail(w, x0, tail, k);
@@ -440,10 +435,7 @@ public static unsafe class RowKernels
             a2 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(w, Avx512BW.LoadVector512(q2 + at))), Vector512.Create(c2[b]), a2);
             a3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(w, Avx512BW.LoadVector512(q3 + at))), Vector512.Create(c3[b]), a3);
         }
-        dots[0] = Vector512.Sum(a0);
-        dots[1] = Vector512.Sum(a1);
-        dots[2] = Vector512.Sum(a2);
-        dots[3] = Vector512.Sum(a3);
+        Sum4(a0, a1, a2, a3).Store(dots);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
