@@ -1,11 +1,13 @@
 using Grpc.Core;
+using Qwen3Cluster.Grains;
 using Qwen3Cluster.Model.Engine;
 
 namespace Qwen3Cluster.Gateway;
 
 /// <summary>
 /// The gRPC edge's one mapping of <see cref="RequestError"/> to a status whose message names the field
-/// ("field: reason"), applied to every call the services make by <see cref="Interceptor"/>.
+/// ("field: reason"), applied to every call the services make by <see cref="Interceptor"/>; a failure of the cluster
+/// itself (a silo unreachable, a role missing) is UNAVAILABLE (<see cref="ClusterFaults"/>).
 /// </summary>
 public static class GrpcErrors
 {
@@ -33,9 +35,9 @@ public static class GrpcErrors
             {
                 return await continuation(request, context);
             }
-            catch (RequestError e)
+            catch (Exception e) when (ClusterFaults.AsRequestError(e) is { } error)
             {
-                throw ToRpc(e);
+                throw ToRpc(error);
             }
         }
 
@@ -46,9 +48,9 @@ public static class GrpcErrors
             {
                 await continuation(request, responseStream, context);
             }
-            catch (RequestError e)
+            catch (Exception e) when (ClusterFaults.AsRequestError(e) is { } error)
             {
-                throw ToRpc(e);
+                throw ToRpc(error);
             }
         }
     }

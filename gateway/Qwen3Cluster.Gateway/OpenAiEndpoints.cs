@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Qwen3Cluster.Grains;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Model.Tokenization;
@@ -63,9 +64,9 @@ public static class OpenAiEndpoints
                 await writer.WholeAsync(updates, http.RequestAborted);
             }
         }
-        catch (RequestError e) when (!http.Response.HasStarted)
+        catch (Exception e) when (!http.Response.HasStarted && ClusterFaults.AsRequestError(e) is { } error)
         {
-            await OpenAiErrors.Write(http, e);
+            await OpenAiErrors.Write(http, error);
         }
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {

@@ -68,7 +68,8 @@ public sealed partial class ReplicaGrain(ModelDeployment model, ILogger<ReplicaG
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 LogFailed(Key.ToString(), e);
-                next = GenerationUpdate.Failed(new RequestError(ErrorKind.Unavailable, null, $"generation failed: {e.Message}"));
+                next = GenerationUpdate.Failed(ClusterFaults.AsRequestError(e)
+                    ?? new RequestError(ErrorKind.Unavailable, null, $"generation failed: {e.Message}"));
             }
             if (next is null) yield break;
             yield return next;

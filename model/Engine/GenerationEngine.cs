@@ -12,7 +12,6 @@ namespace Qwen3Cluster.Model.Engine;
 /// </summary>
 public sealed class GenerationEngine : IAsyncDisposable
 {
-    const int MaxFailedSteps = 4;
     readonly IModelExecutor _executor;
     readonly Scheduler _scheduler;
     readonly Sampler _sampler = new();
@@ -27,6 +26,8 @@ public sealed class GenerationEngine : IAsyncDisposable
     readonly Dictionary<long, Sequence> _live = [];
     Task _loop = Task.CompletedTask;
     long _nextId;
+    /// <summary>When the run of failed steps now going on began (a <see cref="Stopwatch"/> timestamp), or 0.</summary>
+    long _failingSince;
     int _failedSteps;
 
     GenerationEngine(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders)
@@ -179,6 +180,7 @@ public sealed class GenerationEngine : IAsyncDisposable
         {
             using var logits = await _executor.ExecuteAsync(step.Context, step.InputIds, cancellationToken);
             var sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
+            _failingSince = 0;
             _failedSteps = 0;
             Steps++;
             EngineMetrics.StepSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
@@ -193,11 +195,13 @@ public sealed class GenerationEngine : IAsyncDisposable
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             // A stage that failed mid-step may have written part of the step's KV: every cache is suspect, so all
-            // sequences start over. A transient failure (a silo died and its grains are being re-placed) then only
-            // costs time; a persistent one fails the requests.
+            // sequences start over from their tokens (prompt + generated so far). A transient failure (a silo died
+            // and its grains are being re-placed) then only costs time; one that outlasts the recovery window fails
+            // the requests. Retries back off to at most a second apart, so the step resumes soon after the grains do.
             _scheduler.ResetCache();
-            if (++_failedSteps > MaxFailedSteps) FailAll(e);
-            else await Task.Delay(TimeSpan.FromMilliseconds(250 << _failedSteps), cancellationToken);
+            if (_failingSince == 0) _failingSince = Stopwatch.GetTimestamp();
+            if (Stopwatch.GetElapsedTime(_failingSince) >= _scheduler.Options.RecoveryTimeout) FailAll(e);
+            else await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(1000, 50 << Math.Min(++_failedSteps, 5))), cancellationToken);
             return null;
         }
     }
@@ -222,6 +226,7 @@ public sealed class GenerationEngine : IAsyncDisposable
             sequence.Dispose();
         }
         _live.Clear();
+        _failingSince = 0;
         _failedSteps = 0;
     }
 

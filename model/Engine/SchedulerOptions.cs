@@ -18,6 +18,11 @@ public sealed record SchedulerOptions
     /// computed from scratch except a session turn that resumes its parked cache: what reference runs compare with.
     /// </summary>
     public bool PrefixCaching { get; init; } = true;
+    /// <summary>
+    /// How long failing steps are retried (every cache recomputed from its sequence's tokens) before the requests
+    /// fail: long enough for a cluster to declare a dead silo and re-place its grains.
+    /// </summary>
+    public TimeSpan RecoveryTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// The context window actually served: the model's, or the KV pool's when that holds fewer tokens, so one

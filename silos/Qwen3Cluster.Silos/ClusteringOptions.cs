@@ -19,4 +19,12 @@ public sealed record ClusteringOptions
     public string ServiceId { get; set; } = "qwen3cluster";
     /// <summary>Address other silos reach this one at; loopback by default.</summary>
     public string? AdvertisedAddress { get; set; }
+    /// <summary>
+    /// How often a silo probes the others and how long it waits for an answer; a silo that misses
+    /// <see cref="MissedProbesLimit"/> probes in a row is voted dead. A refused connection fails a probe at once,
+    /// so a killed process is declared dead after about limit x timeout (6 s by default, a LAN's figures;
+    /// Orleans' own 5 s x 3 suits a WAN). Requests in flight to it pause until then, and resume after.
+    /// </summary>
+    public double ProbeTimeoutSeconds { get; set; } = 2;
+    public int MissedProbesLimit { get; set; } = 3;
 }

@@ -49,6 +49,13 @@ public static class SiloHosting
 
     public static ISiloBuilder UseClustering(this ISiloBuilder silo, ClusteringOptions options)
     {
+        if (options.ProbeTimeoutSeconds <= 0 || options.MissedProbesLimit < 1)
+            throw new InvalidOperationException("Qwen3:Clustering:ProbeTimeoutSeconds must be above 0 and MissedProbesLimit at least 1.");
+        silo.Configure<ClusterMembershipOptions>(o =>
+        {
+            o.ProbeTimeout = TimeSpan.FromSeconds(options.ProbeTimeoutSeconds);
+            o.NumMissedProbesLimit = options.MissedProbesLimit;
+        });
         var advertised = options.AdvertisedAddress is { Length: > 0 } a ? IPAddress.Parse(a) : IPAddress.Loopback;
         switch (options.Provider.ToLowerInvariant())
         {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A three-process cluster on this machine: silo A (gateway + stages) and silos B and C (half of the expert
-# groups each), on loopback. Waits until the cluster serves, then runs until Ctrl-C, which stops every process.
+# groups each), on loopback. Waits until the cluster serves, then supervises it until Ctrl-C, which stops every
+# process: a silo that exits is started again (as Kubernetes restarts a pod), so killing one costs a pause, not
+# the cluster. silos/local/join.sh adds more silos to it.
 #
 #   MODEL_DIR=/path/to/checkpoint silos/local/run.sh
 #
@@ -11,53 +13,34 @@
 # LOG_DIR       where each process writes its log (default: a new temporary folder)
 # EXPERT_THREADS  kernel threads of silos B and C, which compute at the same time on this one machine (default:
 #               half the cores each; silo A, which waits while they run, takes every core)
+# RESTART       1 (default) starts a silo that exited again; 0 stops the cluster when one exits
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-
-GRPC_PORT=${GRPC_PORT:-50051}
-HTTP_PORT=${HTTP_PORT:-8000}
-SILO_PORT=${SILO_PORT:-11111}
-GATEWAY_PORT=${GATEWAY_PORT:-30000}
-REDIS_PORT=${REDIS_PORT:-6390}
-LOG_DIR=${LOG_DIR:-$(mktemp -d -t qwen3-local-XXXXXX)}
-mkdir -p "$LOG_DIR"
-
-if [[ -z "${QWEN3:-}" ]]; then
-  echo "building the qwen3 tool..." >&2
-  if ! out=$(dotnet build "$root/tools/Qwen3Cluster.Cli" -c Release -nologo 2>&1); then echo "$out" >&2; exit 1; fi
-  QWEN3="dotnet $root/tools/Qwen3Cluster.Cli/bin/Release/net10.0/qwen3.dll"
-fi
-if [[ -z "${MODEL_DIR:-}" ]]; then MODEL_DIR=$($QWEN3 demo-model); fi
+source "$(cd "$(dirname "$0")" && pwd)/env.sh"
+RESTART=${RESTART:-1}
 
 clustering=${CLUSTERING:-auto}
 if [[ "$clustering" == auto ]]; then
   if command -v redis-server >/dev/null; then clustering=redis; else clustering=localhost; fi
 fi
 
-pids=()
+declare -A pid_of=() offset_of=() threads_of=() restarts_of=()
 stop() {
   trap - INT TERM EXIT
   echo "stopping the cluster..." >&2
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${pid_of[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pid_of[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [[ -n "${redis_pid:-}" ]]; then kill -TERM "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
   echo "stopped; logs in $LOG_DIR" >&2
 }
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
-membership=()
 if [[ "$clustering" == redis ]]; then
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$LOG_DIR/redis.log" 2>&1 &
   redis_pid=$!
   for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  membership=(Qwen3__Clustering__Provider=Redis "Qwen3__Clustering__ConnectionString=127.0.0.1:$REDIS_PORT"
-              Qwen3__Clustering__ClusterId="local-$REDIS_PORT")
 fi
-
-cores=$(nproc)
-EXPERT_THREADS=${EXPERT_THREADS:-$(( cores > 1 ? cores / 2 : 1 ))}
+read -r -a membership <<<"$(membership_settings "$clustering")"
 
 start() { # name, port offset, kernel threads (0: one per core)
   local name=$1 offset=$2 threads=$3
@@ -65,23 +48,46 @@ start() { # name, port offset, kernel threads (0: one per core)
                   Qwen3__Clustering__GatewayPort=$((GATEWAY_PORT + offset))
                   Qwen3__Gateway__GrpcPort="$GRPC_PORT" Qwen3__Gateway__HttpPort="$HTTP_PORT")
   if [[ $offset != 0 ]]; then settings+=(Qwen3__Clustering__PrimarySiloPort="$SILO_PORT"); fi
-  env "${settings[@]}" $QWEN3 serve --config "$here/$name.json" --model "$MODEL_DIR" >"$LOG_DIR/$name.log" 2>&1 &
-  pids+=($!)
+  env "${settings[@]}" $QWEN3 serve --config "$here/$name.json" --model "$MODEL_DIR" >>"$LOG_DIR/$name.log" 2>&1 &
+  pid_of[$name]=$!
+  offset_of[$name]=$offset
+  threads_of[$name]=$threads
 }
 start silo-a 0 0
 start silo-b 1 "$EXPERT_THREADS"
 start silo-c 2 "$EXPERT_THREADS"
 
+# Starts again whichever silo exited, after a pause that doubles while it keeps failing within a minute of its
+# start (Kubernetes' crash-loop back-off, capped at 30 s).
+supervise() {
+  declare -A started_at=()
+  for name in "${!pid_of[@]}"; do started_at[$name]=$SECONDS; restarts_of[$name]=0; done
+  while true; do
+    local exited="" code=0
+    wait -n -p exited "${pid_of[@]}" || code=$?
+    [[ -z "$exited" ]] && continue
+    local name
+    for name in "${!pid_of[@]}"; do [[ ${pid_of[$name]} == "$exited" ]] && break; done
+    echo "$name exited ($code); see $LOG_DIR/$name.log" >&2
+    if [[ $RESTART != 1 ]]; then exit 1; fi
+    if (( SECONDS - started_at[$name] > 60 )); then restarts_of[$name]=0; fi
+    local pause=$(( 1 << restarts_of[$name] )); (( pause > 30 )) && pause=30
+    restarts_of[$name]=$(( restarts_of[$name] + 1 ))
+    sleep "$pause"
+    echo "restarting $name" >&2
+    start "$name" "${offset_of[$name]}" "${threads_of[$name]}"
+    started_at[$name]=$SECONDS
+  done
+}
+
 echo "waiting for the cluster ($clustering membership, model $MODEL_DIR)..." >&2
 for _ in $(seq 600); do
   if curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null; then
     echo "cluster serving: gRPC 127.0.0.1:$GRPC_PORT, HTTP http://127.0.0.1:$HTTP_PORT (logs in $LOG_DIR)"
-    wait -n "${pids[@]}" || true
-    echo "a silo exited; see $LOG_DIR" >&2
-    exit 1
+    supervise
   fi
-  for pid in "${pids[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then echo "a silo failed to start; see $LOG_DIR" >&2; tail -n 20 "$LOG_DIR"/silo-*.log >&2; exit 1; fi
+  for name in "${!pid_of[@]}"; do
+    if ! kill -0 "${pid_of[$name]}" 2>/dev/null; then echo "a silo failed to start; see $LOG_DIR" >&2; tail -n 20 "$LOG_DIR"/silo-*.log >&2; exit 1; fi
   done
   sleep 0.5
 done

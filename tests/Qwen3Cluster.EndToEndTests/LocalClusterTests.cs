@@ -32,18 +32,27 @@ public sealed class LocalClusterFixture : IAsyncLifetime
     public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string clustering, int? redisPort = null)
     {
         int ports = Processes.FreePorts(8);
-        var start = new ProcessStartInfo("bash", [Path.Combine(Processes.RepositoryRoot, "silos", "local", "run.sh")]);
+        var script = new Processes.Running(ScriptStart("run.sh", [], model, clustering, ports, redisPort ?? Processes.FreePort()));
+        await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
+        return (script, ports);
+    }
+
+    /// <summary>
+    /// One of silos/local's scripts with the environment run.sh was given: gRPC at <paramref name="ports"/>, HTTP one
+    /// above, silo ports from two above, gateway ports from five above.
+    /// </summary>
+    public static ProcessStartInfo ScriptStart(string name, string[] args, string model, string clustering, int ports, int redisPort)
+    {
+        var start = new ProcessStartInfo("bash", [Path.Combine(Processes.RepositoryRoot, "silos", "local", name), .. args]);
         start.Environment["MODEL_DIR"] = model;
         start.Environment["QWEN3"] = $"dotnet {Processes.Qwen3Dll}";
         start.Environment["GRPC_PORT"] = ports.ToString();
         start.Environment["HTTP_PORT"] = (ports + 1).ToString();
         start.Environment["SILO_PORT"] = (ports + 2).ToString();
         start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
-        start.Environment["REDIS_PORT"] = (redisPort ?? Processes.FreePort()).ToString();
+        start.Environment["REDIS_PORT"] = redisPort.ToString();
         start.Environment["CLUSTERING"] = clustering;
-        var script = new Processes.Running(start);
-        await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
-        return (script, ports);
+        return start;
     }
 
     public async Task DisposeAsync()

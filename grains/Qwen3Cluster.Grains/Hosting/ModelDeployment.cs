@@ -53,6 +53,7 @@ public sealed class ModelDeployment
         MaxBatchTokens = Options.MaxBatchTokens,
         MaxSequences = Options.MaxSequences,
         MaxModelLength = Options.MaxModelLength > 0 ? Options.MaxModelLength : Config.MaxPositionEmbeddings,
+        RecoveryTimeout = TimeSpan.FromSeconds(Options.RecoverySeconds),
     };
 
     /// <summary>What a request to this model may ask for.</summary>

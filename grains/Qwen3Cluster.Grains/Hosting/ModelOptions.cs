@@ -21,6 +21,11 @@ public sealed record ModelOptions
     public int MaxModelLength { get; set; }
     /// <summary>"none" keeps the checkpoint's width; "int8" makes Q8_0 blocks of the matrices at load (CPU silos).</summary>
     public string Quantize { get; set; } = "none";
+    /// <summary>
+    /// Seconds a replica retries steps that fail (a silo died; its grains are being re-placed and reloaded) before
+    /// its requests fail with UNAVAILABLE.
+    /// </summary>
+    public double RecoverySeconds { get; set; } = 30;
 
     public string ResolvedName => string.IsNullOrWhiteSpace(Name)
         ? System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(Path)))

@@ -27,7 +27,7 @@ public sealed partial class PlannedPlacementDirector(
             .ToList();
         string? chosen = plan.SiloFor(key, present.Select(p => p.Silo!).ToList());
         if (chosen is null)
-            throw new OrleansException($"No active silo announces the '{ClusterPlan.RoleFor(key)}' role needed by {key}.");
+            throw new MissingRoleException(ClusterPlan.RoleFor(key), key.ToString());
         var address = present.First(p => p.Silo!.Name == chosen).Address;
         LogPlaced(key.ToString(), chosen, address);
         return Task.FromResult(address);

@@ -129,5 +129,7 @@ public static class ServeCommand
         logging.AddFilter("Orleans", LogLevel.Warning);
         logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         logging.AddFilter("Microsoft.Orleans", LogLevel.Warning);
+        // Orleans places grains through a Polly pipeline that logs every attempt.
+        logging.AddFilter("Polly", LogLevel.Warning);
     }
 }

@@ -1,0 +1,161 @@
+using System.Diagnostics;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Qwen3Cluster.Protos.V1;
+using Xunit.Abstractions;
+
+namespace Qwen3Cluster.EndToEndTests;
+
+/// <summary>A cluster of its own for the tests that kill, add and remove silos (run.sh restarts what is killed).</summary>
+public sealed class FailoverClusterFixture : IAsyncLifetime
+{
+    public const int Streams = 6;
+    public const int Tokens = 64;
+
+    public Processes.Running Script { get; private set; } = null!;
+    public GrpcChannel Channel { get; private set; } = null!;
+    public string Model { get; private set; } = "";
+    public int Ports { get; private set; }
+    public string Clustering { get; } = new LocalClusterFixture().Clustering;
+    public int RedisPort { get; } = Processes.FreePort();
+    /// <summary>What the single-process engine (qwen3 generate) answers to each stream's prompt.</summary>
+    public GenerateJson[] Expected { get; private set; } = [];
+
+    public async Task InitializeAsync()
+    {
+        Model = await TestModels.GetAsync("tiny-moe");
+        (Script, Ports) = await LocalClusterFixture.StartScriptAsync(Model, Clustering, RedisPort);
+        Channel = GrpcChannel.ForAddress($"http://127.0.0.1:{Ports}");
+        var expected = new List<GenerateJson>();
+        for (int i = 0; i < Streams; i++) expected.Add(await GenerateJson.RunAsync(Model, Prompt(i), Tokens));
+        Expected = [.. expected];
+    }
+
+    public static int[] Prompt(int i) => Enumerable.Range(0, 6 + 5 * i).Select(j => 2000 + (j * 7919 + i * 15485863) % 90000).ToArray();
+
+    /// <summary>The process that listens on this silo port (a silo started by run.sh or join.sh).</summary>
+    public int SiloPid(int siloPort) => Process.GetProcesses().Single(p =>
+    {
+        try { return File.ReadAllText($"/proc/{p.Id}/environ").Contains($"Qwen3__Clustering__SiloPort={siloPort}\0"); }
+        catch { return false; }
+    }).Id;
+
+    public async Task DisposeAsync()
+    {
+        Channel.Dispose();
+        await Script.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// Silos die, join and leave while six greedy streams run over the three-process cluster: every stream finishes with
+/// the tokens and log-probs of the single-process engine, and the longest pause a client saw is reported.
+/// </summary>
+public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHelper output) : IClassFixture<FailoverClusterFixture>
+{
+    sealed record Stream(List<int> Ids, List<float> Logprobs, List<long> Arrivals)
+    {
+        public double LongestPauseSeconds => Arrivals.Zip(Arrivals.Skip(1), (a, b) => Stopwatch.GetElapsedTime(a, b).TotalSeconds).DefaultIfEmpty().Max();
+    }
+
+    /// <summary>Runs the six streams; <paramref name="disturb"/> starts once every stream has a few tokens.</summary>
+    async Task<Stream[]> RunStreamsAsync(Func<Task> disturb)
+    {
+        var client = new Inference.InferenceClient(fixture.Channel);
+        var streams = Enumerable.Range(0, FailoverClusterFixture.Streams).Select(_ => new Stream([], [], [])).ToArray();
+        using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        var running = streams.Select(async (s, i) =>
+        {
+            var request = new GenerateRequest
+            {
+                TokenIds = new TokenIds(),
+                Sampling = new SamplingParams { Temperature = 0, MaxTokens = FailoverClusterFixture.Tokens, Logprobs = 3 },
+            };
+            request.TokenIds.Ids.AddRange(FailoverClusterFixture.Prompt(i));
+            using var call = client.Generate(request, cancellationToken: deadline.Token);
+            await foreach (var response in call.ResponseStream.ReadAllAsync(deadline.Token))
+            {
+                lock (s)
+                {
+                    foreach (var t in response.Tokens)
+                    {
+                        s.Ids.Add(t.Id);
+                        s.Logprobs.Add(t.Logprob);
+                        s.Arrivals.Add(Stopwatch.GetTimestamp());
+                    }
+                }
+            }
+        }).ToArray();
+        while (streams.Any(s => { lock (s) return s.Ids.Count < 3; }) && !running.Any(t => t.IsCompleted)) await Task.Delay(5);
+        Assert.All(streams, s => { lock (s) Assert.InRange(s.Ids.Count, 3, FailoverClusterFixture.Tokens - 10); });
+        await disturb();
+        await Task.WhenAll(running);
+        return streams;
+    }
+
+    void AssertUndisturbed(Stream[] streams, string what)
+    {
+        for (int i = 0; i < streams.Length; i++)
+        {
+            var expected = fixture.Expected[i];
+            Assert.Equal(expected.Ids, streams[i].Ids);
+            for (int t = 0; t < expected.Ids.Length; t++) Assert.InRange(streams[i].Logprobs[t] - expected.Logprobs[t], -1e-4, 1e-4);
+        }
+        output.WriteLine($"{what}: longest pause a client saw {streams.Max(s => s.LongestPauseSeconds):F2} s");
+    }
+
+    [Fact]
+    public async Task AnExpertSiloKilledMidStreamCostsAPauseNotAToken()
+    {
+        int siloB = fixture.Ports + 3;
+        int pid = fixture.SiloPid(siloB);
+        var streams = await RunStreamsAsync(() =>
+        {
+            Process.GetProcessById(pid).Kill();
+            return Task.CompletedTask;
+        });
+        AssertUndisturbed(streams, "SIGKILL of silo B");
+        // run.sh starts it again, as Kubernetes would restart its pod.
+        var restarted = Stopwatch.StartNew();
+        while (!fixture.Script.Output.Contains("restarting silo-b") && restarted.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(100);
+        Assert.Contains("silo-b exited (137)", fixture.Script.Output);
+        Assert.Contains("restarting silo-b", fixture.Script.Output);
+    }
+
+    [Fact]
+    public async Task ASiloJoinedWithJoinShTakesOverFromAKilledOneAndLeavesOnSigterm()
+    {
+        var join = new Processes.Running(LocalClusterFixture.ScriptStart("join.sh", ["silo-d"], fixture.Model, fixture.Clustering,
+            fixture.Ports, fixture.RedisPort));
+        await using var _ = join;
+        var joined = Stopwatch.StartNew();
+        while (!join.Output.Contains("Application started") && joined.Elapsed < TimeSpan.FromMinutes(2))
+        {
+            Assert.False(join.Process.HasExited, join.Output);
+            await Task.Delay(100);
+        }
+        Assert.Contains("silo-d (experts) joining the cluster", join.Output);
+
+        // Silo C holds an expert group whichever test ran first; with it gone, the plan over B and D gives D one.
+        int pid = fixture.SiloPid(fixture.Ports + 4);
+        var streams = await RunStreamsAsync(() =>
+        {
+            Process.GetProcessById(pid).Kill();
+            return Task.CompletedTask;
+        });
+        AssertUndisturbed(streams, "SIGKILL of silo C with silo D joined");
+        Assert.Contains("Expert group tiny-moe-1/experts/0/", join.Output);
+        Assert.Contains("on silo silo-d", join.Output);
+
+        // SIGTERM: silo D leaves the cluster gracefully while streams run; its group is placed again on the others.
+        streams = await RunStreamsAsync(async () =>
+        {
+            using var term = Process.Start("kill", ["-TERM", join.Process.Id.ToString()])!;
+            await term.WaitForExitAsync();
+        });
+        AssertUndisturbed(streams, "SIGTERM of silo D");
+        using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await join.Process.WaitForExitAsync(exit.Token);
+        Assert.Equal(0, join.Process.ExitCode);
+    }
+}
