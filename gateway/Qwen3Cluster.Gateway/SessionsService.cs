@@ -8,7 +8,7 @@ namespace Qwen3Cluster.Gateway;
 /// <summary>The Sessions gRPC service. A session belongs to the caller that created it: to anyone else it does not exist.</summary>
 public sealed class SessionsService(ServedModel model, IGrainFactory grains) : Sessions.SessionsBase
 {
-    public const int MaxTtlSeconds = 7 * 24 * 3600;
+    public static readonly int MaxTtlSeconds = (int)SessionStorage.MaxTtl.TotalSeconds;
 
     public override async Task<Session> CreateSession(CreateSessionRequest request, ServerCallContext context)
     {

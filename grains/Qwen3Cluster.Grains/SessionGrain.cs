@@ -53,7 +53,7 @@ public sealed class SessionGrain(
             Model = model,
             TtlSeconds = ttlSeconds > 0 ? ttlSeconds : DefaultTtlSeconds,
             LastUsed = DateTimeOffset.UtcNow,
-            Replica = (int)((uint)Id.GetHashCode() % (uint)Math.Max(1, deployment.Options.Replicas)),
+            Replica = (int)(StableHash(Id) % (uint)Math.Max(1, deployment.Options.Replicas)),
         };
         await state.WriteStateAsync();
         ScheduleExpiry();
@@ -115,6 +115,14 @@ public sealed class SessionGrain(
         return true;
     }
 
+    /// <summary>FNV-1a of the id: the same on every silo (string.GetHashCode differs from process to process).</summary>
+    static uint StableHash(string id)
+    {
+        uint hash = 2166136261;
+        foreach (char c in id) hash = (hash ^ c) * 16777619;
+        return hash;
+    }
+
     bool Owns(string owner) => S.Exists && S.Owner == owner && !_deleteAfterTurn;
 
     bool Expired => _activeTurn is null && DateTimeOffset.UtcNow > S.LastUsed.AddSeconds(S.TtlSeconds);
@@ -147,4 +155,6 @@ public sealed class SessionGrain(
 public static class SessionStorage
 {
     public const string Name = "sessions";
+    /// <summary>The longest time to live a session may ask for.</summary>
+    public static readonly TimeSpan MaxTtl = TimeSpan.FromDays(7);
 }

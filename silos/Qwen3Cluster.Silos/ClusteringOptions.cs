@@ -27,4 +27,23 @@ public sealed record ClusteringOptions
     /// </summary>
     public double ProbeTimeoutSeconds { get; set; } = 2;
     public int MissedProbesLimit { get; set; } = 3;
+    /// <summary>
+    /// How long the grain directory refuses new activations of a dead silo's grains (Orleans' range lease: 30 s,
+    /// less the failure-detection window, guards against a silo declared dead that still runs). 0 by default: the
+    /// model's grains tolerate a brief second activation (an expert group is a pure function of its weights, a
+    /// stage's pool generation tells the replica its cache is another's), and every second of lease is a second
+    /// of pause for every stream after a silo dies.
+    /// </summary>
+    public double DirectoryLeaseSeconds { get; set; }
+}
+
+/// <summary>
+/// Where sessions keep their state (configuration section <c>Qwen3:Sessions</c>). Storage: auto (the membership
+/// store when it is Redis or PostgreSQL, memory otherwise), memory, redis or adonet (PostgreSQL, which needs
+/// Orleans' PostgreSQL-Persistence.sql). ConnectionString defaults to the clustering one.
+/// </summary>
+public sealed record SessionStorageOptions
+{
+    public string Storage { get; set; } = "auto";
+    public string? ConnectionString { get; set; }
 }

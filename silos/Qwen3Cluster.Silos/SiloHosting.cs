@@ -41,9 +41,55 @@ public static class SiloHosting
             o.ResponseTimeout = TimeSpan.FromMinutes(5);
         });
         silo.Configure<GrainCollectionOptions>(o => o.CollectionAge = TimeSpan.FromHours(2));
-        silo.AddMemoryGrainStorage(SessionStorage.Name);
         silo.AddActivityPropagation();
-        if (configureClustering) silo.UseClustering(section.GetSection("Clustering").Get<ClusteringOptions>() ?? new ClusteringOptions());
+        // The grain directory that stays right when a silo dies: its ranges are recovered from the silos that hold
+        // the activations, so the grains on the silos left (a replica's decode loop with its streams, a stage with
+        // its KV pool) keep their one activation instead of being lost with the dead silo's directory partition.
+#pragma warning disable ORLEANSEXP003
+        silo.AddDistributedGrainDirectory();
+#pragma warning restore ORLEANSEXP003
+        var clustering = section.GetSection("Clustering").Get<ClusteringOptions>() ?? new ClusteringOptions();
+        var sessions = section.GetSection("Sessions").Get<SessionStorageOptions>() ?? new SessionStorageOptions();
+        silo.AddSessionStorage(sessions, configureClustering ? clustering : null);
+        if (configureClustering) silo.UseClustering(clustering);
+        return silo;
+    }
+
+    /// <summary>
+    /// Where session state lives (<c>Qwen3:Sessions:Storage</c>): in the membership store when there is a real one
+    /// (Redis or PostgreSQL), so a session outlives the silo that held it; in memory on localhost clustering.
+    /// </summary>
+    public static ISiloBuilder AddSessionStorage(this ISiloBuilder silo, SessionStorageOptions sessions, ClusteringOptions? clustering)
+    {
+        string provider = clustering?.Provider.ToLowerInvariant() is "kubernetes" ? clustering.Store : clustering?.Provider ?? "Memory";
+        string storage = sessions.Storage.Equals("auto", StringComparison.OrdinalIgnoreCase)
+            ? provider.ToLowerInvariant() switch { "redis" => "redis", "adonet" or "postgres" or "postgresql" => "adonet", _ => "memory" }
+            : sessions.Storage.ToLowerInvariant();
+        string Connection() => Required(sessions.ConnectionString ?? clustering?.ConnectionString, "Qwen3:Sessions:ConnectionString");
+        switch (storage)
+        {
+            case "memory":
+                silo.AddMemoryGrainStorage(SessionStorage.Name);
+                break;
+            case "redis":
+                silo.AddRedisGrainStorage(SessionStorage.Name, o =>
+                {
+                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(Connection());
+                    o.DeleteStateOnClear = true;
+                    // A session the cluster lost track of (its silo died, nobody asked for it again) still goes.
+                    o.EntryExpiry = SessionStorage.MaxTtl + TimeSpan.FromHours(1);
+                });
+                break;
+            case "adonet" or "postgres" or "postgresql":
+                silo.AddAdoNetGrainStorage(SessionStorage.Name, o =>
+                {
+                    o.Invariant = "Npgsql";
+                    o.ConnectionString = Connection();
+                });
+                break;
+            default:
+                throw new InvalidOperationException($"Qwen3:Sessions:Storage '{sessions.Storage}' is not one of auto, memory, redis, adonet.");
+        }
         return silo;
     }
 
@@ -56,6 +102,7 @@ public static class SiloHosting
             o.ProbeTimeout = TimeSpan.FromSeconds(options.ProbeTimeoutSeconds);
             o.NumMissedProbesLimit = options.MissedProbesLimit;
         });
+        silo.Configure<GrainDirectoryOptions>(o => o.RangeLeaseDuration = TimeSpan.FromSeconds(options.DirectoryLeaseSeconds));
         var advertised = options.AdvertisedAddress is { Length: > 0 } a ? IPAddress.Parse(a) : IPAddress.Loopback;
         switch (options.Provider.ToLowerInvariant())
         {

@@ -58,25 +58,28 @@ start silo-b 1 "$EXPERT_THREADS"
 start silo-c 2 "$EXPERT_THREADS"
 
 # Starts again whichever silo exited, after a pause that doubles while it keeps failing within a minute of its
-# start (Kubernetes' crash-loop back-off, capped at 30 s).
+# start (Kubernetes' crash-loop back-off, capped at 30 s). Polls rather than `wait -n`, which loses processes that
+# exit together.
 supervise() {
   declare -A started_at=()
+  local name
   for name in "${!pid_of[@]}"; do started_at[$name]=$SECONDS; restarts_of[$name]=0; done
   while true; do
-    local exited="" code=0
-    wait -n -p exited "${pid_of[@]}" || code=$?
-    [[ -z "$exited" ]] && continue
-    local name
-    for name in "${!pid_of[@]}"; do [[ ${pid_of[$name]} == "$exited" ]] && break; done
-    echo "$name exited ($code); see $LOG_DIR/$name.log" >&2
-    if [[ $RESTART != 1 ]]; then exit 1; fi
-    if (( SECONDS - started_at[$name] > 60 )); then restarts_of[$name]=0; fi
-    local pause=$(( 1 << restarts_of[$name] )); (( pause > 30 )) && pause=30
-    restarts_of[$name]=$(( restarts_of[$name] + 1 ))
-    sleep "$pause"
-    echo "restarting $name" >&2
-    start "$name" "${offset_of[$name]}" "${threads_of[$name]}"
-    started_at[$name]=$SECONDS
+    sleep 0.25
+    for name in "${!pid_of[@]}"; do
+      kill -0 "${pid_of[$name]}" 2>/dev/null && continue
+      local code=0
+      wait "${pid_of[$name]}" 2>/dev/null || code=$?
+      echo "$name exited ($code); see $LOG_DIR/$name.log" >&2
+      if [[ $RESTART != 1 ]]; then exit 1; fi
+      if (( SECONDS - started_at[$name] > 60 )); then restarts_of[$name]=0; fi
+      local pause=$(( 1 << restarts_of[$name] )); (( pause > 30 )) && pause=30
+      restarts_of[$name]=$(( restarts_of[$name] + 1 ))
+      sleep "$pause"
+      echo "restarting $name" >&2
+      start "$name" "${offset_of[$name]}" "${threads_of[$name]}"
+      started_at[$name]=$SECONDS
+    done
   done
 }
 

@@ -158,4 +158,56 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         await join.Process.WaitForExitAsync(exit.Token);
         Assert.Equal(0, join.Process.ExitCode);
     }
+
+    [Fact]
+    public async Task ASessionOutlivesTheDeathAndRestartOfEverySilo()
+    {
+        // Session state is durable where the membership store is real; run.sh uses Redis wherever it is installed (CI).
+        if (fixture.Clustering != "redis") return;
+        var client = new Inference.InferenceClient(fixture.Channel);
+        var sessions = new Sessions.SessionsClient(fixture.Channel);
+        var session = await sessions.CreateSessionAsync(new CreateSessionRequest { TtlSeconds = 600 });
+        string[] turns = ["Hello! What is a mixture of experts?", "How many experts does each token use?", "And which one is busiest?"];
+        var sampling = new SamplingParams { Temperature = 0, MaxTokens = 10, Logprobs = 1 };
+        var history = new List<int>();
+        for (int t = 0; t < turns.Length; t++)
+        {
+            if (t == 2)
+            {
+                // Whichever silo held the session, it is gone now, with every KV cache; run.sh starts them again.
+                int restartsBefore = Restarts();
+                foreach (int offset in new[] { 2, 3, 4 }) Process.GetProcessById(fixture.SiloPid(fixture.Ports + offset)).Kill();
+                var clock = Stopwatch.StartNew();
+                while (Restarts() < restartsBefore + 3 && clock.Elapsed < TimeSpan.FromMinutes(2)) await Task.Delay(100);
+                await fixture.Script.WaitForHttpAsync($"http://127.0.0.1:{fixture.Ports + 1}/healthz", TimeSpan.FromMinutes(3));
+                output.WriteLine($"every silo killed and restarted; serving again after {clock.Elapsed.TotalSeconds:F1} s");
+            }
+            var turnIds = await LocalClusterTests.TurnPromptAsync(client, history, turns[t]);
+            var request = new ChatRequest { SessionId = session.SessionId, Sampling = sampling, EnableThinking = false };
+            request.Messages.Add(new Message { Role = "user", Content = turns[t] });
+            var ids = new List<int>();
+            var logprobs = new List<float>();
+            Usage? usage = null;
+            await foreach (var response in client.Chat(request).ResponseStream.ReadAllAsync())
+            {
+                ids.AddRange(response.Tokens.Select(x => x.Id));
+                logprobs.AddRange(response.Tokens.Select(x => x.Logprob));
+                usage = response.Usage ?? usage;
+            }
+            var scratch = await GenerateJson.RunAsync(fixture.Model, turnIds, 10);
+            Assert.Equal(turnIds.Length, usage!.PromptTokens);
+            Assert.Equal(scratch.Ids, ids);
+            for (int i = 0; i < ids.Count; i++) Assert.InRange(logprobs[i] - scratch.Logprobs[i], -1e-4, 1e-4);
+            // After the restart no cache is left: the turn recomputed the whole history the session kept in Redis.
+            if (t == 2) Assert.Equal(0, usage.CachedPromptTokens);
+            history.Clear();
+            history.AddRange(turnIds);
+            history.AddRange(ids);
+        }
+        var status = await sessions.GetSessionAsync(new GetSessionRequest { SessionId = session.SessionId });
+        Assert.Equal(history.Count, status.HistoryTokens);
+        await sessions.DeleteSessionAsync(new DeleteSessionRequest { SessionId = session.SessionId });
+    }
+
+    int Restarts() => fixture.Script.Output.Split('\n').Count(line => line.StartsWith("restarting silo-"));
 }

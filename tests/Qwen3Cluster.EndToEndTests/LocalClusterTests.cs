@@ -157,13 +157,15 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
     }
 
     /// <summary>The turn's prompt ids: the history, then the new user message as the chat template continues it.</summary>
-    async Task<int[]> TurnPromptAsync(List<int> history, string user)
+    Task<int[]> TurnPromptAsync(List<int> history, string user) => TurnPromptAsync(Client, history, user);
+
+    public static async Task<int[]> TurnPromptAsync(Inference.InferenceClient client, List<int> history, string user)
     {
         var request = new TokenizeRequest { EnableThinking = false };
         request.Messages.Add(new Message { Role = "user", Content = user });
-        var rendered = (await Client.TokenizeAsync(request)).Ids.ToArray();
+        var rendered = (await client.TokenizeAsync(request)).Ids.ToArray();
         if (history.Count == 0) return rendered;
-        var newline = (await Client.TokenizeAsync(new TokenizeRequest { Text = "\n" })).Ids.ToArray();
+        var newline = (await client.TokenizeAsync(new TokenizeRequest { Text = "\n" })).Ids.ToArray();
         const int imEnd = 151645;
         int[] close = history[^1] == imEnd ? newline : [imEnd, .. newline];
         return [.. history, .. close, .. rendered];

@@ -129,7 +129,9 @@ public static class ServeCommand
         logging.AddFilter("Orleans", LogLevel.Warning);
         logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         logging.AddFilter("Microsoft.Orleans", LogLevel.Warning);
-        // Orleans places grains through a Polly pipeline that logs every attempt.
-        logging.AddFilter("Polly", LogLevel.Warning);
+        // A time on every line: what an operator (or a test) reads a failover's timeline from.
+        logging.AddSimpleConsole(o => o.TimestampFormat = "HH:mm:ss.fff ");
+        // Orleans places grains through a Polly pipeline that logs every attempt and every retry (a silo is gone).
+        logging.AddFilter("Polly", LogLevel.Error);
     }
 }
