@@ -210,3 +210,47 @@ public sealed class SiloFailureTests
         Assert.Equal("silo-c", group0.SiloName);
     }
 }
+
+/// <summary>The silo that hosts a stage (and expert groups) dies while six greedy streams are decoding.</summary>
+[Collection(ClusterCollection.Name)]
+public sealed class MidStreamStageFailureTests
+{
+    [Fact]
+    public async Task SixStreamsOutliveTheDeathOfTheSiloHostingAStage()
+    {
+        string dir = ClusterEquivalenceTests.Checkpoint("moe");
+        await using var cluster = await ModelCluster.StartAsync(dir, ClusterEquivalenceTests.Silos, stages: 2, expertGroups: 2);
+        await cluster.Replica().Warmup();
+        Assert.Equal("silo-b", (await cluster.Client.GetStage(new StageKey(cluster.Model, 0, 1)).EnsureLoaded()).SiloName);
+        using var local = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 256, BlockSize = 4 });
+        await using var engine = GenerationEngine.Start(local, new SchedulerOptions { NumBlocks = 256, BlockSize = 4, PrefixCaching = false }, []);
+
+        int[] Prompt(int i) => Enumerable.Range(0, 4 + 3 * i).Select(j => (j * 53 + i * 211) % 400 + 1).ToArray();
+        const int tokens = 40;
+        var expected = new List<EngineRunner.Result>();
+        for (int i = 0; i < 6; i++) expected.Add(await EngineRunner.RunAsync(engine, EngineRunner.Greedy(Prompt(i), tokens, logprobs: 1)));
+
+        var sampling = new SamplingParams { Temperature = 0, MaxTokens = tokens, Logprobs = 1, IgnoreEos = true };
+        var received = new int[6];
+        var streams = Enumerable.Range(0, 6).Select(async i =>
+        {
+            var updates = new List<GenerationUpdate>();
+            await foreach (var u in cluster.Replica().Generate(new GenerationRequest(Prompt(i), sampling)))
+            {
+                updates.Add(u);
+                Interlocked.Add(ref received[i], u.Tokens.Count);
+            }
+            return Generated.From(updates);
+        }).ToArray();
+        while (received.Any(r => Volatile.Read(ref r) < 3)) await Task.Delay(5);
+        Assert.All(received, r => Assert.True(r < tokens, "a stream finished before the silo died"));
+        await cluster.Cluster.KillSiloAsync(cluster.Cluster.Silos.Single(s => s.Name.Contains('1')));
+
+        var results = await Task.WhenAll(streams);
+        for (int i = 0; i < 6; i++) Compare.SameTokensAndLogprobs(expected[i], results[i]);
+        // The stage and the expert group the dead silo held now run on the silos left.
+        Assert.Equal("silo-a", (await cluster.Client.GetStage(new StageKey(cluster.Model, 0, 1)).EnsureLoaded()).SiloName);
+        Assert.Equal("silo-c", (await cluster.Client.GetExpertGroup(new ExpertGroupKey(cluster.Model, 1, 0)).EnsureLoaded()).SiloName);
+    }
+}
+
