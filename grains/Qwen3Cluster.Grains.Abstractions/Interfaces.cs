@@ -2,13 +2,30 @@ using Qwen3Cluster.Model.Engine;
 
 namespace Qwen3Cluster.Grains;
 
-/// <summary>Decoder layers [Start, End) of one model replica, with their KV pool; key: a <see cref="StageKey"/>.</summary>
-[Alias("qwen3.IPipelineStageGrain")]
-public interface IPipelineStageGrain : IGrainWithStringKey
+/// <summary>A grain that holds a share of the model's weights on its planned silo: a stage or an expert group.</summary>
+[Alias("qwen3.IModelShardGrain")]
+public interface IModelShardGrain : IGrainWithStringKey
 {
-    /// <summary>Loads the stage's weights if not yet loaded (a long call the first time).</summary>
+    /// <summary>Loads the weights if not yet loaded (a long call the first time).</summary>
     [ResponseTimeout("00:30:00"), Alias("EnsureLoaded")]
     Task<ShardInfo> EnsureLoaded();
+
+    /// <summary>The name of the silo this activation runs on, and whether its weights are loaded; loads nothing.</summary>
+    [Alias("Host")]
+    Task<ShardHost> Host();
+
+    /// <summary>
+    /// Moves to the silo the plan names now, once idle (Orleans migration: calls meanwhile wait and then reach
+    /// the new activation). The new silo has loaded the weights first; this activation's are freed as it goes.
+    /// </summary>
+    [Alias("HandOver")]
+    Task HandOver();
+}
+
+/// <summary>Decoder layers [Start, End) of one model replica, with their KV pool; key: a <see cref="StageKey"/>.</summary>
+[Alias("qwen3.IPipelineStageGrain")]
+public interface IPipelineStageGrain : IModelShardGrain
+{
 
     /// <summary>Runs one batched step of every active sequence through this stage; cancelling abandons it between layers.</summary>
     [ResponseTimeout("00:30:00"), Alias("Forward")]
@@ -17,11 +34,8 @@ public interface IPipelineStageGrain : IGrainWithStringKey
 
 /// <summary>Experts [Lo, Hi) of every sparse layer of a stage; key: an <see cref="ExpertGroupKey"/>.</summary>
 [Alias("qwen3.IExpertGroupGrain")]
-public interface IExpertGroupGrain : IGrainWithStringKey
+public interface IExpertGroupGrain : IModelShardGrain
 {
-    [ResponseTimeout("00:30:00"), Alias("EnsureLoaded")]
-    Task<ShardInfo> EnsureLoaded();
-
     /// <summary>The weighted outputs [T, D] of this group's experts for tokens x [T, D] with ids and weights [T, K].</summary>
     [ResponseTimeout("00:30:00"), Alias("Run")]
     Task<TensorPayload> Run(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights,

@@ -26,6 +26,10 @@ public sealed record ShardInfo(
     [property: Id(3)] double LoadSeconds,
     [property: Id(4)] long Calls);
 
+/// <summary>Where a stage or expert-group activation runs.</summary>
+[GenerateSerializer, Immutable, Alias("qwen3.ShardHost")]
+public sealed record ShardHost([property: Id(0)] string SiloName, [property: Id(1)] bool Loaded);
+
 /// <summary>A model replica as its replica grain describes it.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ModelDescription")]
 public sealed record ModelDescription(

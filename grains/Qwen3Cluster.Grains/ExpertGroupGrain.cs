@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
-using Qwen3Cluster.Model.Checkpoint;
 using Qwen3Cluster.Model.Layers;
 
 namespace Qwen3Cluster.Grains;
@@ -12,9 +11,10 @@ namespace Qwen3Cluster.Grains;
 /// tensors and, per call, runs them on every token of the step that was routed to them.
 /// </summary>
 [PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
-public sealed partial class ExpertGroupGrain(ModelDeployment model, ILogger<ExpertGroupGrain> logger) : Grain, IExpertGroupGrain
+public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader loader, ILogger<ExpertGroupGrain> logger)
+    : Grain, IExpertGroupGrain
 {
-    Dictionary<int, ExpertGroup>? _layers;
+    ExpertGroupWeights? _weights;
     long _calls;
     double _loadSeconds;
 
@@ -25,17 +25,19 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ILogger<Expe
         var key = Key;
         var range = model.ExpertGroups[key.Group];
         var stage = model.Stages[key.Stage];
-        if (_layers is null)
+        if (_weights is null)
         {
             var clock = Stopwatch.StartNew();
-            LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
-            _layers = await Task.Run(() =>
+            if (loader.TakePreloaded<ExpertGroupWeights>(key) is { } preloaded)
             {
-                using var reader = CheckpointReader.Open(model.Path);
-                var weights = new CheckpointWeights(reader, model.Device, storage: model.Storage);
-                return stage.SparseLayers(model.Config)
-                    .ToDictionary(layer => layer, layer => new ExpertGroup(model.Config, layer, range.Lo, range.Hi, weights));
-            });
+                _weights = preloaded;
+                LogTookOver(key.ToString(), model.Silo.Name);
+            }
+            else
+            {
+                LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
+                _weights = await Task.Run(() => loader.LoadExperts(key));
+            }
             _loadSeconds = clock.Elapsed.TotalSeconds;
             LogLoaded(key.ToString(), _loadSeconds);
         }
@@ -48,7 +50,7 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ILogger<Expe
         await EnsureLoaded();
         cancellationToken.ThrowIfCancellationRequested();
         _calls++;
-        if (!_layers!.TryGetValue(layer, out var group))
+        if (!_weights!.Layers.TryGetValue(layer, out var group))
             throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {Key} holds no experts of layer {layer}.");
         using var xs = x.ToTensor(model.Device);
         using var ids = expertIds.ToTensor(model.Device);
@@ -57,14 +59,26 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ILogger<Expe
         return output.ToPayload();
     }
 
+    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _weights is not null));
+
+    public Task HandOver()
+    {
+        MigrateOnIdle();
+        return Task.CompletedTask;
+    }
+
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
-        foreach (var group in _layers?.Values.ToArray() ?? []) group.Dispose();
+        _weights?.Dispose();
+        _weights = null;
         return Task.CompletedTask;
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key}: loading {Range} on silo {Silo}")]
     partial void LogLoading(string key, string range, string silo);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key}: handed over to silo {Silo}, with the weights it preloaded")]
+    partial void LogTookOver(string key, string silo);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key}: loaded in {Seconds:F1}s")]
     partial void LogLoaded(string key, double seconds);

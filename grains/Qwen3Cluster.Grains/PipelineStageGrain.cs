@@ -3,7 +3,6 @@ using Microsoft.Extensions.Logging;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
 using Qwen3Cluster.Model.Cache;
-using Qwen3Cluster.Model.Checkpoint;
 using Qwen3Cluster.Model.Layers;
 
 namespace Qwen3Cluster.Grains;
@@ -14,7 +13,8 @@ namespace Qwen3Cluster.Grains;
 /// experts are reached through the stage's expert-group grains, one call per group per layer per step.
 /// </summary>
 [PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
-public sealed partial class PipelineStageGrain(ModelDeployment model, ILogger<PipelineStageGrain> logger) : Grain, IPipelineStageGrain
+public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoader loader, ILogger<PipelineStageGrain> logger)
+    : Grain, IPipelineStageGrain
 {
     ModelStage? _stage;
     KvCachePool? _pool;
@@ -31,12 +31,16 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ILogger<Pi
         {
             var range = model.Stages[Key.Stage];
             var clock = Stopwatch.StartNew();
-            LogLoading(Key.ToString(), range.ToString(), model.Silo.Name);
-            _stage = await Task.Run(() =>
+            if (loader.TakePreloaded<ModelStage>(Key) is { } preloaded)
             {
-                using var reader = CheckpointReader.Open(model.Path);
-                return new ModelStage(model.Config, range, new CheckpointWeights(reader, model.Device, storage: model.Storage));
-            });
+                _stage = preloaded;
+                LogTookOver(Key.ToString(), model.Silo.Name);
+            }
+            else
+            {
+                LogLoading(Key.ToString(), range.ToString(), model.Silo.Name);
+                _stage = await Task.Run(() => loader.LoadStage(Key));
+            }
             _pool = _stage.CreatePool(model.Options.KvBlocks, model.Options.BlockSize);
             _experts = new PartitionedExperts(model.ExpertGroups, RunExpertGroupAsync);
             _loadSeconds = clock.Elapsed.TotalSeconds;
@@ -67,15 +71,29 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ILogger<Pi
         return result.ToTensor(model.Device);
     }
 
+    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null));
+
+    /// <summary>Moves once idle (between steps); its KV pool stays behind, so the replica recomputes its caches.</summary>
+    public Task HandOver()
+    {
+        MigrateOnIdle();
+        return Task.CompletedTask;
+    }
+
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         _pool?.Dispose();
         _stage?.Dispose();
+        _pool = null;
+        _stage = null;
         return Task.CompletedTask;
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Stage {Key}: loading {Range} on silo {Silo}")]
     partial void LogLoading(string key, string range, string silo);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stage {Key}: handed over to silo {Silo}, with the weights it preloaded")]
+    partial void LogTookOver(string key, string silo);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Stage {Key}: loaded in {Seconds:F1}s")]
     partial void LogLoaded(string key, double seconds);

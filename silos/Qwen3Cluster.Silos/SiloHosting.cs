@@ -30,6 +30,8 @@ public static class SiloHosting
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(model));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(roles));
         silo.Services.AddSingleton<ModelDeployment>();
+        silo.Services.AddSingleton<ShardLoader>();
+        silo.Services.AddHostedService<PlanKeeper>();
         silo.Services.AddHostedService<ComputeThreadsSetup>();
         silo.Services.AddSingleton(new ClusterPlan(pins, model));
         silo.Services.AddPlacementDirector<PlannedPlacementStrategy, PlannedPlacementDirector>();

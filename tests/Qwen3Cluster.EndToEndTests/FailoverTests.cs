@@ -209,5 +209,40 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         await sessions.DeleteSessionAsync(new DeleteSessionRequest { SessionId = session.SessionId });
     }
 
+    [Fact]
+    public async Task ASiloThatJoinsWhileStreamsRunGetsItsShareAndGivesItBackOnSigterm()
+    {
+        var clock = Stopwatch.StartNew();
+        var join = new Processes.Running(LocalClusterFixture.ScriptStart("join.sh", ["silo-e"], fixture.Model, fixture.Clustering,
+            fixture.Ports, fixture.RedisPort));
+        await using var _ = join;
+        // Four expert groups over silos B, C and E: the plan gives E one, which moves to it while rounds of six
+        // streams run, each round equal to the single-process engine.
+        TimeSpan? serving = null;
+        int rounds = 0, after = 0;
+        while (serving is null || after < 2)
+        {
+            Assert.False(join.Process.HasExited, join.Output);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), $"silo E got no expert group in 90 s:\n{join.Output}");
+            var streams = await RunStreamsAsync(() => Task.CompletedTask);
+            AssertUndisturbed(streams, $"round {++rounds} while silo E joins");
+            if (serving is not null) after++;
+            else if (join.Output.Contains("handed over to silo silo-e")) serving = clock.Elapsed;
+        }
+        output.WriteLine($"from join.sh to an expert group serving on silo E: {serving!.Value.TotalSeconds:F1} s");
+        Assert.Matches(@"Plan: tiny-moe-1/experts/0/\d moves from silo silo-[bcd] to silo silo-e", join.Output);
+
+        // SIGTERM: E leaves, and the plan over the silos left takes its group back while streams run.
+        var streamsAfter = await RunStreamsAsync(async () =>
+        {
+            using var term = Process.Start("kill", ["-TERM", join.Process.Id.ToString()])!;
+            await term.WaitForExitAsync();
+        });
+        AssertUndisturbed(streamsAfter, "SIGTERM of silo E");
+        using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await join.Process.WaitForExitAsync(exit.Token);
+        Assert.Equal(0, join.Process.ExitCode);
+    }
+
     int Restarts() => fixture.Script.Output.Split('\n').Count(line => line.StartsWith("restarting silo-"));
 }

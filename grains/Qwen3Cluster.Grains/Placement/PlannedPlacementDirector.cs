@@ -19,18 +19,26 @@ public sealed partial class PlannedPlacementDirector(
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var key = ModelGrainKey.Parse(target.GrainIdentity.Key.ToString()!);
+        var present = Present(membership, metadata, context.GetCompatibleSilos(target));
+        string? chosen = plan.SiloFor(key, present.Select(p => p.Silo).ToList());
+        if (chosen is null)
+            throw new MissingRoleException(ClusterPlan.RoleFor(key), key.ToString());
+        var address = present.First(p => p.Silo.Name == chosen).Address;
+        LogPlaced(key.ToString(), chosen, address);
+        return Task.FromResult(address);
+    }
+
+    /// <summary>The active silos (of <paramref name="among"/>, or all) that have announced their name and roles.</summary>
+    public static List<(SiloAddress Address, SiloDescriptor Silo)> Present(IClusterMembershipService membership, ISiloMetadataCache metadata,
+        IEnumerable<SiloAddress>? among = null)
+    {
         var members = membership.CurrentSnapshot.Members;
-        var present = context.GetCompatibleSilos(target)
+        return (among ?? members.Keys)
             .Where(a => members.TryGetValue(a, out var m) && m.Status == SiloStatus.Active)
             .Select(a => (Address: a, Silo: SiloDescriptor.FromMetadata(metadata.GetSiloMetadata(a).Metadata)))
             .Where(p => p.Silo is not null)
+            .Select(p => (p.Address, p.Silo!))
             .ToList();
-        string? chosen = plan.SiloFor(key, present.Select(p => p.Silo!).ToList());
-        if (chosen is null)
-            throw new MissingRoleException(ClusterPlan.RoleFor(key), key.ToString());
-        var address = present.First(p => p.Silo!.Name == chosen).Address;
-        LogPlaced(key.ToString(), chosen, address);
-        return Task.FromResult(address);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Placing {Key} on silo {Silo} ({Address})")]

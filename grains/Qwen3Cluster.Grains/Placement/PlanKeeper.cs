@@ -1,0 +1,92 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Runtime;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using Qwen3Cluster.Grains.Hosting;
+
+namespace Qwen3Cluster.Grains.Placement;
+
+/// <summary>
+/// Keeps this silo's share of the plan as silos join and leave: whenever the set of silos has settled on a new
+/// shape, every stage and expert group the plan now gives this silo but that runs elsewhere is handed over. This
+/// silo loads the weights first (<see cref="ShardLoader.PreloadAsync"/>), then asks the grain to migrate
+/// (<see cref="IModelShardGrain.HandOver"/>); Orleans holds its calls meanwhile and the old activation frees its
+/// weights as it goes. So a silo that joins late, or is added to scale out, gets its share while the cluster
+/// serves. Replica grains never move: their decode loops hold the streams.
+/// </summary>
+public sealed partial class PlanKeeper(
+    IClusterMembershipService membership,
+    ISiloMetadataCache metadata,
+    ClusterPlan plan,
+    ModelDeployment model,
+    ShardLoader loader,
+    IGrainFactory grains,
+    ILogger<PlanKeeper> logger) : BackgroundService
+{
+    /// <summary>How often the view of the cluster is read; a view must hold for two reads before it is acted on.</summary>
+    public static readonly TimeSpan Period = TimeSpan.FromSeconds(2);
+
+    protected override async Task ExecuteAsync(CancellationToken stopping)
+    {
+        var roles = model.Silo.EffectiveRoles;
+        if (!roles.Contains(SiloRoleOptions.Stage) && !roles.Contains(SiloRoleOptions.Experts)) return;
+        using var timer = new PeriodicTimer(Period);
+        string? previous = null, balanced = null;
+        while (await timer.WaitForNextTickAsync(stopping))
+        {
+            var present = PlannedPlacementDirector.Present(membership, metadata).Select(p => p.Silo).ToList();
+            string view = string.Join(' ', present.Select(s => $"{s.Name}:{string.Join(',', s.Roles.Order())}").Order());
+            bool settled = view == previous;
+            previous = view;
+            if (!settled || view == balanced || !present.Any(s => s.Name == model.Silo.Name)) continue;
+            try
+            {
+                if (await BalanceAsync(present)) balanced = view;
+            }
+            catch (Exception e) when (!stopping.IsCancellationRequested)
+            {
+                LogFailed(e);
+            }
+        }
+    }
+
+    /// <summary>Hands over what the plan gives this silo; true when all of it already runs here.</summary>
+    async Task<bool> BalanceAsync(IReadOnlyList<SiloDescriptor> present)
+    {
+        string me = model.Silo.Name;
+        bool settled = true;
+        foreach (var key in ShardKeys())
+        {
+            if (plan.SiloFor(key, present) != me) continue;
+            IModelShardGrain shard = key is StageKey s ? grains.GetStage(s) : grains.GetExpertGroup((ExpertGroupKey)key);
+            var host = await shard.Host();
+            if (host.SiloName == me) continue;
+            settled = false;
+            double seconds = host.Loaded ? await loader.PreloadAsync(key) : 0;
+            LogHandingOver(key.ToString(), host.SiloName, me, seconds);
+            await shard.HandOver();
+        }
+        return settled;
+    }
+
+    /// <summary>Every stage of every replica, and every expert group of every stage with sparse layers.</summary>
+    IEnumerable<ModelGrainKey> ShardKeys()
+    {
+        var stages = model.Stages;
+        for (int r = 0; r < Math.Max(1, model.Options.Replicas); r++)
+        {
+            for (int s = 0; s < stages.Length; s++) yield return new StageKey(model.Name, r, s);
+        }
+        for (int s = 0; s < stages.Length; s++)
+        {
+            if (!stages[s].SparseLayers(model.Config).Any()) continue;
+            for (int g = 0; g < model.ExpertGroups.Length; g++) yield return new ExpertGroupKey(model.Name, s, g);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Plan: {Key} moves from silo {From} to silo {To} (weights preloaded in {Seconds:F1}s)")]
+    partial void LogHandingOver(string key, string from, string to, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Plan: a hand-over failed; it is tried again")]
+    partial void LogFailed(Exception error);
+}
