@@ -75,6 +75,7 @@ public static class GatewayHosting
         app.UseMiddleware<GrpcUtf8Guard>();
         app.MapGrpcService<InferenceService>().RequireAuthorization();
         app.MapGrpcService<SessionsService>().RequireAuthorization();
+        app.MapGrpcService<ClusterService>().RequireAuthorization();
         app.MapGrpcReflectionService();
         app.MapGrpcHealthChecksService();
         app.MapGet("/healthz", (Readiness readiness) => readiness.IsReady

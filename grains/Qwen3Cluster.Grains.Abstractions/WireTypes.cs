@@ -26,9 +26,13 @@ public sealed record ShardInfo(
     [property: Id(3)] double LoadSeconds,
     [property: Id(4)] long Calls);
 
-/// <summary>Where a stage or expert-group activation runs.</summary>
+/// <summary>Where a stage or expert-group activation runs, and what it has done since it was activated.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ShardHost")]
-public sealed record ShardHost([property: Id(0)] string SiloName, [property: Id(1)] bool Loaded);
+public sealed record ShardHost(
+    [property: Id(0)] string SiloName,
+    [property: Id(1)] bool Loaded,
+    [property: Id(2)] long Calls = 0,
+    [property: Id(3)] long RoutedTokens = 0);
 
 /// <summary>A model replica as its replica grain describes it.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ModelDescription")]
@@ -50,7 +54,8 @@ public sealed record ReplicaStats(
     [property: Id(4)] long StageCalls,
     [property: Id(5)] long ExpertCalls,
     [property: Id(6)] string[] ParkedCaches,
-    [property: Id(7)] long Preemptions);
+    [property: Id(7)] long Preemptions,
+    [property: Id(8)] string SiloName = "");
 
 /// <summary>A session's public state.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.SessionInfo")]

@@ -16,6 +16,7 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader 
 {
     ExpertGroupWeights? _weights;
     long _calls;
+    long _routed;
     double _loadSeconds;
 
     ExpertGroupKey Key => ModelGrainKey.Parse<ExpertGroupKey>(this.GetPrimaryKeyString());
@@ -54,12 +55,20 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader 
             throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {Key} holds no experts of layer {layer}.");
         using var xs = x.ToTensor(model.Device);
         using var ids = expertIds.ToTensor(model.Device);
+        var range = model.ExpertGroups[Key.Group];
+        using (TorchSharp.torch.NewDisposeScope()) _routed += ids.ge(range.Lo).logical_and(ids.lt(range.Hi)).sum().item<long>();
         using var w = weights.ToTensor(model.Device);
         using var output = group.Forward(xs, ids, w);
         return output.ToPayload();
     }
 
-    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _weights is not null));
+    /// <summary>An activation that a hand-over brought here starts with the weights this silo preloaded for it.</summary>
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (loader.HasPreloaded(Key)) await EnsureLoaded();
+    }
+
+    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _weights is not null, _calls, _routed));
 
     public Task HandOver()
     {

@@ -71,7 +71,13 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoade
         return result.ToTensor(model.Device);
     }
 
-    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null));
+    /// <summary>An activation that a hand-over brought here starts with the weights this silo preloaded for it.</summary>
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (loader.HasPreloaded(Key)) await EnsureLoaded();
+    }
+
+    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null, _calls));
 
     /// <summary>Moves once idle (between steps); its KV pool stays behind, so the replica recomputes its caches.</summary>
     public Task HandOver()

@@ -84,7 +84,8 @@ public sealed partial class ReplicaGrain(ModelDeployment model, ILogger<ReplicaG
     }
 
     public Task<ReplicaStats> Stats() => Task.FromResult(new ReplicaStats(_engine.Options.NumBlocks, _engine.UsedBlocks,
-        _engine.ActiveSequences, _engine.Steps, _executor.StageCalls, _executor.ExpertCalls, [.. _engine.ParkedKeys], _engine.Preemptions));
+        _engine.ActiveSequences, _engine.Steps, _executor.StageCalls, _executor.ExpertCalls, [.. _engine.ParkedKeys], _engine.Preemptions,
+        model.Silo.Name));
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) =>
         await _engine.DisposeAsync();

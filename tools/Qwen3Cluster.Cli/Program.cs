@@ -9,6 +9,7 @@ var root = new RootCommand("qwen3: a serving cluster for Qwen3 and Qwen3-MoE mod
     ServeCommand.Create(),
     DemoModelCommand(),
     ChatCommand.Create(),
+    ClusterCommand.Create(),
     BenchCommand.Create(),
     KernelsCommand.Create(),
     QuantizationReportCommand.Create(),

@@ -47,6 +47,8 @@ public sealed class ShardLoader(ModelDeployment model) : IDisposable
         return clock.Elapsed.TotalSeconds;
     }
 
+    public bool HasPreloaded(ModelGrainKey key) => _preloaded.ContainsKey(key.ToString());
+
     /// <summary>The weights preloaded for this grain, or null.</summary>
     public T? TakePreloaded<T>(ModelGrainKey key) where T : class, IDisposable
     {

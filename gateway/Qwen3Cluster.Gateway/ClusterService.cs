@@ -1,0 +1,109 @@
+using Grpc.Core;
+using Orleans.Runtime;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using Qwen3Cluster.Grains;
+using Qwen3Cluster.Grains.Hosting;
+using Qwen3Cluster.Grains.Placement;
+using Qwen3Cluster.Protos.V1;
+
+namespace Qwen3Cluster.Gateway;
+
+/// <summary>
+/// The Cluster gRPC service: the silos (from Orleans membership and the roles each announces) and every grain of
+/// the served model, asked where it runs. Asking places a grain that had no activation yet (on its planned silo,
+/// without loading it), as its first request would.
+/// </summary>
+public sealed class ClusterService(
+    ModelDeployment model,
+    IGrainFactory grains,
+    IClusterMembershipService membership,
+    ISiloMetadataCache metadata) : Protos.V1.Cluster.ClusterBase
+{
+    public override async Task<ClusterDescription> DescribeCluster(DescribeClusterRequest request, ServerCallContext context)
+    {
+        var description = new ClusterDescription { Model = model.Name };
+        var silos = new List<SiloInfo>();
+        foreach (var member in membership.CurrentSnapshot.Members.Values
+                     .Where(m => m.Status is not SiloStatus.Dead and not SiloStatus.None))
+        {
+            var silo = SiloDescriptor.FromMetadata(metadata.GetSiloMetadata(member.SiloAddress).Metadata);
+            var info = new SiloInfo
+            {
+                Name = silo?.Name ?? member.Name,
+                Address = member.SiloAddress.ToParsableString(),
+                Device = silo?.Device ?? "",
+                Status = member.Status.ToString(),
+            };
+            if (silo is not null) info.Roles.AddRange(silo.Roles.Order(StringComparer.Ordinal));
+            silos.Add(info);
+        }
+        description.Silos.AddRange(silos.OrderBy(s => s.Name, StringComparer.Ordinal));
+        description.Grains.AddRange(await Task.WhenAll(GrainsOfTheModel().Select(g => DescribeAsync(g, context.CancellationToken))));
+        return description;
+    }
+
+    IEnumerable<GrainInfo> GrainsOfTheModel()
+    {
+        var stages = model.Stages;
+        for (int r = 0; r < Math.Max(1, model.Options.Replicas); r++)
+        {
+            yield return new GrainInfo { Key = new ReplicaKey(model.Name, r).ToString(), Kind = "replica", Replica = r };
+            for (int s = 0; s < stages.Length; s++)
+            {
+                yield return new GrainInfo
+                {
+                    Key = new StageKey(model.Name, r, s).ToString(), Kind = "stage", Replica = r,
+                    LayerStart = stages[s].Start, LayerEnd = stages[s].End,
+                };
+            }
+        }
+        for (int s = 0; s < stages.Length; s++)
+        {
+            if (!stages[s].SparseLayers(model.Config).Any()) continue;
+            for (int g = 0; g < model.ExpertGroups.Length; g++)
+            {
+                yield return new GrainInfo
+                {
+                    Key = new ExpertGroupKey(model.Name, s, g).ToString(), Kind = "expert_group",
+                    LayerStart = stages[s].Start, LayerEnd = stages[s].End,
+                    ExpertStart = model.ExpertGroups[g].Lo, ExpertEnd = model.ExpertGroups[g].Hi,
+                };
+            }
+        }
+    }
+
+    async Task<GrainInfo> DescribeAsync(GrainInfo info, CancellationToken cancellationToken)
+    {
+        try
+        {
+            switch (ModelGrainKey.Parse(info.Key))
+            {
+                case ReplicaKey r:
+                    var stats = await grains.GetReplica(r).Stats().WaitAsync(cancellationToken);
+                    info.Silo = stats.SiloName;
+                    info.Loaded = true;
+                    info.Calls = stats.Steps;
+                    break;
+                case StageKey s:
+                    Fill(info, await grains.GetStage(s).Host().WaitAsync(cancellationToken));
+                    break;
+                case ExpertGroupKey g:
+                    Fill(info, await grains.GetExpertGroup(g).Host().WaitAsync(cancellationToken));
+                    break;
+            }
+        }
+        catch (Exception e) when (ClusterFaults.AsRequestError(e) is { } error)
+        {
+            info.Error = error.Message;
+        }
+        return info;
+    }
+
+    static void Fill(GrainInfo info, ShardHost host)
+    {
+        info.Silo = host.SiloName;
+        info.Loaded = host.Loaded;
+        info.Calls = host.Calls;
+        info.RoutedTokens = host.RoutedTokens;
+    }
+}
