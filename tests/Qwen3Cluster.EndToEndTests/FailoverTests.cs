@@ -231,6 +231,13 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         }
         output.WriteLine($"from join.sh to an expert group serving on silo E: {serving!.Value.TotalSeconds:F1} s");
         Assert.Matches(@"Plan: tiny-moe-1/experts/0/\d moves from silo silo-[bcd] to silo silo-e", join.Output);
+        // The operator's view: silo E is a member with the experts role, hosting a loaded group that tokens reach.
+        var cluster = await new Cluster.ClusterClient(fixture.Channel).DescribeClusterAsync(new DescribeClusterRequest());
+        Assert.Contains(cluster.Silos, s => s.Name == "silo-e" && s.Roles.Contains("experts") && s.Status == "Active");
+        var onE = cluster.Grains.Where(g => g.Kind == "expert_group" && g.Silo == "silo-e").ToList();
+        Assert.NotEmpty(onE);
+        Assert.All(onE, g => Assert.True(g.Loaded && g.RoutedTokens > 0, g.ToString()));
+        Assert.All(cluster.Grains, g => Assert.Equal("", g.Error));
 
         // SIGTERM: E leaves, and the plan over the silos left takes its group back while streams run.
         var streamsAfter = await RunStreamsAsync(async () =>
