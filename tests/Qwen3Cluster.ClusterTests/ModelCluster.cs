@@ -28,7 +28,8 @@ public sealed class ModelCluster : IAsyncDisposable
     }
 
     public static async Task<ModelCluster> StartAsync(string checkpoint, (string Name, string Roles)[] silos,
-        int stages = 1, int expertGroups = 1, int kvBlocks = 256, int blockSize = 4, Dictionary<string, string>? pins = null)
+        int stages = 1, int expertGroups = 1, int kvBlocks = 256, int blockSize = 4, Dictionary<string, string>? pins = null,
+        Dictionary<string, string>? settings = null)
     {
         const string model = "test-model";
         var builder = new InProcessTestClusterBuilder((short)silos.Length);
@@ -36,7 +37,7 @@ public sealed class ModelCluster : IAsyncDisposable
         {
             int index = int.Parse(options.SiloName.Split('_')[^1]);
             var (name, roles) = silos[index];
-            var settings = new Dictionary<string, string?>
+            var values = new Dictionary<string, string?>
             {
                 ["Qwen3:Model:Name"] = model,
                 ["Qwen3:Model:Path"] = checkpoint,
@@ -47,9 +48,10 @@ public sealed class ModelCluster : IAsyncDisposable
                 ["Qwen3:Silo:Name"] = name,
             };
             var roleList = roles.Split(',');
-            for (int i = 0; i < roleList.Length; i++) settings[$"Qwen3:Silo:Roles:{i}"] = roleList[i];
-            foreach (var (key, silo2) in pins ?? []) settings[$"Qwen3:Placement:{key}"] = silo2;
-            var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+            for (int i = 0; i < roleList.Length; i++) values[$"Qwen3:Silo:Roles:{i}"] = roleList[i];
+            foreach (var (key, silo2) in pins ?? []) values[$"Qwen3:Placement:{key}"] = silo2;
+            foreach (var (key, value) in settings ?? []) values[key] = value;
+            var configuration = new ConfigurationBuilder().AddInMemoryCollection(values).Build();
             silo.AddQwen3(configuration, configureClustering: false);
         });
         builder.ConfigureClient(client => client.Configure<ClientMessagingOptions>(o =>

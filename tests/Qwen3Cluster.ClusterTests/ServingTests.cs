@@ -177,8 +177,12 @@ public sealed class SiloFailureTests
     [Fact]
     public async Task ASessionWhoseStageSiloDiedStillAnswersIdentically()
     {
+        // The session's state must outlive the silo too, wherever it was placed: in a real store, as a deployment
+        // with a membership store keeps it (in-memory grain storage dies with the silo that holds it).
+        await using var redis = await RedisServer.StartAsync();
         string dir = ClusterEquivalenceTests.Checkpoint("moe");
-        await using var cluster = await ModelCluster.StartAsync(dir, ClusterEquivalenceTests.Silos, stages: 2, expertGroups: 2);
+        await using var cluster = await ModelCluster.StartAsync(dir, ClusterEquivalenceTests.Silos, stages: 2, expertGroups: 2,
+            settings: new() { ["Qwen3:Sessions:Storage"] = "redis", ["Qwen3:Sessions:ConnectionString"] = redis.ConnectionString });
         await cluster.Replica().Warmup();
         using var local = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
         await using var engine = GenerationEngine.Start(local, new SchedulerOptions { NumBlocks = 128, BlockSize = 4, PrefixCaching = false }, []);
@@ -254,3 +258,51 @@ public sealed class MidStreamStageFailureTests
     }
 }
 
+
+/// <summary>A redis-server of a test's own on a free loopback port (CI installs redis-server).</summary>
+sealed class RedisServer : IAsyncDisposable
+{
+    readonly System.Diagnostics.Process _process;
+    public string ConnectionString { get; }
+
+    RedisServer(System.Diagnostics.Process process, int port)
+    {
+        _process = process;
+        ConnectionString = $"127.0.0.1:{port}";
+    }
+
+    public static async Task<RedisServer> StartAsync()
+    {
+        int port;
+        using (var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
+        {
+            listener.Start();
+            port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        }
+        var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("redis-server",
+            ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]) { RedirectStandardOutput = true })
+            ?? throw new InvalidOperationException("redis-server did not start (install it: apt-get install redis-server)");
+        for (int i = 0; i < 100; i++)
+        {
+            try
+            {
+                using var client = new System.Net.Sockets.TcpClient();
+                await client.ConnectAsync(System.Net.IPAddress.Loopback, port);
+                return new RedisServer(process, port);
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                await Task.Delay(100);
+            }
+        }
+        process.Kill();
+        throw new InvalidOperationException($"redis-server did not listen on port {port} within 10 s");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited) _process.Kill();
+        await _process.WaitForExitAsync();
+        _process.Dispose();
+    }
+}
