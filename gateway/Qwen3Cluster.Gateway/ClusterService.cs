@@ -46,29 +46,22 @@ public sealed class ClusterService(
     {
         var stages = model.Stages;
         for (int r = 0; r < Math.Max(1, model.Options.Replicas); r++)
-        {
             yield return new GrainInfo { Key = new ReplicaKey(model.Name, r).ToString(), Kind = "replica", Replica = r };
-            for (int s = 0; s < stages.Length; s++)
-            {
-                yield return new GrainInfo
-                {
-                    Key = new StageKey(model.Name, r, s).ToString(), Kind = "stage", Replica = r,
-                    LayerStart = stages[s].Start, LayerEnd = stages[s].End,
-                };
-            }
-        }
-        for (int s = 0; s < stages.Length; s++)
+        foreach (var key in model.ShardKeys())
         {
-            if (!stages[s].SparseLayers(model.Config).Any()) continue;
-            for (int g = 0; g < model.ExpertGroups.Length; g++)
+            yield return key switch
             {
-                yield return new GrainInfo
+                StageKey s => new GrainInfo
                 {
-                    Key = new ExpertGroupKey(model.Name, s, g).ToString(), Kind = "expert_group",
-                    LayerStart = stages[s].Start, LayerEnd = stages[s].End,
-                    ExpertStart = model.ExpertGroups[g].Lo, ExpertEnd = model.ExpertGroups[g].Hi,
-                };
-            }
+                    Key = s.ToString(), Kind = "stage", Replica = s.Replica, LayerStart = stages[s.Stage].Start, LayerEnd = stages[s.Stage].End,
+                },
+                ExpertGroupKey g => new GrainInfo
+                {
+                    Key = g.ToString(), Kind = "expert_group", LayerStart = stages[g.Stage].Start, LayerEnd = stages[g.Stage].End,
+                    ExpertStart = model.ExpertGroups[g.Group].Lo, ExpertEnd = model.ExpertGroups[g.Group].Hi,
+                },
+                _ => throw new InvalidOperationException($"{key} is not a stage or an expert group"),
+            };
         }
     }
 

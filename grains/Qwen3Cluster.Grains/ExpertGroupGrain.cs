@@ -29,16 +29,10 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader 
         if (_weights is null)
         {
             var clock = Stopwatch.StartNew();
-            if (loader.TakePreloaded<ExpertGroupWeights>(key) is { } preloaded)
-            {
-                _weights = preloaded;
-                LogTookOver(key.ToString(), model.Silo.Name);
-            }
-            else
-            {
-                LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
-                _weights = await Task.Run(() => loader.LoadExperts(key));
-            }
+            bool preloaded = loader.HasPreloaded(key);
+            if (preloaded) LogTookOver(key.ToString(), model.Silo.Name);
+            else LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
+            _weights = await loader.TakeOrLoadAsync<ExpertGroupWeights>(key);
             _loadSeconds = clock.Elapsed.TotalSeconds;
             LogLoaded(key.ToString(), _loadSeconds);
         }

@@ -31,16 +31,10 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoade
         {
             var range = model.Stages[Key.Stage];
             var clock = Stopwatch.StartNew();
-            if (loader.TakePreloaded<ModelStage>(Key) is { } preloaded)
-            {
-                _stage = preloaded;
-                LogTookOver(Key.ToString(), model.Silo.Name);
-            }
-            else
-            {
-                LogLoading(Key.ToString(), range.ToString(), model.Silo.Name);
-                _stage = await Task.Run(() => loader.LoadStage(Key));
-            }
+            bool preloaded = loader.HasPreloaded(Key);
+            if (preloaded) LogTookOver(Key.ToString(), model.Silo.Name);
+            else LogLoading(Key.ToString(), range.ToString(), model.Silo.Name);
+            _stage = await loader.TakeOrLoadAsync<ModelStage>(Key);
             _pool = _stage.CreatePool(model.Options.KvBlocks, model.Options.BlockSize);
             _experts = new PartitionedExperts(model.ExpertGroups, RunExpertGroupAsync);
             _loadSeconds = clock.Elapsed.TotalSeconds;

@@ -148,15 +148,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         Assert.Contains("on silo silo-d", join.Output);
 
         // SIGTERM: silo D leaves the cluster gracefully while streams run; its group is placed again on the others.
-        streams = await RunStreamsAsync(async () =>
-        {
-            using var term = Process.Start("kill", ["-TERM", join.Process.Id.ToString()])!;
-            await term.WaitForExitAsync();
-        });
-        AssertUndisturbed(streams, "SIGTERM of silo D");
-        using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await join.Process.WaitForExitAsync(exit.Token);
-        Assert.Equal(0, join.Process.ExitCode);
+        await LeavesOnSigtermWhileStreamsRunAsync(join, "silo D");
     }
 
     [Fact]
@@ -240,12 +232,18 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         Assert.All(cluster.Grains, g => Assert.Equal("", g.Error));
 
         // SIGTERM: E leaves, and the plan over the silos left takes its group back while streams run.
-        var streamsAfter = await RunStreamsAsync(async () =>
+        await LeavesOnSigtermWhileStreamsRunAsync(join, "silo E");
+    }
+
+    /// <summary>SIGTERM to a joined silo while six streams run: they finish undisturbed, and it exits cleanly.</summary>
+    async Task LeavesOnSigtermWhileStreamsRunAsync(Processes.Running join, string silo)
+    {
+        var streams = await RunStreamsAsync(async () =>
         {
             using var term = Process.Start("kill", ["-TERM", join.Process.Id.ToString()])!;
             await term.WaitForExitAsync();
         });
-        AssertUndisturbed(streamsAfter, "SIGTERM of silo E");
+        AssertUndisturbed(streams, $"SIGTERM of {silo}");
         using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await join.Process.WaitForExitAsync(exit.Token);
         Assert.Equal(0, join.Process.ExitCode);

@@ -56,6 +56,21 @@ public sealed class ModelDeployment
         RecoveryTimeout = TimeSpan.FromSeconds(Options.RecoverySeconds),
     };
 
+    /// <summary>Every stage of every replica, and every expert group of every stage with sparse layers.</summary>
+    public IEnumerable<ModelGrainKey> ShardKeys()
+    {
+        var stages = Stages;
+        for (int r = 0; r < Math.Max(1, Options.Replicas); r++)
+        {
+            for (int s = 0; s < stages.Length; s++) yield return new StageKey(Name, r, s);
+        }
+        for (int s = 0; s < stages.Length; s++)
+        {
+            if (!stages[s].SparseLayers(Config).Any()) continue;
+            for (int g = 0; g < ExpertGroups.Length; g++) yield return new ExpertGroupKey(Name, s, g);
+        }
+    }
+
     /// <summary>What a request to this model may ask for.</summary>
     public RequestLimits Limits => new(Config.VocabSize, Scheduler.ContextWindow);
 

@@ -16,13 +16,13 @@ public sealed class ShardLoader(ModelDeployment model) : IDisposable
     static readonly TimeSpan Unclaimed = TimeSpan.FromMinutes(5);
     readonly ConcurrentDictionary<string, (IDisposable Weights, long Since)> _preloaded = new();
 
-    public ModelStage LoadStage(StageKey key)
+    ModelStage LoadStage(StageKey key)
     {
         using var reader = CheckpointReader.Open(model.Path);
         return new ModelStage(model.Config, model.Stages[key.Stage], new CheckpointWeights(reader, model.Device, storage: model.Storage));
     }
 
-    public ExpertGroupWeights LoadExperts(ExpertGroupKey key)
+    ExpertGroupWeights LoadExperts(ExpertGroupKey key)
     {
         var range = model.ExpertGroups[key.Group];
         using var reader = CheckpointReader.Open(model.Path);
@@ -37,20 +37,26 @@ public sealed class ShardLoader(ModelDeployment model) : IDisposable
         Sweep();
         if (_preloaded.ContainsKey(key.ToString())) return 0;
         var clock = Stopwatch.StartNew();
-        IDisposable weights = await Task.Run<IDisposable>(() => key switch
-        {
-            StageKey s => LoadStage(s),
-            ExpertGroupKey g => LoadExperts(g),
-            _ => throw new ArgumentException($"{key} has no weights to load.", nameof(key)),
-        });
+        var weights = await Task.Run(() => Load(key));
         if (!_preloaded.TryAdd(key.ToString(), (weights, Stopwatch.GetTimestamp()))) weights.Dispose();
         return clock.Elapsed.TotalSeconds;
     }
 
+    /// <summary>The grain's weights: those preloaded for it (a hand-over), or loaded now.</summary>
+    public async Task<T> TakeOrLoadAsync<T>(ModelGrainKey key) where T : class, IDisposable =>
+        TakePreloaded<T>(key) ?? (T)await Task.Run(() => Load(key));
+
+    IDisposable Load(ModelGrainKey key) => key switch
+    {
+        StageKey s => LoadStage(s),
+        ExpertGroupKey g => LoadExperts(g),
+        _ => throw new ArgumentException($"{key} has no weights to load.", nameof(key)),
+    };
+
     public bool HasPreloaded(ModelGrainKey key) => _preloaded.ContainsKey(key.ToString());
 
     /// <summary>The weights preloaded for this grain, or null.</summary>
-    public T? TakePreloaded<T>(ModelGrainKey key) where T : class, IDisposable
+    T? TakePreloaded<T>(ModelGrainKey key) where T : class, IDisposable
     {
         if (!_preloaded.TryRemove(key.ToString(), out var entry)) return null;
         if (entry.Weights is T weights) return weights;

@@ -55,7 +55,7 @@ public sealed partial class PlanKeeper(
     {
         string me = model.Silo.Name;
         bool settled = true;
-        foreach (var key in ShardKeys())
+        foreach (var key in model.ShardKeys())
         {
             if (plan.SiloFor(key, present) != me) continue;
             IModelShardGrain shard = key is StageKey s ? grains.GetStage(s) : grains.GetExpertGroup((ExpertGroupKey)key);
@@ -67,21 +67,6 @@ public sealed partial class PlanKeeper(
             await shard.HandOver();
         }
         return settled;
-    }
-
-    /// <summary>Every stage of every replica, and every expert group of every stage with sparse layers.</summary>
-    IEnumerable<ModelGrainKey> ShardKeys()
-    {
-        var stages = model.Stages;
-        for (int r = 0; r < Math.Max(1, model.Options.Replicas); r++)
-        {
-            for (int s = 0; s < stages.Length; s++) yield return new StageKey(model.Name, r, s);
-        }
-        for (int s = 0; s < stages.Length; s++)
-        {
-            if (!stages[s].SparseLayers(model.Config).Any()) continue;
-            for (int g = 0; g < model.ExpertGroups.Length; g++) yield return new ExpertGroupKey(model.Name, s, g);
-        }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Plan: {Key} moves from silo {From} to silo {To} (weights preloaded in {Seconds:F1}s)")]
