@@ -11,7 +11,8 @@ namespace Qwen3Cluster.Gateway;
 /// <summary>
 /// The Cluster gRPC service: the silos (from Orleans membership and the roles each announces) and every grain of
 /// the served model, asked where it runs. Asking places a grain that had no activation yet (on its planned silo,
-/// without loading it), as its first request would.
+/// without loading it), as its first request would. The copies of hot expert groups are listed after the groups:
+/// those some stage uses now.
 /// </summary>
 public sealed class ClusterService(
     ModelDeployment model,
@@ -38,8 +39,23 @@ public sealed class ClusterService(
             silos.Add(info);
         }
         description.Silos.AddRange(silos.OrderBy(s => s.Name, StringComparer.Ordinal));
-        description.Grains.AddRange(await Task.WhenAll(GrainsOfTheModel().Select(g => DescribeAsync(g, context.CancellationToken))));
+        var copies = new HashSet<ExpertGroupKey>();
+        var grainInfos = await Task.WhenAll(GrainsOfTheModel().Select(g => DescribeAsync(g, copies, context.CancellationToken)));
+        description.Grains.AddRange(grainInfos);
+        var copyInfos = copies.OrderBy(c => c.Stage).ThenBy(c => c.Group).ThenBy(c => c.Copy)
+            .Select(c => ExpertGroupInfo(c)).ToList();
+        description.Grains.AddRange(await Task.WhenAll(copyInfos.Select(g => DescribeAsync(g, copies, context.CancellationToken))));
         return description;
+    }
+
+    GrainInfo ExpertGroupInfo(ExpertGroupKey g)
+    {
+        var stage = model.Stages[g.Stage];
+        return new GrainInfo
+        {
+            Key = g.ToString(), Kind = "expert_group", LayerStart = stage.Start, LayerEnd = stage.End,
+            ExpertStart = model.ExpertGroups[g.Group].Lo, ExpertEnd = model.ExpertGroups[g.Group].Hi, Copy = g.Copy,
+        };
     }
 
     IEnumerable<GrainInfo> GrainsOfTheModel()
@@ -55,17 +71,14 @@ public sealed class ClusterService(
                 {
                     Key = s.ToString(), Kind = "stage", Replica = s.Replica, LayerStart = stages[s.Stage].Start, LayerEnd = stages[s.Stage].End,
                 },
-                ExpertGroupKey g => new GrainInfo
-                {
-                    Key = g.ToString(), Kind = "expert_group", LayerStart = stages[g.Stage].Start, LayerEnd = stages[g.Stage].End,
-                    ExpertStart = model.ExpertGroups[g.Group].Lo, ExpertEnd = model.ExpertGroups[g.Group].Hi,
-                },
+                ExpertGroupKey g => ExpertGroupInfo(g),
                 _ => throw new InvalidOperationException($"{key} is not a stage or an expert group"),
             };
         }
     }
 
-    async Task<GrainInfo> DescribeAsync(GrainInfo info, CancellationToken cancellationToken)
+    /// <summary>Fills in where the grain runs; a stage adds the copies of its groups that serve now to <paramref name="copies"/>.</summary>
+    async Task<GrainInfo> DescribeAsync(GrainInfo info, HashSet<ExpertGroupKey> copies, CancellationToken cancellationToken)
     {
         try
         {
@@ -78,7 +91,13 @@ public sealed class ClusterService(
                     info.Calls = stats.Steps;
                     break;
                 case StageKey s:
-                    Fill(info, await grains.GetStage(s).Host().WaitAsync(cancellationToken));
+                    var host = await grains.GetStage(s).Host().WaitAsync(cancellationToken);
+                    Fill(info, host);
+                    lock (copies)
+                    {
+                        for (int g = 0; g < (host.Copies?.Length ?? 0); g++)
+                            for (int c = 1; c <= host.Copies![g]; c++) copies.Add(s.ExpertGroup(g).WithCopy(c));
+                    }
                     break;
                 case ExpertGroupKey g:
                     Fill(info, await grains.GetExpertGroup(g).Host().WaitAsync(cancellationToken));

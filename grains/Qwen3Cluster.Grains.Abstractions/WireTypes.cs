@@ -26,13 +26,17 @@ public sealed record ShardInfo(
     [property: Id(3)] double LoadSeconds,
     [property: Id(4)] long Calls);
 
-/// <summary>Where a stage or expert-group activation runs, and what it has done since it was activated.</summary>
+/// <summary>
+/// Where a stage or expert-group activation runs, and what it has done since it was activated: for an expert group
+/// the (token, expert) assignments routed to it, for a stage how many copies of each of its expert groups serve now.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ShardHost")]
 public sealed record ShardHost(
     [property: Id(0)] string SiloName,
     [property: Id(1)] bool Loaded,
     [property: Id(2)] long Calls = 0,
-    [property: Id(3)] long RoutedTokens = 0);
+    [property: Id(3)] long RoutedTokens = 0,
+    [property: Id(4)] int[]? Copies = null);
 
 /// <summary>A model replica as its replica grain describes it.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ModelDescription")]

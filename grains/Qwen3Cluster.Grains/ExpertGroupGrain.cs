@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
 using Qwen3Cluster.Model.Layers;
@@ -8,22 +9,30 @@ namespace Qwen3Cluster.Grains;
 
 /// <summary>
 /// Experts [Lo, Hi) of every sparse layer of one stage, pinned to its planned silo. It reads only those experts'
-/// tensors and, per call, runs them on every token of the step that was routed to them.
+/// tensors and, per call, runs them on every token of the step that was routed to them. A copy of a hot group
+/// (<see cref="ExpertGroupKey.Copy"/> above 0) is the same with its own activation on another silo; it unloads once
+/// no stage has called it for <see cref="HotExpertOptions.IdleSeconds"/>.
 /// </summary>
 [PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
-public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader loader, ILogger<ExpertGroupGrain> logger)
+public sealed partial class ExpertGroupGrain(
+    ModelDeployment model,
+    ShardLoader loader,
+    IOptions<HotExpertOptions> hotExperts,
+    ILogger<ExpertGroupGrain> logger)
     : Grain, IExpertGroupGrain
 {
     ExpertGroupWeights? _weights;
     long _calls;
     long _routed;
     double _loadSeconds;
+    long _lastCall = Stopwatch.GetTimestamp();
 
     ExpertGroupKey Key => ModelGrainKey.Parse<ExpertGroupKey>(this.GetPrimaryKeyString());
 
     public async Task<ShardInfo> EnsureLoaded()
     {
         var key = Key;
+        _lastCall = Stopwatch.GetTimestamp();
         var range = model.ExpertGroups[key.Group];
         var stage = model.Stages[key.Stage];
         if (_weights is null)
@@ -45,6 +54,7 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader 
         await EnsureLoaded();
         cancellationToken.ThrowIfCancellationRequested();
         _calls++;
+        _lastCall = Stopwatch.GetTimestamp();
         if (!_weights!.Layers.TryGetValue(layer, out var group))
             throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {Key} holds no experts of layer {layer}.");
         using var xs = x.ToTensor(model.Device);
@@ -59,6 +69,17 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader 
     /// <summary>An activation that a hand-over brought here starts with the weights this silo preloaded for it.</summary>
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        if (Key.Copy > 0)
+        {
+            var idle = TimeSpan.FromSeconds(hotExperts.Value.IdleSeconds);
+            this.RegisterGrainTimer(() =>
+            {
+                if (Stopwatch.GetElapsedTime(_lastCall) < idle) return Task.CompletedTask;
+                LogIdle(Key.ToString(), idle.TotalSeconds);
+                DeactivateOnIdle();
+                return Task.CompletedTask;
+            }, idle / 2, idle / 2);
+        }
         if (loader.HasPreloaded(Key)) await EnsureLoaded();
     }
 
@@ -76,6 +97,9 @@ public sealed partial class ExpertGroupGrain(ModelDeployment model, ShardLoader 
         _weights = null;
         return Task.CompletedTask;
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Expert group copy {Key}: no calls for {Seconds:F0}s, unloading")]
+    partial void LogIdle(string key, double seconds);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key}: loading {Range} on silo {Silo}")]
     partial void LogLoading(string key, string range, string silo);

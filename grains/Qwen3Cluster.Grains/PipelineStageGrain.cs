@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+using Orleans.Runtime.MembershipService.SiloMetadata;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
 using Qwen3Cluster.Model.Cache;
@@ -10,15 +13,30 @@ namespace Qwen3Cluster.Grains;
 /// <summary>
 /// Decoder layers [Start, End) of one replica, pinned to its planned silo: it loads only its layers (and the
 /// embedding / final norm + LM head at the ends) and keeps their KV blocks in its pool. Its sparse layers'
-/// experts are reached through the stage's expert-group grains, one call per group per layer per step.
+/// experts are reached through the stage's expert-group grains, one call per group per layer per step. Every
+/// <see cref="HotExpertOptions.WindowSeconds"/> it reads how its tokens were routed (<see cref="HotGroupPolicy"/>):
+/// a hot group's copies are loaded on other silos first, then share its tokens; a copy whose call fails is left out
+/// until the next window, and the step is retried on the copies left.
 /// </summary>
 [PlannedPlacement, CollectionAgeLimit(AlwaysActive = true)]
-public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoader loader, ILogger<PipelineStageGrain> logger)
+public sealed partial class PipelineStageGrain(
+    ModelDeployment model,
+    ShardLoader loader,
+    ClusterPlan plan,
+    IClusterMembershipService membership,
+    ISiloMetadataCache metadata,
+    IOptions<HotExpertOptions> hotExperts,
+    ILogger<PipelineStageGrain> logger)
     : Grain, IPipelineStageGrain
 {
     ModelStage? _stage;
     KvCachePool? _pool;
     PartitionedExperts? _experts;
+    HotGroupPolicy? _policy;
+    long[] _routedBefore = [];
+    // Per expert group: copies serving its tokens now (loaded), and whether more are being loaded.
+    int[] _copies = [];
+    bool[] _warming = [];
     int _expertCalls;
     long _calls;
     double _loadSeconds;
@@ -36,9 +54,20 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoade
             else LogLoading(Key.ToString(), range.ToString(), model.Silo.Name);
             _stage = await loader.TakeOrLoadAsync<ModelStage>(Key);
             _pool = _stage.CreatePool(model.Options.KvBlocks, model.Options.BlockSize);
-            _experts = new PartitionedExperts(model.ExpertGroups, RunExpertGroupAsync);
+            int groups = model.ExpertGroups.Length;
+            _copies = new int[groups];
+            _warming = new bool[groups];
+            _experts = new PartitionedExperts(model.ExpertGroups, RunExpertGroupAsync, g => 1 + _copies[g]);
             _loadSeconds = clock.Elapsed.TotalSeconds;
             LogLoaded(Key.ToString(), _loadSeconds);
+            var hot = hotExperts.Value;
+            if (hot.MaxCopies > 0 && groups > 1 && model.Stages[Key.Stage].SparseLayers(model.Config).Any())
+            {
+                _policy = new HotGroupPolicy(hot, groups);
+                _routedBefore = new long[groups];
+                var window = TimeSpan.FromSeconds(hot.WindowSeconds);
+                this.RegisterGrainTimer(ReviewHotGroups, window, window);
+            }
         }
         return new ShardInfo(Key.ToString(), model.Silo.Name, _stage.Range.ToString(), _loadSeconds, _calls);
     }
@@ -56,13 +85,81 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoade
         return new StageResult(output.ToPayload(), _pool!.Generation, _expertCalls);
     }
 
-    async ValueTask<TorchSharp.torch.Tensor> RunExpertGroupAsync(int group, int layer, TorchSharp.torch.Tensor x,
+    async ValueTask<TorchSharp.torch.Tensor> RunExpertGroupAsync(int group, int copy, int layer, TorchSharp.torch.Tensor x,
         TorchSharp.torch.Tensor ids, TorchSharp.torch.Tensor weights, CancellationToken cancellationToken)
     {
         _expertCalls++;
-        var result = await GrainFactory.GetExpertGroup(Key.ExpertGroup(group))
-            .Run(layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload(), cancellationToken);
-        return result.ToTensor(model.Device);
+        var key = Key.ExpertGroup(group).WithCopy(copy);
+        try
+        {
+            var result = await GrainFactory.GetExpertGroup(key).Run(layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload(), cancellationToken);
+            return result.ToTensor(model.Device);
+        }
+        catch (Exception e) when (copy > 0 && !cancellationToken.IsCancellationRequested)
+        {
+            // The step fails and is retried (its caches recomputed); from now on without this copy or those after it.
+            _copies[group] = Math.Min(_copies[group], copy - 1);
+            LogCopyFailed(e, key.ToString());
+            throw;
+        }
+    }
+
+    /// <summary>One window's routing: drops the copies of groups that cooled down and starts loading those hot groups earn.</summary>
+    Task ReviewHotGroups()
+    {
+        var routed = _experts!.Routed;
+        var window = new long[routed.Count];
+        for (int g = 0; g < window.Length; g++)
+        {
+            window[g] = routed[g] - _routedBefore[g];
+            _routedBefore[g] = routed[g];
+        }
+        var wanted = _policy!.Observe(window);
+        List<SiloDescriptor>? present = null;
+        for (int g = 0; g < wanted.Count; g++)
+        {
+            if (wanted[g] < _copies[g])
+            {
+                LogCopiesDropped(Key.ExpertGroup(g).ToString(), _copies[g], wanted[g]);
+                _copies[g] = wanted[g];
+            }
+            else if (wanted[g] > _copies[g] && !_warming[g])
+            {
+                present ??= PlannedPlacementDirector.Present(membership, metadata).Select(p => p.Silo).ToList();
+                int target = _copies[g];
+                while (target < wanted[g] && plan.SiloFor(Key.ExpertGroup(g).WithCopy(target + 1), present) is not null) target++;
+                if (target == _copies[g]) continue;
+                double share = window.Sum() == 0 ? 0 : (double)window[g] / window.Sum();
+                LogGroupHot(Key.ExpertGroup(g).ToString(), share, target);
+                _warming[g] = true;
+                _ = WarmCopiesAsync(g, target);
+            }
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Loads copies [current + 1, target] of a hot group, then lets them share its tokens.</summary>
+    async Task WarmCopiesAsync(int group, int target)
+    {
+        try
+        {
+            for (int copy = _copies[group] + 1; copy <= target; copy++)
+            {
+                var info = await GrainFactory.GetExpertGroup(Key.ExpertGroup(group).WithCopy(copy)).EnsureLoaded();
+                // Meanwhile the group may have cooled down, or a copy before this one failed.
+                if (_policy!.Wanted[group] < copy || _copies[group] != copy - 1) break;
+                _copies[group] = copy;
+                LogCopyServing(info.Key, info.SiloName);
+            }
+        }
+        catch (Exception e)
+        {
+            LogCopyFailed(e, Key.ExpertGroup(group).ToString());
+        }
+        finally
+        {
+            _warming[group] = false;
+        }
     }
 
     /// <summary>An activation that a hand-over brought here starts with the weights this silo preloaded for it.</summary>
@@ -71,7 +168,7 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoade
         if (loader.HasPreloaded(Key)) await EnsureLoaded();
     }
 
-    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null, _calls));
+    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null, _calls, Copies: _copies.ToArray()));
 
     /// <summary>Moves once idle (between steps); its KV pool stays behind, so the replica recomputes its caches.</summary>
     public Task HandOver()
@@ -88,6 +185,18 @@ public sealed partial class PipelineStageGrain(ModelDeployment model, ShardLoade
         _stage = null;
         return Task.CompletedTask;
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key} is hot ({Share:P0} of the stage's routed tokens): {Copies} copies")]
+    partial void LogGroupHot(string key, double share, int copies);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Expert group copy {Key} on silo {Silo} now shares its group's tokens")]
+    partial void LogCopyServing(string key, string silo);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Expert group {Key} cooled down: {From} -> {To} copies")]
+    partial void LogCopiesDropped(string key, int from, int to);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Expert group copy {Key} failed; its group goes on without it")]
+    partial void LogCopyFailed(Exception error, string key);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Stage {Key}: loading {Range} on silo {Silo}")]
     partial void LogLoading(string key, string range, string silo);

@@ -55,7 +55,7 @@ public sealed class LocalModel : IModelExecutor, IDisposable
                 .SelectMany(layer => groups.Select(g => new ExpertGroup(config, layer, g.Lo, g.Hi, weights)))
                 .ToArray();
             var byLayer = experts.GroupBy(e => e.Layer).ToDictionary(g => g.Key, g => g.ToArray());
-            var dispatcher = new PartitionedExperts(groups, (g, layer, x, ids, w, _) =>
+            var dispatcher = new PartitionedExperts(groups, (g, _, layer, x, ids, w, _) =>
                 ValueTask.FromResult(byLayer[layer][g].Forward(x, ids, w)));
             return (stage, stage.CreatePool(options.NumBlocks, options.BlockSize), (IExpertDispatcher)dispatcher, experts);
         }).ToArray();

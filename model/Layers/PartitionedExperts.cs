@@ -3,29 +3,42 @@ using static TorchSharp.torch;
 
 namespace Qwen3Cluster.Model.Layers;
 
-/// <summary>Runs one expert group on the tokens routed to it: x [Tg, D], ids [Tg, K], weights [Tg, K] -> [Tg, D].</summary>
-public delegate ValueTask<Tensor> ExpertGroupCall(int group, int layer, Tensor x, Tensor expertIds, Tensor weights,
+/// <summary>
+/// Runs copy <paramref name="copy"/> of one expert group (0: the group itself) on tokens routed to it: x [Tg, D],
+/// ids [Tg, K], weights [Tg, K] -> [Tg, D].
+/// </summary>
+public delegate ValueTask<Tensor> ExpertGroupCall(int group, int copy, int layer, Tensor x, Tensor expertIds, Tensor weights,
     CancellationToken cancellationToken);
 
 /// <summary>
 /// Sends each expert group only the tokens routed to at least one of its experts, all groups at once, and
-/// adds their weighted outputs back into place: one call per group per layer per step.
+/// adds their weighted outputs back into place: one call per group per layer per step. A group that
+/// <paramref name="copies"/> says runs as n copies gets its tokens cut into n contiguous shares, one call per copy
+/// (each token still goes to exactly one copy, so its output is the same). <see cref="Routed"/> counts the
+/// (token, expert) assignments each group was sent.
 /// </summary>
-public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, ExpertGroupCall call) : IExpertDispatcher
+public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, ExpertGroupCall call, Func<int, int>? copies = null)
+    : IExpertDispatcher
 {
+    readonly long[] _routed = new long[groups.Count];
+    int _turn;
+
     public IReadOnlyList<ExpertRange> Groups => groups;
+
+    /// <summary>(token, expert) assignments routed to each group since this dispatcher was made, over all layers.</summary>
+    public IReadOnlyList<long> Routed => _routed;
 
     public async ValueTask<Tensor> RunAsync(int layer, Tensor x, Routing routing, CancellationToken cancellationToken)
     {
         var shares = Partition(routing.ExpertIds);
         if (shares.Count == 1 && shares[0].Tokens.Length == x.shape[0])
-            return await call(shares[0].Group, layer, x, routing.ExpertIds, routing.Weights, cancellationToken);
+            return await call(shares[0].Group, shares[0].Copy, layer, x, routing.ExpertIds, routing.Weights, cancellationToken);
 
         var inputs = shares.Select(s => Slice(s.Tokens, x, routing)).ToArray();
         try
         {
             var calls = shares.Select((s, i) =>
-                call(s.Group, layer, inputs[i].X, inputs[i].Ids, inputs[i].Weights, cancellationToken).AsTask()).ToArray();
+                call(s.Group, s.Copy, layer, inputs[i].X, inputs[i].Ids, inputs[i].Weights, cancellationToken).AsTask()).ToArray();
             try
             {
                 return Combine(x, inputs, await Task.WhenAll(calls));
@@ -42,31 +55,42 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
         }
     }
 
-    /// <summary>For each group with work, the rows of the tokens routed to any of its experts.</summary>
-    List<(int Group, long[] Tokens)> Partition(Tensor expertIds)
+    /// <summary>
+    /// For each group with work, the rows of the tokens routed to any of its experts, cut into one contiguous share
+    /// per copy (the copies take turns when there are fewer tokens than copies).
+    /// </summary>
+    List<(int Group, int Copy, long[] Tokens)> Partition(Tensor expertIds)
     {
         using var host = expertIds.cpu();
         var ids = host.data<long>().ToArray();
         int k = (int)expertIds.shape[1];
         int tokens = ids.Length / k;
-        var shares = new List<(int, long[])>();
+        var shares = new List<(int, int, long[])>();
         var picked = new List<long>(tokens);
+        int turn = _turn++ & int.MaxValue;
         for (int g = 0; g < groups.Count; g++)
         {
             picked.Clear();
+            long assigned = 0;
             for (int t = 0; t < tokens; t++)
             {
+                int hits = 0;
                 for (int j = 0; j < k; j++)
-                {
-                    if (groups[g].Contains(ids[t * k + j]))
-                    {
-                        picked.Add(t);
-                        break;
-                    }
-                }
+                    if (groups[g].Contains(ids[t * k + j])) hits++;
+                if (hits == 0) continue;
+                picked.Add(t);
+                assigned += hits;
             }
+            _routed[g] += assigned;
+            if (picked.Count == 0) continue;
 
-            if (picked.Count > 0) shares.Add((g, picked.ToArray()));
+            int n = Math.Max(1, copies?.Invoke(g) ?? 1);
+            int parts = Math.Min(n, picked.Count);
+            for (int p = 0; p < parts; p++)
+            {
+                int from = picked.Count * p / parts, to = picked.Count * (p + 1) / parts;
+                shares.Add((g, (turn + p) % n, picked.GetRange(from, to - from).ToArray()));
+            }
         }
         return shares;
     }

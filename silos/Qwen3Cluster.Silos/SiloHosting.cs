@@ -23,12 +23,15 @@ public static class SiloHosting
         var model = section.GetSection("Model").Get<ModelOptions>() ?? new ModelOptions();
         var roles = section.GetSection("Silo").Get<SiloRoleOptions>() ?? new SiloRoleOptions();
         var pins = section.GetSection("Placement").Get<Dictionary<string, string>>() ?? [];
+        var hotExperts = section.GetSection("HotExperts").Get<HotExpertOptions>() ?? new HotExpertOptions();
+        hotExperts.Validate();
         var unknown = roles.Roles.Except(SiloRoleOptions.AllRoles).ToList();
         if (unknown.Count > 0)
             throw new InvalidOperationException($"Qwen3:Silo:Roles has unknown role(s) {string.Join(", ", unknown)}; known: {string.Join(", ", SiloRoleOptions.AllRoles)}.");
 
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(model));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(roles));
+        silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(hotExperts));
         silo.Services.AddSingleton<ModelDeployment>();
         silo.Services.AddSingleton<ShardLoader>();
         silo.Services.AddHostedService<PlanKeeper>();

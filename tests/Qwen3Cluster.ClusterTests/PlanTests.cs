@@ -18,6 +18,8 @@ public sealed class PlanTests
         { "Qwen/Qwen3-30B-A3B/experts/0/7", new ExpertGroupKey("Qwen/Qwen3-30B-A3B", 0, 7) },
         { "Qwen/Qwen3-30B-A3B/0", new ReplicaKey("Qwen/Qwen3-30B-A3B", 0) },
         { "foo/stage/0", new ReplicaKey("foo/stage", 0) },
+        { "qwen3/experts/1/3/copy/2", new ExpertGroupKey("qwen3", 1, 3, 2) },
+        { "Qwen/Qwen3-30B-A3B/experts/0/7/copy/1", new ExpertGroupKey("Qwen/Qwen3-30B-A3B", 0, 7, 1) },
     };
 
     [Theory, MemberData(nameof(Keys))]
@@ -51,5 +53,24 @@ public sealed class PlanTests
         SiloDescriptor[] noExperts = [Silo("silo-a", "gateway", "stage")];
         Assert.Equal("silo-a", plan.SiloFor(new ExpertGroupKey("m", 1, 2), noExperts));
         Assert.Null(plan.SiloFor(new ReplicaKey("m", 0), [Silo("silo-x", "experts")]));
+    }
+
+    [Fact]
+    public void AHotGroupsCopiesGoToOtherSilosAndOnlyAsManyAsThereAre()
+    {
+        var plan = new ClusterPlan(new Dictionary<string, string>(), new ModelOptions { Stages = 1, ExpertGroups = 4 });
+        SiloDescriptor[] silos = [Silo("silo-a", "gateway", "stage"), Silo("silo-b", "experts"), Silo("silo-c", "experts"), Silo("silo-d", "experts")];
+        for (int g = 0; g < 4; g++)
+        {
+            var key = new ExpertGroupKey("m", 0, g);
+            string primary = plan.SiloFor(key, silos)!;
+            string first = plan.SiloFor(key.WithCopy(1), silos)!, second = plan.SiloFor(key.WithCopy(2), silos)!;
+            Assert.Equal(3, new[] { primary, first, second }.Distinct().Count());
+            Assert.All(new[] { first, second }, s => Assert.Contains(s, new[] { "silo-b", "silo-c", "silo-d" }));
+            Assert.Null(plan.SiloFor(key.WithCopy(3), silos));
+            Assert.Equal(key, key.WithCopy(2).Primary);
+        }
+        // One experts silo: nowhere for a copy to go.
+        Assert.Null(plan.SiloFor(new ExpertGroupKey("m", 0, 1, 1), [Silo("silo-a", "gateway", "stage"), Silo("silo-b", "experts")]));
     }
 }

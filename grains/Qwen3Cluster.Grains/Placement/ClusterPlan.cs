@@ -6,7 +6,9 @@ namespace Qwen3Cluster.Grains.Placement;
 /// Which silo hosts each grain of the model. A pin from configuration (<c>Qwen3:Placement</c>, grain key -> silo
 /// name) wins while that silo is present with the right role; otherwise the plan is derived from the silos present,
 /// sorted by name: stage s of replica r on the stage silos, expert group g of stage s on the experts silos (or the
-/// stage silos when none has that role), spread round-robin. The same silos give the same plan on every silo.
+/// stage silos when none has that role), spread round-robin. Copy c of a hot expert group goes to the c-th eligible
+/// silo after the group's own, never on the group's silo: with fewer eligible silos there is no place for it. The
+/// same silos give the same plan on every silo.
 /// </summary>
 public sealed class ClusterPlan(IReadOnlyDictionary<string, string> pins, ModelOptions model)
 {
@@ -21,6 +23,7 @@ public sealed class ClusterPlan(IReadOnlyDictionary<string, string> pins, ModelO
     /// <summary>The silo (by name) that should host <paramref name="key"/>, or null when no present silo can.</summary>
     public string? SiloFor(ModelGrainKey key, IReadOnlyList<SiloDescriptor> present)
     {
+        if (key is ExpertGroupKey { Copy: > 0 } copy) return SiloForCopy(copy, present);
         string role = RoleFor(key);
         if (pins.TryGetValue(key.ToString(), out var pinned) && present.Any(s => s.Name == pinned && s.Roles.Contains(role))) return pinned;
         var eligible = Eligible(present, role);
@@ -34,6 +37,18 @@ public sealed class ClusterPlan(IReadOnlyDictionary<string, string> pins, ModelO
             _ => 0,
         };
         return eligible[slot % eligible.Count].Name;
+    }
+
+    string? SiloForCopy(ExpertGroupKey copy, IReadOnlyList<SiloDescriptor> present)
+    {
+        string? primary = SiloFor(copy.Primary, present);
+        if (primary is null) return null;
+        var eligible = Eligible(present, SiloRoleOptions.Experts);
+        if (eligible.Count == 0) eligible = Eligible(present, SiloRoleOptions.Stage);
+        var others = eligible.Where(s => s.Name != primary).ToList();
+        if (copy.Copy > others.Count) return null;
+        int slot = copy.Stage * model.ExpertGroups + copy.Group;
+        return others[(slot + copy.Copy - 1) % others.Count].Name;
     }
 
     static List<SiloDescriptor> Eligible(IReadOnlyList<SiloDescriptor> present, string role) =>

@@ -22,11 +22,12 @@ public static class TestCheckpoints
     public static Qwen3Config SmallDense => ModelPresets.Dense(layers: 3, hidden: 48, heads: 6, kvHeads: 2, headDim: 8,
         intermediate: 96, tied: true, vocab: 512);
 
-    public static string Get(string name, Qwen3Config config, SafetensorsDType dtype = SafetensorsDType.F32, int shards = 1, ulong seed = 7) =>
-        Made.GetOrAdd($"{name}-{dtype}-{shards}-{seed}", key => new Lazy<string>(() =>
+    public static string Get(string name, Qwen3Config config, SafetensorsDType dtype = SafetensorsDType.F32, int shards = 1, ulong seed = 7,
+        int[]? favouredExperts = null) =>
+        Made.GetOrAdd($"{name}-{dtype}-{shards}-{seed}{(favouredExperts is null ? "" : "-favour-" + string.Join('.', favouredExperts))}", key => new Lazy<string>(() =>
         {
             string dir = Path.Combine(Root, key);
-            RandomCheckpoint.Write(dir, config, dtype, shards, seed);
+            RandomCheckpoint.Write(dir, config, dtype, shards, seed, favouredExperts: favouredExperts);
             return dir;
         })).Value;
 

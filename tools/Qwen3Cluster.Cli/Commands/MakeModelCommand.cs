@@ -17,9 +17,15 @@ public static class MakeModelCommand
         dtype.AcceptOnlyFromAmong("f32", "bf16");
         var shards = new Option<int>("--shards") { Description = "Safetensors files to split the weights into", DefaultValueFactory = _ => 1 };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the random weights", DefaultValueFactory = _ => 0 };
+        var favour = new Option<int[]>("--favour-experts")
+        {
+            Description = "Skew every MoE router towards these experts (comma-separated ids), as a skewed real router is: to try hot-expert copies",
+            CustomParser = result => result.Tokens.SelectMany(t => t.Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                .Select(v => int.TryParse(v, out int e) ? e : throw new FormatException($"--favour-experts: '{v}' is not an expert id.")).ToArray(),
+        };
         var command = new Command("make-model", "Write a random-weights Qwen3 checkpoint (config, safetensors, generation config, tokenizer)")
         {
-            preset, output, dtype, shards, seed,
+            preset, output, dtype, shards, seed, favour,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -31,12 +37,19 @@ public static class MakeModelCommand
             }
             string dir = Path.GetFullPath(parse.GetValue(output)!);
             var config = ModelPresets.All[parse.GetValue(preset)!];
+            int[] favoured = parse.GetValue(favour) ?? [];
+            if (favoured.Any(e => e < 0 || e >= config.NumExperts))
+            {
+                Console.Error.WriteLine($"--favour-experts: {parse.GetValue(preset)} has {config.NumExperts} experts (ids 0 to {config.NumExperts - 1}).");
+                return 2;
+            }
             var stored = parse.GetValue(dtype) == "bf16" ? SafetensorsDType.BF16 : SafetensorsDType.F32;
             var tokenizer = await FetchTokenizerAsync(ct);
             Terminal.WithProgress($"writing {parse.GetValue(preset)}", progress =>
             {
                 RandomCheckpoint.Write(dir, config, stored, shardCount, parse.GetValue(seed),
-                    progress: new Progress<(int Written, int Total)>(p => progress.Report((p.Written, p.Total, ""))));
+                    progress: new Progress<(int Written, int Total)>(p => progress.Report((p.Written, p.Total, ""))),
+                    favouredExperts: favoured.Length > 0 ? favoured : null);
                 return 0;
             });
             tokenizer.CopyTo(dir);
