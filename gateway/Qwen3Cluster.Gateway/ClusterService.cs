@@ -117,5 +117,6 @@ public sealed class ClusterService(
         info.Loaded = host.Loaded;
         info.Calls = host.Calls;
         info.RoutedTokens = host.RoutedTokens;
+        info.HandedOver = host.HandedOver;
     }
 }

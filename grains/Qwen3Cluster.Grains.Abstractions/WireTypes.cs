@@ -29,6 +29,7 @@ public sealed record ShardInfo(
 /// <summary>
 /// Where a stage or expert-group activation runs, and what it has done since it was activated: for an expert group
 /// the (token, expert) assignments routed to it, for a stage how many copies of each of its expert groups serve now.
+/// HandedOver: this activation took weights its silo loaded ahead of a hand-over, rather than loading on a call.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ShardHost")]
 public sealed record ShardHost(
@@ -36,7 +37,8 @@ public sealed record ShardHost(
     [property: Id(1)] bool Loaded,
     [property: Id(2)] long Calls = 0,
     [property: Id(3)] long RoutedTokens = 0,
-    [property: Id(4)] int[]? Copies = null);
+    [property: Id(4)] int[]? Copies = null,
+    [property: Id(5)] bool HandedOver = false);
 
 /// <summary>A model replica as its replica grain describes it.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ModelDescription")]

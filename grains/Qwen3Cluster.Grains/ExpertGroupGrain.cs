@@ -25,6 +25,7 @@ public sealed partial class ExpertGroupGrain(
     long _calls;
     long _routed;
     double _loadSeconds;
+    bool _handedOver;
     long _lastCall = Stopwatch.GetTimestamp();
 
     ExpertGroupKey Key => ModelGrainKey.Parse<ExpertGroupKey>(this.GetPrimaryKeyString());
@@ -38,10 +39,11 @@ public sealed partial class ExpertGroupGrain(
         if (_weights is null)
         {
             var clock = Stopwatch.StartNew();
-            bool preloaded = loader.HasPreloaded(key);
-            if (preloaded) LogTookOver(key.ToString(), model.Silo.Name);
+            _handedOver = loader.HasPreloaded(key);
+            if (_handedOver) LogTookOver(key.ToString(), model.Silo.Name);
             else LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
             _weights = await loader.TakeOrLoadAsync<ExpertGroupWeights>(key);
+            loader.Hosting(key);
             _loadSeconds = clock.Elapsed.TotalSeconds;
             LogLoaded(key.ToString(), _loadSeconds);
         }
@@ -83,7 +85,7 @@ public sealed partial class ExpertGroupGrain(
         if (loader.HasPreloaded(Key)) await EnsureLoaded();
     }
 
-    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _weights is not null, _calls, _routed));
+    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _weights is not null, _calls, _routed, HandedOver: _handedOver));
 
     public Task HandOver()
     {
@@ -93,6 +95,7 @@ public sealed partial class ExpertGroupGrain(
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        if (_weights is not null) loader.Released(Key);
         _weights?.Dispose();
         _weights = null;
         return Task.CompletedTask;

@@ -40,6 +40,7 @@ public sealed partial class PipelineStageGrain(
     int _expertCalls;
     long _calls;
     double _loadSeconds;
+    bool _handedOver;
 
     StageKey Key => ModelGrainKey.Parse<StageKey>(this.GetPrimaryKeyString());
 
@@ -49,10 +50,11 @@ public sealed partial class PipelineStageGrain(
         {
             var range = model.Stages[Key.Stage];
             var clock = Stopwatch.StartNew();
-            bool preloaded = loader.HasPreloaded(Key);
-            if (preloaded) LogTookOver(Key.ToString(), model.Silo.Name);
+            _handedOver = loader.HasPreloaded(Key);
+            if (_handedOver) LogTookOver(Key.ToString(), model.Silo.Name);
             else LogLoading(Key.ToString(), range.ToString(), model.Silo.Name);
             _stage = await loader.TakeOrLoadAsync<ModelStage>(Key);
+            loader.Hosting(Key);
             _pool = _stage.CreatePool(model.Options.KvBlocks, model.Options.BlockSize);
             int groups = model.ExpertGroups.Length;
             _copies = new int[groups];
@@ -168,7 +170,7 @@ public sealed partial class PipelineStageGrain(
         if (loader.HasPreloaded(Key)) await EnsureLoaded();
     }
 
-    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null, _calls, Copies: _copies.ToArray()));
+    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null, _calls, Copies: _copies.ToArray(), HandedOver: _handedOver));
 
     /// <summary>Moves once idle (between steps); its KV pool stays behind, so the replica recomputes its caches.</summary>
     public Task HandOver()
@@ -179,6 +181,7 @@ public sealed partial class PipelineStageGrain(
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        if (_stage is not null) loader.Released(Key);
         _pool?.Dispose();
         _stage?.Dispose();
         _pool = null;

@@ -35,6 +35,12 @@ public sealed record ClusteringOptions
     /// of pause for every stream after a silo dies.
     /// </summary>
     public double DirectoryLeaseSeconds { get; set; }
+    /// <summary>
+    /// How long a silo that stops gracefully waits for the other silos to take over its stages and expert groups
+    /// (they preload the weights, then the grains migrate). The host's shutdown timeout is raised to fit it; a
+    /// Kubernetes pod's terminationGracePeriodSeconds must too.
+    /// </summary>
+    public double LeaveTimeoutSeconds { get; set; } = 60;
 }
 
 /// <summary>

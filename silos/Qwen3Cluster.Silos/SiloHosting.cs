@@ -54,6 +54,15 @@ public static class SiloHosting
         silo.AddDistributedGrainDirectory();
 #pragma warning restore ORLEANSEXP003
         var clustering = section.GetSection("Clustering").Get<ClusteringOptions>() ?? new ClusteringOptions();
+        if (clustering.LeaveTimeoutSeconds < 0)
+            throw new InvalidOperationException("Qwen3:Clustering:LeaveTimeoutSeconds must be 0 or more.");
+        var leave = TimeSpan.FromSeconds(clustering.LeaveTimeoutSeconds);
+        silo.Services.AddSingleton(sp => ActivatorUtilities.CreateInstance<SiloDeparture>(sp, leave));
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloDeparture>());
+        silo.Services.Configure<HostOptions>(o =>
+        {
+            if (o.ShutdownTimeout < leave + TimeSpan.FromSeconds(30)) o.ShutdownTimeout = leave + TimeSpan.FromSeconds(30);
+        });
         var sessions = section.GetSection("Sessions").Get<SessionStorageOptions>() ?? new SessionStorageOptions();
         silo.AddSessionStorage(sessions, configureClustering ? clustering : null);
         if (configureClustering) silo.UseClustering(clustering);

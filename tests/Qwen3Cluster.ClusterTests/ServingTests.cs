@@ -1,3 +1,4 @@
+using Xunit.Abstractions;
 using Qwen3Cluster.Grains;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Sampling;
@@ -258,6 +259,61 @@ public sealed class MidStreamStageFailureTests
     }
 }
 
+
+/// <summary>An experts silo stops gracefully while six greedy streams decode: it hands its group over first.</summary>
+[Collection(ClusterCollection.Name)]
+public sealed class GracefulLeaveTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task ASiloThatLeavesHandsItsGroupOverAndNoStreamChanges()
+    {
+        string dir = ClusterEquivalenceTests.Checkpoint("moe");
+        (string, string)[] silos = [("silo-a", "gateway,stage"), ("silo-b", "experts"), ("silo-c", "experts")];
+        await using var cluster = await ModelCluster.StartAsync(dir, silos, stages: 1, expertGroups: 2);
+        await cluster.Replica().Warmup();
+        var leaving = cluster.Client.GetExpertGroup(new ExpertGroupKey(cluster.Model, 0, 1));
+        Assert.Equal("silo-c", (await leaving.Host()).SiloName);
+        using var local = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 256, BlockSize = 4 });
+        await using var engine = GenerationEngine.Start(local, new SchedulerOptions { NumBlocks = 256, BlockSize = 4, PrefixCaching = false }, []);
+
+        int[] Prompt(int i) => Enumerable.Range(0, 6 + 2 * i).Select(j => (j * 29 + i * 131) % 400 + 1).ToArray();
+        const int tokens = 200;
+        var expected = new List<EngineRunner.Result>();
+        for (int i = 0; i < 6; i++) expected.Add(await EngineRunner.RunAsync(engine, EngineRunner.Greedy(Prompt(i), tokens, logprobs: 1)));
+        var sampling = new SamplingParams { Temperature = 0, MaxTokens = tokens, Logprobs = 1, IgnoreEos = true };
+        var received = new int[6];
+        long lastToken = System.Diagnostics.Stopwatch.GetTimestamp();
+        double longestGap = 0;
+        var streams = Enumerable.Range(0, 6).Select(async i =>
+        {
+            var updates = new List<GenerationUpdate>();
+            await foreach (var u in cluster.Replica().Generate(new GenerationRequest(Prompt(i), sampling)))
+            {
+                updates.Add(u);
+                Interlocked.Add(ref received[i], u.Tokens.Count);
+                lock (received)
+                {
+                    longestGap = Math.Max(longestGap, System.Diagnostics.Stopwatch.GetElapsedTime(lastToken).TotalSeconds);
+                    lastToken = System.Diagnostics.Stopwatch.GetTimestamp();
+                }
+            }
+            return Generated.From(updates);
+        }).ToArray();
+        while (received.Any(r => Volatile.Read(ref r) < 3)) await Task.Delay(5);
+        Assert.All(received, r => Assert.True(r < tokens, "a stream finished before the silo began to leave"));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await cluster.Cluster.StopSiloAsync(cluster.Cluster.Silos.Single(s => s.Name.EndsWith('2')));
+        double left = clock.Elapsed.TotalSeconds;
+        // Its new activation on silo B took weights that silo B loaded before the move, not on a call that waited.
+        var host = await leaving.Host();
+        Assert.Equal("silo-b", host.SiloName);
+        Assert.True(host.HandedOver, "the group was not handed over: its new activation loaded its own weights");
+
+        var results = await Task.WhenAll(streams);
+        for (int i = 0; i < 6; i++) Compare.SameTokensAndLogprobs(expected[i], results[i]);
+        output.WriteLine($"silo-c left in {left:F1}s; the longest gap between tokens any stream saw: {longestGap:F2}s");
+    }
+}
 
 /// <summary>A redis-server of a test's own on a free loopback port (CI installs redis-server).</summary>
 sealed class RedisServer : IAsyncDisposable

@@ -15,6 +15,16 @@ public sealed class ShardLoader(ModelDeployment model) : IDisposable
     /// <summary>Preloaded weights not taken within this time (a hand-over that did not happen) are freed.</summary>
     static readonly TimeSpan Unclaimed = TimeSpan.FromMinutes(5);
     readonly ConcurrentDictionary<string, (IDisposable Weights, long Since)> _preloaded = new();
+    readonly ConcurrentDictionary<ModelGrainKey, byte> _hosted = new();
+
+    /// <summary>The stages and expert groups whose activation on this silo has its weights loaded.</summary>
+    public ICollection<ModelGrainKey> Hosted => _hosted.Keys;
+
+    /// <summary>An activation on this silo has loaded its weights (<see cref="Hosted"/>).</summary>
+    public void Hosting(ModelGrainKey key) => _hosted[key] = 0;
+
+    /// <summary>An activation on this silo has freed its weights.</summary>
+    public void Released(ModelGrainKey key) => _hosted.TryRemove(key, out _);
 
     ModelStage LoadStage(StageKey key)
     {

@@ -21,6 +21,7 @@ public sealed partial class PlanKeeper(
     ModelDeployment model,
     ShardLoader loader,
     IGrainFactory grains,
+    SiloDeparture departure,
     ILogger<PlanKeeper> logger) : BackgroundService
 {
     /// <summary>How often the view of the cluster is read; a view must hold for two reads before it is acted on.</summary>
@@ -38,7 +39,7 @@ public sealed partial class PlanKeeper(
             string view = string.Join(' ', present.Select(s => $"{s.Name}:{string.Join(',', s.Roles.Order())}").Order());
             bool settled = view == previous;
             previous = view;
-            if (!settled || view == balanced || !present.Any(s => s.Name == model.Silo.Name)) continue;
+            if (!settled || view == balanced || departure.Leaving || !present.Any(s => s.Name == model.Silo.Name)) continue;
             try
             {
                 if (await BalanceAsync(present)) balanced = view;

@@ -8,18 +8,21 @@ namespace Qwen3Cluster.Grains.Placement;
 /// <summary>
 /// Reads the silos' announced names and roles and puts each activation where the plan says; when the planned silo
 /// is gone the plan, derived from the silos still present, names another eligible one, where the grain reloads its
-/// weights.
+/// weights. A silo that is leaving places nothing on itself (a grain migrating away from it included).
 /// </summary>
 public sealed partial class PlannedPlacementDirector(
     IClusterMembershipService membership,
     ISiloMetadataCache metadata,
     ClusterPlan plan,
+    SiloDeparture departure,
+    ILocalSiloDetails local,
     ILogger<PlannedPlacementDirector> logger) : IPlacementDirector
 {
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var key = ModelGrainKey.Parse(target.GrainIdentity.Key.ToString()!);
         var present = Present(membership, metadata, context.GetCompatibleSilos(target));
+        if (departure.Leaving) present.RemoveAll(p => p.Address.Equals(local.SiloAddress));
         string? chosen = plan.SiloFor(key, present.Select(p => p.Silo).ToList());
         if (chosen is null)
             throw new MissingRoleException(ClusterPlan.RoleFor(key), key.ToString());
