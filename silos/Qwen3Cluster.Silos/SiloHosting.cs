@@ -17,6 +17,9 @@ public static class SiloHosting
     /// <summary>Large enough for a step's hidden states or logits; well under what a silo can hold.</summary>
     public const int MaxMessageBodyBytes = 512 * 1024 * 1024;
 
+    /// <summary>How long the qwen3 process lets a command finish after SIGTERM or Ctrl-C: a silo's leave and shutdown fit in it.</summary>
+    public static readonly TimeSpan ProcessTerminationTimeout = TimeSpan.FromMinutes(5);
+
     public static ISiloBuilder AddQwen3(this ISiloBuilder silo, IConfiguration configuration, bool configureClustering = true)
     {
         var section = configuration.GetSection("Qwen3");
@@ -54,8 +57,11 @@ public static class SiloHosting
         silo.AddDistributedGrainDirectory();
 #pragma warning restore ORLEANSEXP003
         var clustering = section.GetSection("Clustering").Get<ClusteringOptions>() ?? new ClusteringOptions();
-        if (clustering.LeaveTimeoutSeconds < 0)
-            throw new InvalidOperationException("Qwen3:Clustering:LeaveTimeoutSeconds must be 0 or more.");
+        if (clustering.LeaveTimeoutSeconds < 0 || TimeSpan.FromSeconds(clustering.LeaveTimeoutSeconds + 30) > ProcessTerminationTimeout)
+        {
+            throw new InvalidOperationException(
+                $"Qwen3:Clustering:LeaveTimeoutSeconds must be 0 to {(ProcessTerminationTimeout - TimeSpan.FromSeconds(30)).TotalSeconds} (the qwen3 process gives its shutdown {ProcessTerminationTimeout.TotalMinutes} minutes).");
+        }
         var leave = TimeSpan.FromSeconds(clustering.LeaveTimeoutSeconds);
         silo.Services.AddSingleton(sp => ActivatorUtilities.CreateInstance<SiloDeparture>(sp, leave));
         silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloDeparture>());

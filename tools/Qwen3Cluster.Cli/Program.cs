@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Qwen3Cluster.Cli.Commands;
+using Qwen3Cluster.Silos;
 
 var root = new RootCommand("qwen3: a serving cluster for Qwen3 and Qwen3-MoE models")
 {
@@ -16,7 +17,13 @@ var root = new RootCommand("qwen3: a serving cluster for Qwen3 and Qwen3-MoE mod
 };
 try
 {
-    return await root.Parse(args).InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    // SIGTERM / Ctrl-C cancel the command; System.CommandLine's default of 2 s before it ends the process (exit 143)
+    // would cut short a silo's graceful leave, which waits for its grains to be handed over.
+    return await root.Parse(args).InvokeAsync(new InvocationConfiguration
+    {
+        EnableDefaultExceptionHandler = false,
+        ProcessTerminationTimeout = SiloHosting.ProcessTerminationTimeout,
+    });
 }
 catch (Exception e) when (e is Qwen3Cluster.Model.Config.ModelConfigException or Qwen3Cluster.Model.Checkpoint.CheckpointException
     or Qwen3Cluster.Model.Tokenization.TokenizerFormatException or Qwen3Cluster.Model.Tokenization.TokenizerIntegrityException
