@@ -152,6 +152,36 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
     }
 
     [Fact]
+    public async Task ASiloHostingTheStageKilledMidStreamCostsAPauseNotAToken()
+    {
+        // silo-0 (stage role) sorts before silo-a, so the plan gives it stage 0: it takes the stage over from silo A.
+        var join = new Processes.Running(LocalClusterFixture.ScriptStart("join.sh", ["silo-0", "stage"], fixture.Model, fixture.Clustering,
+            fixture.Ports, fixture.RedisPort));
+        await using var _ = join;
+        var clock = Stopwatch.StartNew();
+        while (!join.Output.Contains("Stage tiny-moe-1/0/stage/0: handed over to silo silo-0"))
+        {
+            Assert.False(join.Process.HasExited, join.Output);
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), $"silo-0 did not take the stage over in 90 s:\n{join.Output}");
+            await Task.Delay(100);
+        }
+        var cluster = await new Cluster.ClusterClient(fixture.Channel).DescribeClusterAsync(new DescribeClusterRequest());
+        Assert.Contains(cluster.Grains, g => g.Kind == "stage" && g.Silo == "silo-0" && g.Loaded && g.HandedOver);
+        Assert.Contains(cluster.Grains, g => g.Kind == "replica" && g.Silo == "silo-a");
+
+        // The replica on silo A decodes through the stage on silo-0, which dies with its KV pool: the stage is
+        // placed on silo A again, loads, and every sequence's cache is recomputed from its tokens.
+        var streams = await RunStreamsAsync(() =>
+        {
+            join.Process.Kill();
+            return Task.CompletedTask;
+        });
+        AssertUndisturbed(streams, "SIGKILL of silo-0, which hosted the stage");
+        cluster = await new Cluster.ClusterClient(fixture.Channel).DescribeClusterAsync(new DescribeClusterRequest());
+        Assert.Contains(cluster.Grains, g => g.Kind == "stage" && g.Silo == "silo-a" && g.Loaded);
+    }
+
+    [Fact]
     public async Task ASessionOutlivesTheDeathAndRestartOfEverySilo()
     {
         // Session state is durable where the membership store is real; run.sh uses Redis wherever it is installed (CI).
@@ -244,9 +274,11 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
             await term.WaitForExitAsync();
         });
         AssertUndisturbed(streams, $"SIGTERM of {silo}");
-        using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var exit = new CancellationTokenSource(TimeSpan.FromSeconds(90));
         await join.Process.WaitForExitAsync(exit.Token);
         Assert.Equal(0, join.Process.ExitCode);
+        // It waited for the silos left to take its groups (preloaded, then migrated) before it exited.
+        Assert.Matches(@"Left: [1-9]\d* grains handed over in", join.Output);
     }
 
     int Restarts() => fixture.Script.Output.Split('\n').Count(line => line.StartsWith("restarting silo-"));
