@@ -41,6 +41,8 @@ public sealed record ClusteringOptions
     /// Kubernetes pod's terminationGracePeriodSeconds must too.
     /// </summary>
     public double LeaveTimeoutSeconds { get; set; } = 60;
+    /// <summary>AdoNet (PostgreSQL): create Orleans' tables where they are missing, from its own scripts (Sql/).</summary>
+    public bool CreateSchema { get; set; } = true;
 }
 
 /// <summary>

@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Orleans.Configuration;
 using Orleans.Dashboard;
 using Orleans.Runtime.MembershipService.SiloMetadata;
@@ -101,11 +102,14 @@ public static class SiloHosting
                 });
                 break;
             case "adonet" or "postgres" or "postgresql":
+                string connection = Connection();
                 silo.AddAdoNetGrainStorage(SessionStorage.Name, o =>
                 {
                     o.Invariant = "Npgsql";
-                    o.ConnectionString = Connection();
+                    o.ConnectionString = connection;
+                    o.DeleteStateOnClear = true;
                 });
+                if (clustering?.CreateSchema ?? true) silo.CreatePostgresSchema(connection, clustering: false, storage: true);
                 break;
             default:
                 throw new InvalidOperationException($"Qwen3:Sessions:Storage '{sessions.Storage}' is not one of auto, memory, redis, adonet.");
@@ -135,11 +139,13 @@ public static class SiloHosting
                 silo.UseRedisClustering(Required(options.ConnectionString, "Qwen3:Clustering:ConnectionString"));
                 break;
             case "adonet" or "postgres" or "postgresql":
+                string connection = Required(options.ConnectionString, "Qwen3:Clustering:ConnectionString");
                 silo.UseAdoNetClustering(o =>
                 {
                     o.Invariant = "Npgsql";
-                    o.ConnectionString = Required(options.ConnectionString, "Qwen3:Clustering:ConnectionString");
+                    o.ConnectionString = connection;
                 });
+                if (options.CreateSchema) silo.CreatePostgresSchema(connection, clustering: true, storage: false);
                 break;
             case "kubernetes":
                 silo.UseClustering(options with { Provider = options.Store });
@@ -156,6 +162,17 @@ public static class SiloHosting
         });
         silo.ConfigureEndpoints(advertised, options.SiloPort, options.GatewayPort, listenOnAnyHostAddress: options.AdvertisedAddress is { Length: > 0 });
         return silo;
+    }
+
+    /// <summary>Creates Orleans' PostgreSQL tables that are missing (<see cref="PostgresSchema"/>) before the silo starts its runtime.</summary>
+    static void CreatePostgresSchema(this ISiloBuilder silo, string connectionString, bool clustering, bool storage) =>
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => new PostgresSchemaSetup(connectionString, clustering, storage,
+            sp.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(PostgresSchema))));
+
+    sealed class PostgresSchemaSetup(string connectionString, bool clustering, bool storage, ILogger logger) : ILifecycleParticipant<ISiloLifecycle>
+    {
+        public void Participate(ISiloLifecycle lifecycle) => lifecycle.Subscribe(nameof(PostgresSchemaSetup), ServiceLifecycleStage.RuntimeInitialize - 1,
+            ct => PostgresSchema.EnsureAsync(connectionString, clustering, storage, logger, ct));
     }
 
     static string Required(string? value, string name) =>

@@ -21,12 +21,15 @@ if [[ -z "${MODEL_DIR:-}" ]]; then MODEL_DIR=$($QWEN3 demo-model); fi
 cores=$(nproc)
 EXPERT_THREADS=${EXPERT_THREADS:-$(( cores > 1 ? cores / 2 : 1 ))}
 
-# membership: the settings that point a silo at the cluster's membership store (Redis), empty for localhost
-# clustering, where every silo but the primary names the primary's silo port.
+# membership: the settings that point a silo at the cluster's membership store (Redis, or PostgreSQL at
+# POSTGRES_CONNECTION), empty for localhost clustering, where every silo but the primary names the primary's silo port.
 membership_settings() { # clustering
   if [[ $1 == redis ]]; then
     echo Qwen3__Clustering__Provider=Redis "Qwen3__Clustering__ConnectionString=127.0.0.1:$REDIS_PORT" \
          "Qwen3__Clustering__ClusterId=local-$REDIS_PORT"
+  elif [[ $1 == postgres ]]; then
+    echo Qwen3__Clustering__Provider=AdoNet "Qwen3__Clustering__ConnectionString=$POSTGRES_CONNECTION" \
+         "Qwen3__Clustering__ClusterId=local-$SILO_PORT"
   fi
 }
 

@@ -7,7 +7,10 @@
 #   MODEL_DIR=/path/to/checkpoint silos/local/run.sh
 #
 # MODEL_DIR     checkpoint to serve (default: the demo model, made on first use)
-# CLUSTERING    redis | localhost | auto (default auto: Redis membership when redis-server is installed)
+# CLUSTERING    redis | postgres | localhost | auto (default auto: Redis membership when redis-server is installed)
+# POSTGRES_CONNECTION  with CLUSTERING=postgres: an Npgsql connection string without spaces (e.g.
+#               Host=127.0.0.1;Port=5432;Username=orleans;Password=...;Database=qwen3); the silos create Orleans'
+#               tables there if missing, and keep membership and sessions in it
 # GRPC_PORT, HTTP_PORT, SILO_PORT, GATEWAY_PORT, REDIS_PORT   first ports to use (50051, 8000, 11111, 30000, 6390)
 # QWEN3         command that runs the qwen3 tool (default: builds tools/Qwen3Cluster.Cli in Release and runs it)
 # LOG_DIR       where each process writes its log (default: a new temporary folder)
@@ -35,6 +38,10 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
+if [[ "$clustering" == postgres && -z "${POSTGRES_CONNECTION:-}" ]]; then
+  echo "CLUSTERING=postgres needs POSTGRES_CONNECTION (an Npgsql connection string)" >&2
+  exit 2
+fi
 if [[ "$clustering" == redis ]]; then
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$LOG_DIR/redis.log" 2>&1 &
   redis_pid=$!

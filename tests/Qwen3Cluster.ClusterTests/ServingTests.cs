@@ -175,15 +175,19 @@ public sealed class ServingTests(MoeClusterFixture fixture)
 [Collection(ClusterCollection.Name)]
 public sealed class SiloFailureTests
 {
-    [Fact]
-    public async Task ASessionWhoseStageSiloDiedStillAnswersIdentically()
+    [Theory]
+    [InlineData("redis")]
+    [InlineData("adonet")]
+    public async Task ASessionWhoseStageSiloDiedStillAnswersIdentically(string storage)
     {
         // The session's state must outlive the silo too, wherever it was placed: in a real store, as a deployment
-        // with a membership store keeps it (in-memory grain storage dies with the silo that holds it).
-        await using var redis = await RedisServer.StartAsync();
+        // with a membership store keeps it (in-memory grain storage dies with the silo that holds it). PostgreSQL
+        // starts empty: the silos create Orleans' tables themselves.
+        await using IAsyncDisposable server = storage == "redis" ? await RedisServer.StartAsync() : await PostgresServer.StartAsync();
+        string connection = server is RedisServer redis ? redis.ConnectionString : ((PostgresServer)server).ConnectionString;
         string dir = ClusterEquivalenceTests.Checkpoint("moe");
         await using var cluster = await ModelCluster.StartAsync(dir, ClusterEquivalenceTests.Silos, stages: 2, expertGroups: 2,
-            settings: new() { ["Qwen3:Sessions:Storage"] = "redis", ["Qwen3:Sessions:ConnectionString"] = redis.ConnectionString });
+            settings: new() { ["Qwen3:Sessions:Storage"] = storage, ["Qwen3:Sessions:ConnectionString"] = connection });
         await cluster.Replica().Warmup();
         using var local = LocalModel.Load(dir, new LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
         await using var engine = GenerationEngine.Start(local, new SchedulerOptions { NumBlocks = 128, BlockSize = 4, PrefixCaching = false }, []);
@@ -208,6 +212,14 @@ public sealed class SiloFailureTests
             Compare.SameTokensAndLogprobs(scratch, result);
             history.AddRange(turn);
             history.AddRange(result.Ids);
+        }
+        if (server is PostgresServer postgres)
+        {
+            // The session is a row of Orleans' storage table, which the silos created.
+            await using var db = new Npgsql.NpgsqlConnection(postgres.ConnectionString);
+            await db.OpenAsync();
+            await using var rows = new Npgsql.NpgsqlCommand("SELECT count(*) FROM orleansstorage", db);
+            Assert.Equal(1L, (long)(await rows.ExecuteScalarAsync())!);
         }
         var stage1 = await cluster.Client.GetStage(new StageKey(cluster.Model, 0, 1)).EnsureLoaded();
         Assert.Equal("silo-a", stage1.SiloName);
@@ -312,53 +324,5 @@ public sealed class GracefulLeaveTests(ITestOutputHelper output)
         var results = await Task.WhenAll(streams);
         for (int i = 0; i < 6; i++) Compare.SameTokensAndLogprobs(expected[i], results[i]);
         output.WriteLine($"silo-c left in {left:F1}s; the longest gap between tokens any stream saw: {longestGap:F2}s");
-    }
-}
-
-/// <summary>A redis-server of a test's own on a free loopback port (CI installs redis-server).</summary>
-sealed class RedisServer : IAsyncDisposable
-{
-    readonly System.Diagnostics.Process _process;
-    public string ConnectionString { get; }
-
-    RedisServer(System.Diagnostics.Process process, int port)
-    {
-        _process = process;
-        ConnectionString = $"127.0.0.1:{port}";
-    }
-
-    public static async Task<RedisServer> StartAsync()
-    {
-        int port;
-        using (var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0))
-        {
-            listener.Start();
-            port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        }
-        var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("redis-server",
-            ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]) { RedirectStandardOutput = true })
-            ?? throw new InvalidOperationException("redis-server did not start (install it: apt-get install redis-server)");
-        for (int i = 0; i < 100; i++)
-        {
-            try
-            {
-                using var client = new System.Net.Sockets.TcpClient();
-                await client.ConnectAsync(System.Net.IPAddress.Loopback, port);
-                return new RedisServer(process, port);
-            }
-            catch (System.Net.Sockets.SocketException)
-            {
-                await Task.Delay(100);
-            }
-        }
-        process.Kill();
-        throw new InvalidOperationException($"redis-server did not listen on port {port} within 10 s");
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (!_process.HasExited) _process.Kill();
-        await _process.WaitForExitAsync();
-        _process.Dispose();
     }
 }

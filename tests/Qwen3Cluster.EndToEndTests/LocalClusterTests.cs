@@ -29,10 +29,13 @@ public sealed class LocalClusterFixture : IAsyncLifetime
     }
 
     /// <summary>Starts silos/local/run.sh on free ports and waits until it serves; returns it and its gRPC port (HTTP is one above).</summary>
-    public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string clustering, int? redisPort = null)
+    public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string clustering, int? redisPort = null,
+        string? postgres = null)
     {
         int ports = Processes.FreePorts(8);
-        var script = new Processes.Running(ScriptStart("run.sh", [], model, clustering, ports, redisPort ?? Processes.FreePort()));
+        var start = ScriptStart("run.sh", [], model, clustering, ports, redisPort ?? Processes.FreePort());
+        if (postgres is not null) start.Environment["POSTGRES_CONNECTION"] = postgres;
+        var script = new Processes.Running(start);
         await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
         return (script, ports);
     }
