@@ -13,6 +13,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
 {
     public override async Task Generate(GenerateRequest request, IServerStreamWriter<GenerateResponse> responses, ServerCallContext context)
     {
+        long arrived = System.Diagnostics.Stopwatch.GetTimestamp();
         model.Check(request.Model);
         var (prompt, field) = request.PromptCase switch
         {
@@ -23,11 +24,12 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
         var generation = new GenerationRequest(prompt, request.Sampling.ToSampling(model.DefaultSampling));
         model.Limits.Check(generation, field, samplingField: GrpcMessages.SamplingField);
         using var call = new CallDeadline(context);
-        await StreamAsync(model.ReplicaFor(prompt).Generate(generation, call.Token), responses, call);
+        await StreamAsync(model.ReplicaFor(prompt).Generate(generation, call.Token).Timed(arrived), responses, call);
     }
 
     public override async Task Chat(ChatRequest request, IServerStreamWriter<GenerateResponse> responses, ServerCallContext context)
     {
+        long arrived = System.Diagnostics.Stopwatch.GetTimestamp();
         model.Check(request.Model);
         var messages = request.Messages.ToChatMessages();
         var sampling = request.Sampling.ToSampling(model.DefaultSampling);
@@ -37,7 +39,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
         {
             var generation = new GenerationRequest(model.Chat(messages, thinking), sampling);
             model.Limits.Check(generation, "messages", "messages", GrpcMessages.SamplingField);
-            await StreamAsync(model.ReplicaFor(generation.PromptTokens).Generate(generation, call.Token), responses, call);
+            await StreamAsync(model.ReplicaFor(generation.PromptTokens).Generate(generation, call.Token).Timed(arrived), responses, call);
             return;
         }
         SessionsService.CheckId(request.SessionId);
@@ -48,7 +50,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
             model.Limits.Check(new GenerationRequest(prompt, sampling), "messages", "messages", GrpcMessages.SamplingField);
             return prompt;
         }, sampling, call.Token);
-        await StreamAsync(turn, responses, call);
+        await StreamAsync(turn.Timed(arrived), responses, call);
     }
 
     public override Task<TokenizeResponse> Tokenize(TokenizeRequest request, ServerCallContext context)

@@ -41,6 +41,7 @@ public static class OpenAiEndpoints
 
     static async Task Handle(HttpContext http, bool chat)
     {
+        long arrived = System.Diagnostics.Stopwatch.GetTimestamp();
         var model = http.RequestServices.GetRequiredService<ServedModel>();
         try
         {
@@ -51,7 +52,7 @@ public static class OpenAiEndpoints
             if (request.Integer("n") is { } n && n != 1) throw RequestError.Invalid("n", "only 1 choice per request is supported");
             if (request.Integer("best_of") is { } bestOf && bestOf != 1) throw RequestError.Invalid("best_of", "only 1 is supported");
             var call = chat ? ChatCall(request, model) : CompletionCall(request, model);
-            var updates = model.ReplicaFor(call.Request.PromptTokens).Generate(call.Request, http.RequestAborted);
+            var updates = model.ReplicaFor(call.Request.PromptTokens).Generate(call.Request, http.RequestAborted).Timed(arrived);
             var writer = new OpenAiResponseWriter(http, model, call, chat);
             if (request.Bool("stream") == true)
             {

@@ -18,6 +18,7 @@ public sealed partial class ExpertGroupGrain(
     ModelDeployment model,
     ShardLoader loader,
     IOptions<HotExpertOptions> hotExperts,
+    IOptions<TelemetryOptions> telemetry,
     ILogger<ExpertGroupGrain> logger)
     : Grain, IExpertGroupGrain
 {
@@ -62,7 +63,8 @@ public sealed partial class ExpertGroupGrain(
         using var xs = x.ToTensor(model.Device);
         using var ids = expertIds.ToTensor(model.Device);
         var range = model.ExpertGroups[Key.Group];
-        using (TorchSharp.torch.NewDisposeScope()) _routed += ids.ge(range.Lo).logical_and(ids.lt(range.Hi)).sum().item<long>();
+        using (var hostIds = ids.cpu())
+            _routed += ShardMetrics.Record(Key, layer, range.Lo, range.Hi, hostIds.data<long>().ToArray(), telemetry.Value.ExpertDetail);
         using var w = weights.ToTensor(model.Device);
         using var output = group.Forward(xs, ids, w);
         return output.ToPayload();

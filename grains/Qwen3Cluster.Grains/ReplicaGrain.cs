@@ -30,7 +30,7 @@ public sealed partial class ReplicaGrain(ModelDeployment model, ILogger<ReplicaG
         var tokenizer = await Task.Run(() => model.Tokenizer, cancellationToken);
         var decoders = tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true);
         // Started here, the loop runs on this activation's scheduler, interleaved with its calls.
-        _engine = GenerationEngine.Start(_executor, model.Scheduler, model.Generation.EosTokenIds, decoders);
+        _engine = GenerationEngine.Start(_executor, model.Scheduler, model.Generation.EosTokenIds, decoders, name: key.ToString());
     }
 
     public async Task<ModelDescription> Warmup()

@@ -30,8 +30,10 @@ public sealed class GenerationEngine : IAsyncDisposable
     long _failingSince;
     int _failedSteps;
 
-    GenerationEngine(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders)
+    GenerationEngine(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders,
+        string name)
     {
+        Name = name;
         _executor = executor;
         _scheduler = new Scheduler(options);
         _output = new OutputProcessor(eosTokenIds, options.ContextWindow);
@@ -41,17 +43,21 @@ public sealed class GenerationEngine : IAsyncDisposable
     /// <summary>
     /// Makes an engine and starts its loop on the caller's task scheduler (an Orleans activation keeps the loop on
     /// its own thread). <paramref name="decoders"/> turn tokens into text; without them text is empty.
+    /// <paramref name="name"/> labels its metrics (<c>replica</c>).
     /// </summary>
     public static GenerationEngine Start(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds,
-        ITextDecoderFactory? decoders = null)
+        ITextDecoderFactory? decoders = null, string name = "local")
     {
-        var engine = new GenerationEngine(executor, options, eosTokenIds, decoders);
+        var engine = new GenerationEngine(executor, options, eosTokenIds, decoders, name);
         engine._loop = Task.Factory.StartNew(engine.LoopAsync, CancellationToken.None, TaskCreationOptions.None, TaskScheduler.Current).Unwrap();
         EngineMetrics.Register(engine);
         return engine;
     }
 
     public SchedulerOptions Options => _scheduler.Options;
+    /// <summary>What its metrics are labelled with (<c>replica</c>).</summary>
+    public string Name { get; }
+    public int RunningSequences => _scheduler.RunningCount;
     /// <summary>Blocks in use right now (parked caches included).</summary>
     public int UsedBlocks => _scheduler.Blocks.UsedBlocks;
     public int ActiveSequences => _live.Count;
@@ -209,9 +215,7 @@ public sealed class GenerationEngine : IAsyncDisposable
     /// <summary>The sequence has answered: its client is done with it, and the scheduler frees or parks its cache.</summary>
     void Finish(Sequence sequence)
     {
-        EngineMetrics.Requests.Add(1, new KeyValuePair<string, object?>("finish_reason", sequence.FinishReason));
-        EngineMetrics.PromptTokens.Add(sequence.PromptLength);
-        EngineMetrics.CachedPromptTokens.Add(sequence.CachedPromptTokens);
+        EngineMetrics.Finished(sequence);
         _live.Remove(sequence.Id);
         _scheduler.Finish(sequence);
         sequence.Dispose();

@@ -29,6 +29,7 @@ public sealed class Scheduler
     public ParkedCaches Parked => _parked;
     public SchedulerOptions Options => _options;
     public int WaitingCount => _waiting.Count;
+    public int RunningCount => _running.Count;
     public bool HasWork => _waiting.Count > 0 || _running.Count > 0;
     /// <summary>Sequences preempted (their cache dropped, to be recomputed) since this scheduler started.</summary>
     public long Preemptions { get; private set; }

@@ -48,6 +48,8 @@ public sealed class Sequence : IDisposable
     public Channel<GenerationUpdate> Updates { get; } =
         Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     public string? FinishReason { get; set; }
+    /// <summary>When the request reached its engine (a <see cref="System.Diagnostics.Stopwatch"/> timestamp).</summary>
+    public long ArrivedAt { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
 
     public Sequence(long id, GenerationRequest request, IIncrementalTextDecoder? decoder)
     {
@@ -64,7 +66,12 @@ public sealed class Sequence : IDisposable
     public int PendingTokens => _tokens.Count - NumComputed;
 
     /// <summary>Admitted with <see cref="NumComputed"/> tokens already cached; only the first admission counts for usage.</summary>
-    public void RecordAdmission() => _cachedAtAdmission ??= Math.Min(NumComputed, PromptLength);
+    public void RecordAdmission()
+    {
+        if (_cachedAtAdmission is not null) return;
+        _cachedAtAdmission = Math.Min(NumComputed, PromptLength);
+        EngineMetrics.Admitted(this);
+    }
 
     public void Append(int token)
     {

@@ -36,6 +36,10 @@ public static class SiloHosting
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(model));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(roles));
         silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(hotExperts));
+        silo.Services.AddSingleton(Microsoft.Extensions.Options.Options.Create(
+            section.GetSection("Telemetry").Get<TelemetryOptions>() ?? new TelemetryOptions()));
+        silo.Services.AddSingleton<SiloMetrics>();
+        silo.Services.AddHostedService(sp => sp.GetRequiredService<SiloMetrics>());
         silo.Services.AddSingleton<ModelDeployment>();
         silo.Services.AddSingleton<ShardLoader>();
         silo.Services.AddHostedService<PlanKeeper>();

@@ -8,6 +8,8 @@ HTTP_PORT=${HTTP_PORT:-8000}
 SILO_PORT=${SILO_PORT:-11111}
 GATEWAY_PORT=${GATEWAY_PORT:-30000}
 REDIS_PORT=${REDIS_PORT:-6390}
+# Silos without the gateway role serve /metrics at METRICS_PORT + their port offset (the gateway on HTTP_PORT).
+METRICS_PORT=${METRICS_PORT:-9464}
 LOG_DIR=${LOG_DIR:-$(mktemp -d -t qwen3-local-XXXXXX)}
 mkdir -p "$LOG_DIR"
 

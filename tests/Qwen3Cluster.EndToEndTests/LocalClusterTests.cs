@@ -32,7 +32,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
     public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string clustering, int? redisPort = null,
         string? postgres = null)
     {
-        int ports = Processes.FreePorts(8);
+        int ports = Processes.FreePorts(16);
         var start = ScriptStart("run.sh", [], model, clustering, ports, redisPort ?? Processes.FreePort());
         if (postgres is not null) start.Environment["POSTGRES_CONNECTION"] = postgres;
         var script = new Processes.Running(start);
@@ -42,7 +42,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
 
     /// <summary>
     /// One of silos/local's scripts with the environment run.sh was given: gRPC at <paramref name="ports"/>, HTTP one
-    /// above, silo ports from two above, gateway ports from five above.
+    /// above, silo ports from two above, gateway ports from five above, metrics ports from eight above.
     /// </summary>
     public static ProcessStartInfo ScriptStart(string name, string[] args, string model, string clustering, int ports, int redisPort)
     {
@@ -54,6 +54,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
         start.Environment["SILO_PORT"] = (ports + 2).ToString();
         start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
         start.Environment["REDIS_PORT"] = redisPort.ToString();
+        start.Environment["METRICS_PORT"] = (ports + 8).ToString();
         start.Environment["CLUSTERING"] = clustering;
         return start;
     }
@@ -172,6 +173,24 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
         const int imEnd = 151645;
         int[] close = history[^1] == imEnd ? newline : [imEnd, .. newline];
         return [.. history, .. close, .. rendered];
+    }
+
+    [Fact]
+    public async Task EverySiloServesMetricsAndTheExpertSilosExportTheirRoutedTokens()
+    {
+        int ports = fixture.HttpPort - 1;
+        string[] targets = [$"127.0.0.1:{fixture.HttpPort}", $"127.0.0.1:{ports + 9}", $"127.0.0.1:{ports + 10}"];
+        await using var prometheus = await PrometheusServer.StartAsync(targets);
+        await GenerateAsync(Prompt(3), 8);
+        // Each expert silo reports the tokens its groups ran: four groups over silos B and C, with stage and group labels.
+        var routed = await prometheus.WaitForAsync("sum by (instance, stage, group) (qwen3_expert_routed_tokens_total)",
+            r => r.Count >= 4 && r.All(s => s.Value > 0));
+        Assert.Equal(targets[1..], routed.Select(r => r.Labels["instance"]).Distinct().Order());
+        Assert.Equal(["0", "1", "2", "3"], routed.Select(r => r.Labels["group"]).Order());
+        Assert.All(routed, r => Assert.Equal("0", r.Labels["stage"]));
+        // Every silo is up for Prometheus, and the gateway's replica exports its engine.
+        var up = await prometheus.WaitForAsync("up", r => r.Count == 3 && r.All(s => s.Value == 1));
+        Assert.NotEmpty(await prometheus.QueryAsync($"qwen3_time_to_first_token_seconds_count{{instance=\"{targets[0]}\"}}"));
     }
 
     [Fact]

@@ -1,5 +1,8 @@
+using System.Net;
 using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -95,15 +98,32 @@ public static class ServeCommand
         var probe = new ConfigurationBuilder();
         Configure(probe);
         var silo = probe.Build().GetSection("Qwen3:Silo").Get<SiloRoleOptions>() ?? new SiloRoleOptions();
-        if (!silo.EffectiveRoles.Contains(SiloRoleOptions.Gateway))
+        var telemetry = probe.Build().GetSection(TelemetryOptions.Section).Get<TelemetryOptions>() ?? new TelemetryOptions();
+        if (!silo.EffectiveRoles.Contains(SiloRoleOptions.Gateway) && telemetry.MetricsPort <= 0)
         {
-            // A silo without the gateway role serves no clients: no web server at all.
+            // Neither clients nor a metrics scrape to serve: no web server at all.
             var host = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
             Configure(host.Configuration);
             QuietLogs(host.Logging);
             host.UseOrleans(s => s.AddQwen3(host.Configuration));
             host.Services.AddQwen3Telemetry(host.Configuration, silo.Name, prometheus: false);
             await host.Build().RunAsync(ct);
+            return;
+        }
+        if (!silo.EffectiveRoles.Contains(SiloRoleOptions.Gateway))
+        {
+            // A stage or experts silo serves no clients, only what it does: /metrics and /healthz on its metrics port.
+            var web = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
+            Configure(web.Configuration);
+            QuietLogs(web.Logging);
+            web.WebHost.ConfigureKestrel(kestrel =>
+                kestrel.Listen(telemetry.ListenOnAnyAddress ? IPAddress.Any : IPAddress.Loopback, telemetry.MetricsPort));
+            web.UseOrleans(s => s.AddQwen3(web.Configuration));
+            web.Services.AddQwen3Telemetry(web.Configuration, silo.Name, prometheus: true);
+            var metrics = web.Build();
+            metrics.MapPrometheusScrapingEndpoint("/metrics");
+            metrics.MapGet("/healthz", () => Results.Text("serving\n"));
+            await metrics.RunAsync(ct);
             return;
         }
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });

@@ -1,0 +1,19 @@
+namespace Qwen3Cluster.Grains.Hosting;
+
+/// <summary>What a silo exports (configuration section <c>Qwen3:Telemetry</c>).</summary>
+public sealed class TelemetryOptions
+{
+    public const string Section = "Qwen3:Telemetry";
+
+    /// <summary>
+    /// Where a silo without the gateway role serves <c>/metrics</c> (and <c>/healthz</c>) over HTTP; a gateway serves
+    /// them on its HTTP port. 0: not at all.
+    /// </summary>
+    public int MetricsPort { get; set; } = 9464;
+
+    /// <summary>Listen on every address rather than loopback (in a container).</summary>
+    public bool ListenOnAnyAddress { get; set; }
+
+    /// <summary>Also count routed tokens per decoder layer and expert (a series per layer x expert: opt-in).</summary>
+    public bool ExpertDetail { get; set; }
+}

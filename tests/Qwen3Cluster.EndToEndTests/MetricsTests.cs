@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Qwen3Cluster.Protos.V1;
+using Xunit.Abstractions;
+
+namespace Qwen3Cluster.EndToEndTests;
+
+/// <summary>
+/// A real Prometheus scrapes a real server: the latencies it reads back by PromQL agree with what the client
+/// measured, within the histograms' bucket resolution, and every metric the dashboards use is there.
+/// </summary>
+public sealed class MetricsTests(ITestOutputHelper output)
+{
+    /// <summary>The latency bucket bounds the server exports (EngineMetrics.SecondsBuckets).</summary>
+    static readonly double[] Bounds =
+        [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+         1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60];
+
+    /// <summary>Whether <paramref name="server"/> lies within one bucket of the bucket that holds <paramref name="client"/>.</summary>
+    static void WithinABucket(string what, double client, double server)
+    {
+        int i = Array.FindIndex(Bounds, b => client <= b);
+        if (i < 0) i = Bounds.Length - 1;
+        double lo = i >= 2 ? Bounds[i - 2] : 0, hi = Bounds[Math.Min(Bounds.Length - 1, i + 1)];
+        Assert.True(server >= lo && server <= hi, $"{what}: Prometheus says {server * 1000:F2} ms, the client measured {client * 1000:F2} ms");
+    }
+
+    static double Median(List<double> values)
+    {
+        values.Sort();
+        return values[values.Count / 2];
+    }
+
+    [Fact]
+    public async Task PrometheusReadsTheLatenciesTheClientSaw()
+    {
+        string model = await TestModels.GetAsync("tiny-moe");
+        await using var server = ServerProcess.Start(model);
+        await server.WaitUntilServingAsync();
+        await using var prometheus = await PrometheusServer.StartAsync($"127.0.0.1:{server.HttpPort}");
+        using var channel = GrpcChannel.ForAddress(server.GrpcAddress);
+        var client = new Inference.InferenceClient(channel);
+
+        const int requests = 8, tokens = 32;
+        var ttft = new List<double>();
+        var gaps = new List<double>();
+        for (int r = 0; r < requests; r++)
+        {
+            var request = new GenerateRequest { TokenIds = new TokenIds(), Sampling = new SamplingParams { Temperature = 0, MaxTokens = tokens } };
+            request.TokenIds.Ids.AddRange(Enumerable.Range(0, 12 + r).Select(j => 100 + (j * 37 + r * 101) % 3000));
+            var clock = Stopwatch.StartNew();
+            double last = -1;
+            using var call = client.Generate(request);
+            await foreach (var response in call.ResponseStream.ReadAllAsync())
+            {
+                double now = clock.Elapsed.TotalSeconds;
+                for (int t = 0; t < response.Tokens.Count; t++)
+                {
+                    if (last < 0) ttft.Add(now);
+                    else gaps.Add(t == 0 ? now - last : 0);
+                    last = now;
+                }
+            }
+        }
+
+        // Wait for a scrape that has seen every request, then read the medians back.
+        await prometheus.WaitForAsync("sum(qwen3_requests_total)", r => r.Count == 1 && r[0].Value >= requests);
+        double p50Ttft = (await prometheus.QueryAsync("histogram_quantile(0.5, sum by (le) (qwen3_time_to_first_token_seconds_bucket))")).Single().Value;
+        double p50Itl = (await prometheus.QueryAsync("histogram_quantile(0.5, sum by (le) (qwen3_inter_token_latency_seconds_bucket))")).Single().Value;
+        output.WriteLine($"TTFT p50: client {Median(ttft) * 1000:F2} ms, Prometheus {p50Ttft * 1000:F2} ms; " +
+                         $"inter-token p50: client {Median(gaps) * 1000:F2} ms, Prometheus {p50Itl * 1000:F2} ms");
+        WithinABucket("TTFT p50", Median(ttft), p50Ttft);
+        WithinABucket("inter-token p50", Median(gaps), p50Itl);
+
+        // Counts agree exactly: one first token per request, the rest inter-token gaps.
+        Assert.Equal(requests, (await prometheus.QueryAsync("sum(qwen3_time_to_first_token_seconds_count)")).Single().Value);
+        Assert.Equal(requests * (tokens - 1), (await prometheus.QueryAsync("sum(qwen3_inter_token_latency_seconds_count)")).Single().Value);
+        Assert.Equal(requests * tokens, (await prometheus.QueryAsync("sum(qwen3_request_generation_tokens_sum)")).Single().Value);
+
+        // Every series the dashboards and rules use, with one sample value each.
+        string[] names =
+        [
+            "qwen3_time_to_first_token_seconds_bucket", "qwen3_inter_token_latency_seconds_bucket", "qwen3_e2e_request_latency_seconds_bucket",
+            "qwen3_request_queue_time_seconds_bucket", "qwen3_step_duration_seconds_bucket", "qwen3_request_prompt_tokens_bucket",
+            "qwen3_request_generation_tokens_bucket", "qwen3_prefix_cache_queries_total", "qwen3_prefix_cache_hits_total",
+            "qwen3_kv_blocks_used", "qwen3_kv_blocks_total", "qwen3_sequences_running", "qwen3_sequences_waiting", "qwen3_requests_total",
+            "qwen3_expert_routed_tokens_total", "qwen3_silos", "qwen3_grain_calls_stage_total",
+        ];
+        foreach (string name in names)
+        {
+            var series = await prometheus.QueryAsync($"sum({name})");
+            Assert.True(series.Count == 1, $"{name} is not exported");
+            if (name.EndsWith("_bucket"))
+            {
+                string stem = name[..^"_bucket".Length];
+                double count = (await prometheus.QueryAsync($"sum({stem}_count)")).Single().Value;
+                double sum = (await prometheus.QueryAsync($"sum({stem}_sum)")).Single().Value;
+                output.WriteLine($"{stem}: count {count}, sum {sum:G4}");
+            }
+            else
+            {
+                output.WriteLine($"{name} = {series[0].Value}");
+            }
+        }
+        var replicas = await prometheus.QueryAsync("qwen3_kv_blocks_total");
+        Assert.Contains(replicas, s => s.Labels.GetValueOrDefault("replica", "").EndsWith("/0") && s.Value > 0);
+        var roles = await prometheus.QueryAsync("max by (role) (qwen3_silos)");
+        Assert.Equal(["experts", "gateway", "stage"], roles.Select(r => r.Labels["role"]).Order());
+        Assert.All(roles, r => Assert.Equal(1, r.Value));
+    }
+}
