@@ -37,6 +37,7 @@ public static class GrpcErrors
             }
             catch (Exception e) when (ClusterFaults.AsRequestError(e) is { } error)
             {
+                RequestMetrics.Failed(error.Kind);
                 throw ToRpc(error);
             }
         }
@@ -50,6 +51,7 @@ public static class GrpcErrors
             }
             catch (Exception e) when (ClusterFaults.AsRequestError(e) is { } error)
             {
+                RequestMetrics.Failed(error.Kind);
                 throw ToRpc(error);
             }
         }

@@ -40,6 +40,7 @@ public static class OpenAiErrors
 
     public static Task Write(HttpContext http, RequestError error)
     {
+        RequestMetrics.Failed(error.Kind);
         http.Response.StatusCode = Status(error.Kind);
         http.Response.ContentType = "application/json";
         return http.Response.WriteAsync(Body(error).ToJsonString());

@@ -50,6 +50,7 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
             var e = enumerator.Current;
             if (e.Error is { } error)
             {
+                RequestMetrics.Failed(error.Kind);
                 await Send(OpenAiErrors.Body(error), cancellationToken);
                 break;
             }

@@ -33,12 +33,28 @@ public sealed class MetricsTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task TheShippedRulesPassPromtool()
+    {
+        var check = new ProcessStartInfo("promtool", ["check", "rules", Path.Combine(Processes.RepositoryRoot, "k8s", "prometheus", "qwen3cluster-rules.yaml")])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var promtool = Process.Start(check)!;
+        string text = await promtool.StandardOutput.ReadToEndAsync() + await promtool.StandardError.ReadToEndAsync();
+        await promtool.WaitForExitAsync();
+        Assert.True(promtool.ExitCode == 0, text);
+        Assert.Contains("SUCCESS: 10 rules found", text);
+    }
+
+    [Fact]
     public async Task PrometheusReadsTheLatenciesTheClientSaw()
     {
         string model = await TestModels.GetAsync("tiny-moe");
         await using var server = ServerProcess.Start(model);
         await server.WaitUntilServingAsync();
-        await using var prometheus = await PrometheusServer.StartAsync($"127.0.0.1:{server.HttpPort}");
+        string rules = Path.Combine(Processes.RepositoryRoot, "k8s", "prometheus", "qwen3cluster-rules.yaml");
+        await using var prometheus = await PrometheusServer.StartAsync([$"127.0.0.1:{server.HttpPort}"], [rules]);
         using var channel = GrpcChannel.ForAddress(server.GrpcAddress);
         var client = new Inference.InferenceClient(channel);
 
@@ -63,6 +79,16 @@ public sealed class MetricsTests(ITestOutputHelper output)
                 }
             }
         }
+
+        // One refused request (a token id outside the vocabulary), counted by its kind.
+        var bad = new GenerateRequest { TokenIds = new TokenIds(), Sampling = new SamplingParams { MaxTokens = 2 } };
+        bad.TokenIds.Ids.Add(1 << 30);
+        var refused = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            using var call = client.Generate(bad);
+            await foreach (var _ in call.ResponseStream.ReadAllAsync()) { }
+        });
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
 
         // Wait for a scrape that has seen every request, then read the medians back.
         await prometheus.WaitForAsync("sum(qwen3_requests_total)", r => r.Count == 1 && r[0].Value >= requests);
@@ -103,6 +129,46 @@ public sealed class MetricsTests(ITestOutputHelper output)
                 output.WriteLine($"{name} = {series[0].Value}");
             }
         }
+        Assert.Equal(1, (await prometheus.QueryAsync("sum(qwen3_request_errors_total{kind=\"InvalidArgument\"})")).Single().Value);
+
+        // Every panel of the Grafana dashboard, under a steady load: its query parses and returns numbers.
+        using var stopLoad = new CancellationTokenSource();
+        var load = Task.Run(async () =>
+        {
+            while (!stopLoad.IsCancellationRequested)
+            {
+                var request = new GenerateRequest { TokenIds = new TokenIds(), Sampling = new SamplingParams { Temperature = 0, MaxTokens = 8 } };
+                request.TokenIds.Ids.AddRange([5, 6, 7, 8, 9]);
+                using var call = client.Generate(request);
+                await foreach (var _ in call.ResponseStream.ReadAllAsync()) { }
+            }
+        });
+        using var dashboard = System.Text.Json.JsonDocument.Parse(
+            File.ReadAllText(Path.Combine(Processes.RepositoryRoot, "k8s", "grafana", "qwen3cluster-dashboard.json")));
+        foreach (var panel in dashboard.RootElement.GetProperty("panels").EnumerateArray())
+        {
+            foreach (var target in panel.GetProperty("targets").EnumerateArray())
+            {
+                string expr = target.GetProperty("expr").GetString()!;
+                string title = panel.GetProperty("title").GetString()!;
+                try
+                {
+                    await prometheus.WaitForAsync(expr, r => r.Count > 0 && r.Any(x => !double.IsNaN(x.Value)), TimeSpan.FromSeconds(30));
+                }
+                catch (TimeoutException e)
+                {
+                    Assert.Fail($"panel '{title}': {e.Message}");
+                }
+            }
+        }
+        stopLoad.Cancel();
+        await load;
+
+        // The shipped rules load, and every one has evaluated without an error.
+        var evaluated = await prometheus.WaitForRulesAsync();
+        Assert.All(evaluated, r => Assert.True(r.Health == "ok", $"rule {r.Name}: {r.Health} {r.Error}"));
+        output.WriteLine($"{evaluated.Count} rules evaluated: {string.Join(", ", evaluated.Select(r => r.Name))}");
+
         var replicas = await prometheus.QueryAsync("qwen3_kv_blocks_total");
         Assert.Contains(replicas, s => s.Labels.GetValueOrDefault("replica", "").EndsWith("/0") && s.Value > 0);
         var roles = await prometheus.QueryAsync("max by (role) (qwen3_silos)");

@@ -21,7 +21,10 @@ public sealed class PrometheusServer : IAsyncDisposable
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
     }
 
-    public static async Task<PrometheusServer> StartAsync(params string[] targets)
+    public static Task<PrometheusServer> StartAsync(params string[] targets) => StartAsync(targets, ruleFiles: []);
+
+    /// <summary>Also evaluates the rules in <paramref name="ruleFiles"/> every second.</summary>
+    public static async Task<PrometheusServer> StartAsync(string[] targets, string[] ruleFiles)
     {
         string binary = new[] { "/usr/bin/prometheus", "/usr/local/bin/prometheus" }.FirstOrDefault(File.Exists)
             ?? throw new InvalidOperationException("prometheus is not installed (apt-get install prometheus)");
@@ -31,6 +34,7 @@ public sealed class PrometheusServer : IAsyncDisposable
             global:
               scrape_interval: 1s
               evaluation_interval: 1s
+            rule_files: [{string.Join(", ", ruleFiles.Select(f => $"'{f}'"))}]
             scrape_configs:
               - job_name: qwen3
                 static_configs:
@@ -72,6 +76,31 @@ public sealed class PrometheusServer : IAsyncDisposable
             if (done(result)) return result;
             if (clock.Elapsed > (timeout ?? TimeSpan.FromSeconds(60)))
                 throw new TimeoutException($"Prometheus: {promql} gave [{string.Join("; ", result.Select(r => r.Value))}]\n{_process.Output}");
+            await Task.Delay(250);
+        }
+    }
+
+    /// <summary>Every loaded rule's name, health and last error (GET /api/v1/rules).</summary>
+    public async Task<List<(string Name, string Health, string Error, bool Evaluated)>> RulesAsync()
+    {
+        using var doc = JsonDocument.Parse(await _http.GetStringAsync("/api/v1/rules"));
+        return doc.RootElement.GetProperty("data").GetProperty("groups").EnumerateArray()
+            .SelectMany(g => g.GetProperty("rules").EnumerateArray())
+            .Select(r => (r.GetProperty("name").GetString()!, r.GetProperty("health").GetString()!,
+                r.TryGetProperty("lastError", out var e) ? e.GetString() ?? "" : "",
+                !r.GetProperty("lastEvaluation").GetString()!.StartsWith("0001-")))
+            .ToList();
+    }
+
+    /// <summary>The rules once every one of them has been evaluated at least once.</summary>
+    public async Task<List<(string Name, string Health, string Error, bool Evaluated)>> WaitForRulesAsync()
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var rules = await RulesAsync();
+            if (rules.Count > 0 && rules.All(r => r.Evaluated)) return rules;
+            if (clock.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException($"rules not evaluated: {string.Join(", ", rules.Select(r => r.Name))}\n{_process.Output}");
             await Task.Delay(250);
         }
     }
