@@ -24,7 +24,8 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
         var generation = new GenerationRequest(prompt, request.Sampling.ToSampling(model.DefaultSampling));
         model.Limits.Check(generation, field, samplingField: GrpcMessages.SamplingField);
         using var call = new CallDeadline(context);
-        await StreamAsync(model.ReplicaFor(prompt).Generate(generation, call.Token).Timed(arrived), responses, call);
+        using var activity = RequestMetrics.StartRequest(model.Name, null);
+        await StreamAsync(model.ReplicaFor(prompt).Generate(generation, call.Token).Timed(arrived, activity), responses, call);
     }
 
     public override async Task Chat(ChatRequest request, IServerStreamWriter<GenerateResponse> responses, ServerCallContext context)
@@ -35,11 +36,12 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
         var sampling = request.Sampling.ToSampling(model.DefaultSampling);
         bool? thinking = request.HasEnableThinking ? request.EnableThinking : null;
         using var call = new CallDeadline(context);
+        using var activity = RequestMetrics.StartRequest(model.Name, request.SessionId);
         if (request.SessionId.Length == 0)
         {
             var generation = new GenerationRequest(model.Chat(messages, thinking), sampling);
             model.Limits.Check(generation, "messages", "messages", GrpcMessages.SamplingField);
-            await StreamAsync(model.ReplicaFor(generation.PromptTokens).Generate(generation, call.Token).Timed(arrived), responses, call);
+            await StreamAsync(model.ReplicaFor(generation.PromptTokens).Generate(generation, call.Token).Timed(arrived, activity), responses, call);
             return;
         }
         SessionsService.CheckId(request.SessionId);
@@ -50,7 +52,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
             model.Limits.Check(new GenerationRequest(prompt, sampling), "messages", "messages", GrpcMessages.SamplingField);
             return prompt;
         }, sampling, call.Token);
-        await StreamAsync(turn.Timed(arrived), responses, call);
+        await StreamAsync(turn.Timed(arrived, activity), responses, call);
     }
 
     public override Task<TokenizeResponse> Tokenize(TokenizeRequest request, ServerCallContext context)

@@ -52,7 +52,8 @@ public static class OpenAiEndpoints
             if (request.Integer("n") is { } n && n != 1) throw RequestError.Invalid("n", "only 1 choice per request is supported");
             if (request.Integer("best_of") is { } bestOf && bestOf != 1) throw RequestError.Invalid("best_of", "only 1 is supported");
             var call = chat ? ChatCall(request, model) : CompletionCall(request, model);
-            var updates = model.ReplicaFor(call.Request.PromptTokens).Generate(call.Request, http.RequestAborted).Timed(arrived);
+            using var activity = RequestMetrics.StartRequest(model.Name, null);
+            var updates = model.ReplicaFor(call.Request.PromptTokens).Generate(call.Request, http.RequestAborted).Timed(arrived, activity);
             var writer = new OpenAiResponseWriter(http, model, call, chat);
             if (request.Bool("stream") == true)
             {

@@ -29,15 +29,31 @@ public static class RequestMetrics
 
     static Histogram<double> Seconds(string name, string description) => EngineMetrics.Seconds(name, description);
 
-    /// <summary>Passes <paramref name="updates"/> on, timing them from <paramref name="arrivedAt"/> (a Stopwatch timestamp).</summary>
+    /// <summary>
+    /// The request's span (<c>qwen3.request</c>), under the ASP.NET Core one: the grain call to the replica, and through
+    /// it the steps that serve it (by their links), come under it. <see cref="Timed"/> adds what it came to.
+    /// </summary>
+    public static Activity? StartRequest(string model, string? sessionId)
+    {
+        var activity = EngineMetrics.ActivitySource.StartActivity("qwen3.request", ActivityKind.Internal);
+        activity?.SetTag("qwen3.model", model);
+        if (sessionId is { Length: > 0 }) activity?.SetTag("qwen3.session_id", sessionId);
+        return activity;
+    }
+
+    /// <summary>
+    /// Passes <paramref name="updates"/> on, timing them from <paramref name="arrivedAt"/> (a Stopwatch timestamp), and
+    /// tags <paramref name="activity"/> with the request's tokens and finish reason.
+    /// </summary>
     public static async IAsyncEnumerable<GenerationUpdate> Timed(this IAsyncEnumerable<GenerationUpdate> updates, long arrivedAt,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        Activity? activity = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         long last = 0;
         bool finished = false;
         await foreach (var update in updates.WithCancellation(cancellationToken))
         {
             if (update.IsFinal && update.Error is null) finished = true;
+            if (activity is not null) Tag(activity, update);
             yield return update;
             // Timed once the caller has written the update to its client (it asks for the next one after that).
             long now = Stopwatch.GetTimestamp();
@@ -57,5 +73,17 @@ public static class RequestMetrics
             last = now;
         }
         if (finished) EndToEndLatency.Record(Stopwatch.GetElapsedTime(arrivedAt).TotalSeconds);
+    }
+
+    static void Tag(Activity activity, GenerationUpdate update)
+    {
+        if (update.Error is { } error) activity.SetStatus(ActivityStatusCode.Error, $"{error.Kind}: {error.Message}");
+        if (update.FinishReason is { } finish) activity.SetTag("qwen3.finish_reason", finish);
+        if (update.Usage is { } usage)
+        {
+            activity.SetTag("qwen3.prompt_tokens", usage.PromptTokens);
+            activity.SetTag("qwen3.cached_tokens", usage.CachedPromptTokens);
+            activity.SetTag("qwen3.generated_tokens", usage.CompletionTokens);
+        }
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
+using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Layers;
 
 namespace Qwen3Cluster.Grains;
@@ -60,6 +61,10 @@ public sealed partial class ExpertGroupGrain(
         _lastCall = Stopwatch.GetTimestamp();
         if (!_weights!.Layers.TryGetValue(layer, out var group))
             throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {Key} holds no experts of layer {layer}.");
+        using var activity = Activity.Current is null ? null : EngineMetrics.ActivitySource.StartActivity("qwen3.experts");
+        activity?.SetTag("qwen3.expert_group", Key.ToString());
+        activity?.SetTag("qwen3.silo", model.Silo.Name);
+        activity?.SetTag("qwen3.layer", layer);
         using var xs = x.ToTensor(model.Device);
         using var ids = expertIds.ToTensor(model.Device);
         var range = model.ExpertGroups[Key.Group];

@@ -6,6 +6,7 @@ using Orleans.Runtime.MembershipService.SiloMetadata;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
 using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Layers;
 
 namespace Qwen3Cluster.Grains;
@@ -81,6 +82,11 @@ public sealed partial class PipelineStageGrain(
         if (step.ExpectedPoolGeneration != Guid.Empty && step.ExpectedPoolGeneration != _pool!.Generation)
             return new StageResult(null, _pool.Generation, 0);
         step.Context.Validate();
+        // A child of the step's span when the step is traced (its context comes with the grain call).
+        using var activity = Activity.Current is null ? null : EngineMetrics.ActivitySource.StartActivity("qwen3.stage");
+        activity?.SetTag("qwen3.stage", Key.ToString());
+        activity?.SetTag("qwen3.silo", model.Silo.Name);
+        activity?.SetTag("qwen3.tokens", step.Context.TokenCount);
         _expertCalls = 0;
         using var input = step.Input.ToTensor(model.Device);
         using var output = await _stage!.ForwardAsync(input, step.Context, _pool!, _experts!, cancellationToken);

@@ -79,6 +79,28 @@ public static class EngineMetrics
         }
     }
 
+    /// <summary>Links a step's span may carry: one per request, up to this many.</summary>
+    const int MaxStepLinks = 64;
+
+    /// <summary>
+    /// The span of one engine step (<c>qwen3.step</c>), a root linked to the spans of the requests it serves; null when
+    /// nothing listens or the sampler leaves it out (step spans are sampled by <c>Qwen3:Telemetry:StepTraceRatio</c>).
+    /// </summary>
+    public static Activity? StartStep(ScheduledStep step, string replica)
+    {
+        if (!ActivitySource.HasListeners()) return null;
+        var links = step.Slices.Select(s => s.Sequence.TraceContext).Where(c => c != default).Distinct().Take(MaxStepLinks)
+            .Select(c => new ActivityLink(c));
+        int decode = step.Slices.Count(s => s.Count == 1 && s.Start >= s.Sequence.PromptLength);
+        var activity = ActivitySource.StartActivity("qwen3.step", ActivityKind.Internal, parentContext: default, links: links);
+        if (activity is null) return null;
+        activity.SetTag("qwen3.replica", replica);
+        activity.SetTag("qwen3.batch_size", step.Slices.Count);
+        activity.SetTag("qwen3.decode_tokens", decode);
+        activity.SetTag("qwen3.prefill_tokens", step.InputIds.Length - decode);
+        return activity;
+    }
+
     /// <summary>A request was admitted into a step for the first time: its queue time and prefix-cache lookup.</summary>
     internal static void Admitted(Sequence sequence)
     {

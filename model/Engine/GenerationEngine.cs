@@ -101,6 +101,8 @@ public sealed class GenerationEngine : IAsyncDisposable
 
     async Task LoopAsync()
     {
+        // Steps are traces of their own (linked to their requests), not children of whatever call started the loop.
+        Activity.Current = null;
         var stop = _stopping.Token;
         try
         {
@@ -182,6 +184,7 @@ public sealed class GenerationEngine : IAsyncDisposable
     async Task<IReadOnlyList<SampledToken>?> RunAsync(ScheduledStep step, CancellationToken cancellationToken)
     {
         long started = Stopwatch.GetTimestamp();
+        using var activity = EngineMetrics.StartStep(step, Name);
         try
         {
             using var logits = await _executor.ExecuteAsync(step.Context, step.InputIds, cancellationToken);
@@ -195,6 +198,7 @@ public sealed class GenerationEngine : IAsyncDisposable
         }
         catch (KvCacheLostException)
         {
+            activity?.SetStatus(ActivityStatusCode.Error, "a stage lost its KV cache");
             _scheduler.ResetCache();
             return null;
         }
@@ -204,6 +208,7 @@ public sealed class GenerationEngine : IAsyncDisposable
             // sequences start over from their tokens (prompt + generated so far). A transient failure (a silo died
             // and its grains are being re-placed) then only costs time; one that outlasts the recovery window fails
             // the requests. Retries back off to at most a second apart, so the step resumes soon after the grains do.
+            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
             _scheduler.ResetCache();
             if (_failingSince == 0) _failingSince = Stopwatch.GetTimestamp();
             if (Stopwatch.GetElapsedTime(_failingSince) >= _scheduler.Options.RecoveryTimeout) FailAll(e);

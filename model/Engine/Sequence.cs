@@ -50,6 +50,8 @@ public sealed class Sequence : IDisposable
     public string? FinishReason { get; set; }
     /// <summary>When the request reached its engine (a <see cref="System.Diagnostics.Stopwatch"/> timestamp).</summary>
     public long ArrivedAt { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+    /// <summary>The trace context the request came in with (its gateway's span, carried by the grain call), or default.</summary>
+    public System.Diagnostics.ActivityContext TraceContext { get; } = System.Diagnostics.Activity.Current?.Context ?? default;
 
     public Sequence(long id, GenerationRequest request, IIncrementalTextDecoder? decoder)
     {

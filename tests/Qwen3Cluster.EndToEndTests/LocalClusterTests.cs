@@ -30,11 +30,12 @@ public sealed class LocalClusterFixture : IAsyncLifetime
 
     /// <summary>Starts silos/local/run.sh on free ports and waits until it serves; returns it and its gRPC port (HTTP is one above).</summary>
     public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string clustering, int? redisPort = null,
-        string? postgres = null)
+        string? postgres = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         int ports = Processes.FreePorts(16);
         var start = ScriptStart("run.sh", [], model, clustering, ports, redisPort ?? Processes.FreePort());
         if (postgres is not null) start.Environment["POSTGRES_CONNECTION"] = postgres;
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>()) start.Environment[key] = value;
         var script = new Processes.Running(start);
         await script.WaitForHttpAsync($"http://127.0.0.1:{ports + 1}/healthz", TimeSpan.FromMinutes(4));
         return (script, ports);

@@ -16,4 +16,10 @@ public sealed class TelemetryOptions
 
     /// <summary>Also count routed tokens per decoder layer and expert (a series per layer x expert: opt-in).</summary>
     public bool ExpertDetail { get; set; }
+
+    /// <summary>
+    /// The share of engine steps traced (a <c>qwen3.step</c> span with its stage and expert-group spans); requests are
+    /// always traced when traces are exported. 0 to 1.
+    /// </summary>
+    public double StepTraceRatio { get; set; } = 0.01;
 }
