@@ -10,6 +10,8 @@ GATEWAY_PORT=${GATEWAY_PORT:-30000}
 REDIS_PORT=${REDIS_PORT:-6390}
 # Silos without the gateway role serve /metrics at METRICS_PORT + their port offset (the gateway on HTTP_PORT).
 METRICS_PORT=${METRICS_PORT:-9464}
+# ... and gRPC health (grpc.health.v1, HTTP/2 cleartext) at HEALTH_PORT + their offset (the gateway on GRPC_PORT).
+HEALTH_PORT=${HEALTH_PORT:-9564}
 LOG_DIR=${LOG_DIR:-$(mktemp -d -t qwen3-local-XXXXXX)}
 mkdir -p "$LOG_DIR"
 

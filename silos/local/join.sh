@@ -30,14 +30,14 @@ read -r -a membership <<<"$(membership_settings "$clustering")"
 
 gateway=0; [[ " ${roles[*]} " == *" gateway "* ]] && gateway=1
 taken() { # offset: is a port this silo would listen on in use?
-  port_in_use $((SILO_PORT + $1)) || port_in_use $((GATEWAY_PORT + $1)) || port_in_use $((METRICS_PORT + $1)) ||
+  port_in_use $((SILO_PORT + $1)) || port_in_use $((GATEWAY_PORT + $1)) || port_in_use $((METRICS_PORT + $1)) || port_in_use $((HEALTH_PORT + $1)) ||
     { [[ $gateway == 1 ]] && { port_in_use $((GRPC_PORT + $1)) || port_in_use $((HTTP_PORT + $1)); }; }
 }
 offset=3
 while taken "$offset"; do offset=$((offset + 1)); done
 settings=("${membership[@]}" Qwen3__Silo__Name="$name" Qwen3__Silo__Threads="$EXPERT_THREADS"
           Qwen3__Clustering__SiloPort=$((SILO_PORT + offset)) Qwen3__Clustering__GatewayPort=$((GATEWAY_PORT + offset))
-          Qwen3__Telemetry__MetricsPort=$((METRICS_PORT + offset))
+          Qwen3__Telemetry__MetricsPort=$((METRICS_PORT + offset)) Qwen3__Telemetry__HealthPort=$((HEALTH_PORT + offset))
           Qwen3__Clustering__PrimarySiloPort="$SILO_PORT")
 for i in "${!roles[@]}"; do settings+=("Qwen3__Silo__Roles__$i=${roles[$i]}"); done
 endpoints=""

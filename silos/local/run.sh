@@ -13,6 +13,7 @@
 #               tables there if missing, and keep membership and sessions in it
 # GRPC_PORT, HTTP_PORT, SILO_PORT, GATEWAY_PORT, REDIS_PORT, METRICS_PORT   first ports to use (50051, 8000, 11111,
 #               30000, 6390, 9464); silos B and C serve /metrics at METRICS_PORT + 1 and + 2, silo A on HTTP_PORT
+# HEALTH_PORT   silos B and C serve grpc.health.v1 at HEALTH_PORT + 1 and + 2 (default 9564), silo A on GRPC_PORT
 # QWEN3         command that runs the qwen3 tool (default: builds tools/Qwen3Cluster.Cli in Release and runs it)
 # LOG_DIR       where each process writes its log (default: a new temporary folder)
 # EXPERT_THREADS  kernel threads of silos B and C, which compute at the same time on this one machine (default:
@@ -54,6 +55,7 @@ start() { # name, port offset, kernel threads (0: one per core)
   local name=$1 offset=$2 threads=$3
   local settings=("${membership[@]}" Qwen3__Clustering__SiloPort=$((SILO_PORT + offset)) Qwen3__Silo__Threads="$threads"
                   Qwen3__Clustering__GatewayPort=$((GATEWAY_PORT + offset)) Qwen3__Telemetry__MetricsPort=$((METRICS_PORT + offset))
+                  Qwen3__Telemetry__HealthPort=$((HEALTH_PORT + offset))
                   Qwen3__Gateway__GrpcPort="$GRPC_PORT" Qwen3__Gateway__HttpPort="$HTTP_PORT")
   if [[ $offset != 0 ]]; then settings+=(Qwen3__Clustering__PrimarySiloPort="$SILO_PORT"); fi
   env "${settings[@]}" $QWEN3 serve --config "$here/$name.json" --model "$MODEL_DIR" >>"$LOG_DIR/$name.log" 2>&1 &

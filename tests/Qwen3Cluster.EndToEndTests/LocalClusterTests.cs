@@ -32,7 +32,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
     public static async Task<(Processes.Running Script, int GrpcPort)> StartScriptAsync(string model, string clustering, int? redisPort = null,
         string? postgres = null, IReadOnlyDictionary<string, string>? environment = null)
     {
-        int ports = Processes.FreePorts(16);
+        int ports = Processes.FreePorts(20);
         var start = ScriptStart("run.sh", [], model, clustering, ports, redisPort ?? Processes.FreePort());
         if (postgres is not null) start.Environment["POSTGRES_CONNECTION"] = postgres;
         foreach (var (key, value) in environment ?? new Dictionary<string, string>()) start.Environment[key] = value;
@@ -43,7 +43,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
 
     /// <summary>
     /// One of silos/local's scripts with the environment run.sh was given: gRPC at <paramref name="ports"/>, HTTP one
-    /// above, silo ports from two above, gateway ports from five above, metrics ports from eight above.
+    /// above, silo ports from two above, gateway ports from five above, metrics ports from eight above, health ports from fourteen above.
     /// </summary>
     public static ProcessStartInfo ScriptStart(string name, string[] args, string model, string clustering, int ports, int redisPort)
     {
@@ -56,6 +56,7 @@ public sealed class LocalClusterFixture : IAsyncLifetime
         start.Environment["GATEWAY_PORT"] = (ports + 5).ToString();
         start.Environment["REDIS_PORT"] = redisPort.ToString();
         start.Environment["METRICS_PORT"] = (ports + 8).ToString();
+        start.Environment["HEALTH_PORT"] = (ports + 14).ToString();
         start.Environment["CLUSTERING"] = clustering;
         return start;
     }
@@ -192,6 +193,13 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
         // Every silo is up for Prometheus, and the gateway's replica exports its engine.
         var up = await prometheus.WaitForAsync("up", r => r.Count == 3 && r.All(s => s.Value == 1));
         Assert.NotEmpty(await prometheus.QueryAsync($"qwen3_time_to_first_token_seconds_count{{instance=\"{targets[0]}\"}}"));
+        // The expert silos answer Kubernetes' gRPC health probes on their health ports, as the gateway does on its gRPC port.
+        foreach (int port in new[] { ports, ports + 15, ports + 16 })
+        {
+            using var health = GrpcChannel.ForAddress($"http://127.0.0.1:{port}");
+            var answer = await new Grpc.Health.V1.Health.HealthClient(health).CheckAsync(new Grpc.Health.V1.HealthCheckRequest());
+            Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, answer.Status);
+        }
     }
 
     [Fact]

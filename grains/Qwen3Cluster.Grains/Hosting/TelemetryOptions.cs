@@ -11,6 +11,12 @@ public sealed class TelemetryOptions
     /// </summary>
     public int MetricsPort { get; set; } = 9464;
 
+    /// <summary>
+    /// Where a silo without the gateway role serves <c>grpc.health.v1.Health</c> (HTTP/2 cleartext; SERVING while it is an
+    /// active member of the cluster), for Kubernetes' probes; a gateway serves it on its gRPC port. 0: not at all.
+    /// </summary>
+    public int HealthPort { get; set; } = 9463;
+
     /// <summary>Listen on every address rather than loopback (in a container).</summary>
     public bool ListenOnAnyAddress { get; set; }
 

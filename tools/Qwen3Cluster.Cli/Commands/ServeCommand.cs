@@ -3,6 +3,8 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -116,13 +118,22 @@ public static class ServeCommand
             var web = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
             Configure(web.Configuration);
             QuietLogs(web.Logging);
+            var address = telemetry.ListenOnAnyAddress ? IPAddress.Any : IPAddress.Loopback;
             web.WebHost.ConfigureKestrel(kestrel =>
-                kestrel.Listen(telemetry.ListenOnAnyAddress ? IPAddress.Any : IPAddress.Loopback, telemetry.MetricsPort));
+            {
+                kestrel.Listen(address, telemetry.MetricsPort);
+                // gRPC health for Kubernetes' probes: HTTP/2 without TLS needs an endpoint of its own.
+                if (telemetry.HealthPort > 0) kestrel.Listen(address, telemetry.HealthPort, l => l.Protocols = HttpProtocols.Http2);
+            });
             web.UseOrleans(s => s.AddQwen3(web.Configuration));
             web.Services.AddQwen3Telemetry(web.Configuration, silo.Name, prometheus: true);
+            web.Services.AddGrpc();
+            web.Services.AddGrpcHealthChecks().AddCheck<SiloActiveCheck>("silo");
+            web.Services.Configure<Grpc.AspNetCore.HealthChecks.GrpcHealthChecksOptions>(o => o.UseHealthChecksCache = false);
             var metrics = web.Build();
             metrics.MapPrometheusScrapingEndpoint("/metrics");
             metrics.MapGet("/healthz", () => Results.Text("serving\n"));
+            metrics.MapGrpcHealthChecksService();
             await metrics.RunAsync(ct);
             return;
         }
