@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Qwen3Cluster.Grains;
@@ -54,7 +55,8 @@ public static class OpenAiEndpoints
             var call = chat ? ChatCall(request, model) : CompletionCall(request, model);
             using var activity = RequestMetrics.StartRequest(model.Name, null);
             var updates = model.ReplicaFor(call.Request.PromptTokens).Generate(call.Request, http.RequestAborted).Timed(arrived, activity);
-            var writer = new OpenAiResponseWriter(http, model, call, chat);
+            var writer = new OpenAiResponseWriter(http, model, call, chat,
+                http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("Qwen3Cluster.OpenAi"));
             if (request.Bool("stream") == true)
             {
                 bool usage = request.Get("stream_options") is { ValueKind: JsonValueKind.Object } o
@@ -101,7 +103,11 @@ public static class OpenAiEndpoints
     }
 
     /// <summary>What a request asks for once resolved and checked: the engine's request, and how to report logprobs.</summary>
-    public sealed record Call(GenerationRequest Request, bool Logprobs, int TopLogprobs);
+    public sealed record Call(GenerationRequest Request, bool Logprobs, int TopLogprobs)
+    {
+        /// <summary>The request's tools and what the reply may do with them (chat only).</summary>
+        public ToolChoice Tools { get; init; } = ToolChoice.NoTools;
+    }
 
     static Call ChatCall(OpenAiRequest r, ServedModel model)
     {
@@ -122,7 +128,10 @@ public static class OpenAiEndpoints
                 };
             }
         }
-        var prompt = model.Chat(parsed, thinking);
+        var tools = ToolChoice.Parse(r.Get("tools"), r.Get("tool_choice"));
+        // A forced call starts the reply at once: no thinking block before it.
+        if (tools.ForcedPrefix.Length > 0) thinking = false;
+        var prompt = model.Chat(parsed, thinking, tools: tools);
         bool logprobs = r.Bool("logprobs") ?? false;
         int top = r.Int("top_logprobs") ?? 0;
         if (top > 0 && !logprobs) throw RequestError.Invalid("top_logprobs", "requires logprobs: true");
@@ -134,7 +143,7 @@ public static class OpenAiEndpoints
             "logprobs" => "top_logprobs",
             _ => field,
         });
-        return new Call(request, logprobs, top);
+        return new Call(request, logprobs, top) { Tools = tools };
     }
 
     static Call CompletionCall(OpenAiRequest r, ServedModel model)

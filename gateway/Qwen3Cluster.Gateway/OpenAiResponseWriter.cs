@@ -3,11 +3,19 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
 using Qwen3Cluster.Model.Engine;
+using Microsoft.Extensions.Logging;
+using Qwen3Cluster.Model.Tokenization;
 
 namespace Qwen3Cluster.Gateway;
 
-/// <summary>Writes a generation as OpenAI's chat.completion / text_completion objects, whole or as SSE chunks.</summary>
-public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, OpenAiEndpoints.Call call, bool chat)
+/// <summary>
+/// Writes a generation as OpenAI's chat.completion / text_completion objects, whole or as SSE chunks. With tools, a
+/// chat reply is read for calls (<see cref="ToolCallParser"/>): they become <c>message.tool_calls</c> (streamed as
+/// <c>delta.tool_calls</c>: the id and name first, then the arguments) and the finish reason <c>tool_calls</c>; the
+/// text around them stays content.
+/// </summary>
+public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, OpenAiEndpoints.Call call, bool chat,
+    ILogger? logger = null)
 {
     readonly string _id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
     readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -26,8 +34,31 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
             last = e;
         }
         var choice = new JsonObject { ["index"] = 0, ["finish_reason"] = last?.FinishReason, ["logprobs"] = Logprobs(tokens) };
-        if (chat) choice["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text.ToString() };
-        else choice["text"] = text.ToString();
+        if (chat && call.Tools.ParsesCalls)
+        {
+            var (content, calls, warnings) = ToolCallParser.Parse(call.Tools.ForcedPrefix + text);
+            Warn(warnings);
+            var message = new JsonObject { ["role"] = "assistant", ["content"] = calls.Count > 0 && content.Length == 0 ? null : content };
+            if (calls.Count > 0)
+            {
+                message["tool_calls"] = new JsonArray(calls.Select(c => (JsonNode)new JsonObject
+                {
+                    ["id"] = CallId(),
+                    ["type"] = "function",
+                    ["function"] = new JsonObject { ["name"] = c.Name, ["arguments"] = c.Arguments },
+                }).ToArray());
+                choice["finish_reason"] = "tool_calls";
+            }
+            choice["message"] = message;
+        }
+        else if (chat)
+        {
+            choice["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text.ToString() };
+        }
+        else
+        {
+            choice["text"] = text.ToString();
+        }
         var body = Envelope(chat ? "chat.completion" : "text_completion");
         body["choices"] = new JsonArray(choice);
         body["usage"] = Usage(last?.Usage);
@@ -45,6 +76,8 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
         http.Response.Headers.CacheControl = "no-cache";
         if (chat) await Send(Chunk(new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, null), cancellationToken);
         GenerationUsage? usage = null;
+        ToolCallParser? parser = chat && call.Tools.ParsesCalls ? new ToolCallParser() : null;
+        parser?.Push(call.Tools.ForcedPrefix);
         while (any)
         {
             var e = enumerator.Current;
@@ -54,7 +87,33 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
                 await Send(OpenAiErrors.Body(error), cancellationToken);
                 break;
             }
-            if (e.Text.Length > 0 || e.Tokens.Count > 0 || e.FinishReason is not null)
+            if (parser is not null)
+            {
+                var parsed = parser.Push(e.Text).ToList();
+                if (e.FinishReason is not null)
+                {
+                    parsed.AddRange(parser.Finish());
+                    Warn(parser.Warnings);
+                }
+                foreach (var c in parsed.OfType<CallEvent>())
+                {
+                    // The id and name first, then the arguments, as OpenAI streams a call.
+                    await Send(Chunk(ToolCallDelta(new JsonObject
+                    {
+                        ["index"] = c.Index, ["id"] = CallId(), ["type"] = "function",
+                        ["function"] = new JsonObject { ["name"] = c.Name, ["arguments"] = "" },
+                    }), null, null), cancellationToken);
+                    await Send(Chunk(ToolCallDelta(new JsonObject
+                    {
+                        ["index"] = c.Index, ["function"] = new JsonObject { ["arguments"] = c.Arguments },
+                    }), null, null), cancellationToken);
+                }
+                string content = string.Concat(parsed.OfType<ContentEvent>().Select(x => x.Text));
+                string? finish = e.FinishReason is null ? null : parser.Calls > 0 ? "tool_calls" : e.FinishReason;
+                if (content.Length > 0 || (call.Logprobs && e.Tokens.Count > 0) || finish is not null)
+                    await Send(Chunk(new JsonObject { ["content"] = content }, e, Logprobs(e.Tokens), finish), cancellationToken);
+            }
+            else if (e.Text.Length > 0 || e.Tokens.Count > 0 || e.FinishReason is not null)
             {
                 var delta = chat ? new JsonObject { ["content"] = e.Text } : null;
                 await Send(Chunk(delta, e, Logprobs(e.Tokens)), cancellationToken);
@@ -73,14 +132,23 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
         await http.Response.Body.FlushAsync(cancellationToken);
     }
 
-    JsonObject Chunk(JsonObject? delta, GenerationUpdate? e, JsonNode? logprobs)
+    JsonObject Chunk(JsonObject? delta, GenerationUpdate? e, JsonNode? logprobs, string? finish = null)
     {
-        var choice = new JsonObject { ["index"] = 0, ["logprobs"] = logprobs, ["finish_reason"] = e?.FinishReason };
+        var choice = new JsonObject { ["index"] = 0, ["logprobs"] = logprobs, ["finish_reason"] = finish ?? e?.FinishReason };
         if (chat) choice["delta"] = delta;
         else choice["text"] = e?.Text ?? "";
         var chunk = Envelope(chat ? "chat.completion.chunk" : "text_completion");
         chunk["choices"] = new JsonArray(choice);
         return chunk;
+    }
+
+    static JsonObject ToolCallDelta(JsonObject call) => new() { ["tool_calls"] = new JsonArray(call) };
+
+    static string CallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
+
+    void Warn(IReadOnlyList<string> warnings)
+    {
+        foreach (string w in warnings) logger?.LogWarning("Tool call parsing: {Warning}", w);
     }
 
     async Task Send(JsonObject json, CancellationToken cancellationToken)

@@ -32,10 +32,12 @@ public sealed class ServedModel(ModelDeployment deployment, IGrainFactory grains
         ?? throw RequestError.Invalid(field, $"model {deployment.Name} has no tokenizer.json: send token ids");
 
     /// <summary>The prompt ids of a conversation, for its next reply.</summary>
-    public int[] Chat(IReadOnlyList<ChatMessage> messages, bool? enableThinking, string field = "messages")
+    public int[] Chat(IReadOnlyList<ChatMessage> messages, bool? enableThinking, string field = "messages", ToolChoice? tools = null)
     {
         var tokenizer = Tokenizer(field);
-        return tokenizer.Encode(Template(field).Render(messages, addGenerationPrompt: true, enableThinking));
+        tools ??= ToolChoice.NoTools;
+        string prompt = Template(field).Render(messages, addGenerationPrompt: true, enableThinking, tools.Tools);
+        return tokenizer.Encode(prompt + tools.ForcedPrefix);
     }
 
     /// <summary>A session's next turn: its history, then the new messages as the chat template continues it.</summary>

@@ -66,6 +66,26 @@ public sealed class LocalClusterFixture : IAsyncLifetime
         Channel.Dispose();
         await Script.DisposeAsync();
     }
+
+    /// <summary>
+    /// Waits until every expert group runs, loaded, on an experts silo (silo B or C). run.sh reports the cluster serving
+    /// once the gateway has placed and loaded everything, which may be before silos B and C are active members: the
+    /// groups then start on silo A and move to B and C a few seconds later, as to any silo that joins.
+    /// </summary>
+    public static async Task WaitForExpertSilosAsync(GrpcChannel channel)
+    {
+        var client = new Cluster.ClusterClient(channel);
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var cluster = await client.DescribeClusterAsync(new DescribeClusterRequest());
+            var groups = cluster.Grains.Where(g => g.Kind == "expert_group" && g.Copy == 0).ToList();
+            if (groups.Count > 0 && groups.All(g => g.Loaded && g.Silo is "silo-b" or "silo-c")) return;
+            if (clock.Elapsed > TimeSpan.FromSeconds(90))
+                throw new TimeoutException($"expert groups still on {string.Join(", ", groups.Select(g => $"{g.Key}@{g.Silo}"))}");
+            await Task.Delay(250);
+        }
+    }
 }
 
 public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixture<LocalClusterFixture>
@@ -181,14 +201,25 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
     public async Task EverySiloServesMetricsAndTheExpertSilosExportTheirRoutedTokens()
     {
         int ports = fixture.HttpPort - 1;
+        await LocalClusterFixture.WaitForExpertSilosAsync(fixture.Channel);
         string[] targets = [$"127.0.0.1:{fixture.HttpPort}", $"127.0.0.1:{ports + 9}", $"127.0.0.1:{ports + 10}"];
         await using var prometheus = await PrometheusServer.StartAsync(targets);
-        await GenerateAsync(Prompt(3), 8);
         // Each expert silo reports the tokens its groups ran: four groups over silos B and C, with stage and group labels.
-        var routed = await prometheus.WaitForAsync("sum by (instance, stage, group) (qwen3_expert_routed_tokens_total)",
-            r => r.Count >= 4 && r.All(s => s.Value > 0));
+        // (Right after start-up the plan may still be moving groups to the silo that joined second: keep asking.)
+        const string query = "sum by (instance, stage, group) (qwen3_expert_routed_tokens_total)";
+        var clock = Stopwatch.StartNew();
+        List<(Dictionary<string, string> Labels, double Value)> routed;
+        while (true)
+        {
+            await GenerateAsync(Prompt(3), 8);
+            routed = await prometheus.QueryAsync(query);
+            if (routed.Select(r => r.Labels["instance"]).Distinct().Count() == 2) break;
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), $"routed tokens from {string.Join(", ", routed.Select(r => r.Labels["instance"]).Distinct())} only");
+            await Task.Delay(500);
+        }
         Assert.Equal(targets[1..], routed.Select(r => r.Labels["instance"]).Distinct().Order());
-        Assert.Equal(["0", "1", "2", "3"], routed.Select(r => r.Labels["group"]).Order());
+        Assert.All(routed, r => Assert.True(r.Value > 0));
+        Assert.Equal(["0", "1", "2", "3"], routed.Select(r => r.Labels["group"]).Distinct().Order());
         Assert.All(routed, r => Assert.Equal("0", r.Labels["stage"]));
         // Every silo is up for Prometheus, and the gateway's replica exports its engine.
         var up = await prometheus.WaitForAsync("up", r => r.Count == 3 && r.All(s => s.Value == 1));

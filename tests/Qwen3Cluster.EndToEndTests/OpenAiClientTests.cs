@@ -164,6 +164,42 @@ public sealed class OpenAiClientTests(ServerFixture fixture)
     }
 
     [Fact]
+    public async Task ToolsAndToolResultsAreAcceptedAndBadToolsRefusedByField()
+    {
+        var weather = ChatTool.CreateFunctionTool("get_weather", "The weather in a city",
+            BinaryData.FromString("""{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"""));
+        var options = Greedy(6);
+        options.Tools.Add(weather);
+        List<ChatMessage> conversation =
+        [
+            new UserChatMessage("What is the weather in Bern?"),
+            new AssistantChatMessage([ChatToolCall.CreateFunctionToolCall("call_1", "get_weather", BinaryData.FromString("""{"city": "Bern"}"""))]),
+            new ToolChatMessage("call_1", """{"temperature": 3}"""),
+        ];
+        ChatCompletion answer = await Chat().CompleteChatAsync(conversation, options);
+        Assert.Equal(6, answer.Usage.OutputTokenCount);
+        // The tools are in the prompt: the same conversation without them is shorter.
+        ChatCompletion plain = await Chat().CompleteChatAsync(conversation, Greedy(6));
+        Assert.True(answer.Usage.InputTokenCount > plain.Usage.InputTokenCount + 40);
+
+        // Streamed with tool_choice none: plain content deltas.
+        options.ToolChoice = ChatToolChoice.CreateNoneChoice();
+        int deltas = 0;
+        await foreach (var update in Chat().CompleteChatStreamingAsync(conversation, options))
+        {
+            Assert.Empty(update.ToolCallUpdates);
+            deltas += update.ContentUpdate.Count;
+        }
+        Assert.True(deltas > 0);
+
+        var bad = Greedy(2);
+        bad.Tools.Add(ChatTool.CreateFunctionTool("no spaces allowed", "x"));
+        var refused = await Assert.ThrowsAsync<ClientResultException>(() => Chat().CompleteChatAsync([new UserChatMessage("hi")], bad));
+        Assert.Equal(400, refused.Status);
+        Assert.Contains("tools[0].function.name", refused.Message);
+    }
+
+    [Fact]
     public async Task ThinkingCanBeSwitchedOffLikeVllm()
     {
         using var http = new HttpClient { BaseAddress = new Uri(fixture.Server.HttpAddress) };

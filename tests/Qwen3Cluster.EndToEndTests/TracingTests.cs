@@ -95,6 +95,7 @@ public sealed class TracingTests(ITestOutputHelper output)
         });
         await using var _ = script;
         using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{ports}");
+        await LocalClusterFixture.WaitForExpertSilosAsync(channel);
         var request = new GenerateRequest { TokenIds = new TokenIds(), Sampling = new SamplingParams { Temperature = 0, MaxTokens = 4 } };
         request.TokenIds.Ids.AddRange([17, 512, 3001, 99, 4000, 7]);
         await foreach (var _r in new Inference.InferenceClient(channel).Generate(request).ResponseStream.ReadAllAsync()) { }
