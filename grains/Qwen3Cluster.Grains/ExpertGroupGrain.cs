@@ -92,10 +92,15 @@ public sealed partial class ExpertGroupGrain(
         if (loader.HasPreloaded(Key)) await EnsureLoaded();
     }
 
-    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _weights is not null, _calls, _routed, HandedOver: _handedOver));
+    public Task<ShardHost> Host()
+    {
+        loader.Asked();
+        return Task.FromResult(new ShardHost(model.Silo.Name, _weights is not null, _calls, _routed, HandedOver: _handedOver));
+    }
 
     public Task HandOver()
     {
+        loader.Asked();
         MigrateOnIdle();
         return Task.CompletedTask;
     }

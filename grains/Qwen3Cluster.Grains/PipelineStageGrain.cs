@@ -176,11 +176,16 @@ public sealed partial class PipelineStageGrain(
         if (loader.HasPreloaded(Key)) await EnsureLoaded();
     }
 
-    public Task<ShardHost> Host() => Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null, _calls, Copies: _copies.ToArray(), HandedOver: _handedOver));
+    public Task<ShardHost> Host()
+    {
+        loader.Asked();
+        return Task.FromResult(new ShardHost(model.Silo.Name, _stage is not null, _calls, Copies: _copies.ToArray(), HandedOver: _handedOver));
+    }
 
     /// <summary>Moves once idle (between steps); its KV pool stays behind, so the replica recomputes its caches.</summary>
     public Task HandOver()
     {
+        loader.Asked();
         MigrateOnIdle();
         return Task.CompletedTask;
     }

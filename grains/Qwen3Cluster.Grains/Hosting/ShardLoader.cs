@@ -26,6 +26,14 @@ public sealed class ShardLoader(ModelDeployment model) : IDisposable
     /// <summary>An activation on this silo has freed its weights.</summary>
     public void Released(ModelGrainKey key) => _hosted.TryRemove(key, out _);
 
+    long _lastAsked;
+
+    /// <summary>When another silo last asked one of this silo's shards where it runs or to move (a Stopwatch timestamp).</summary>
+    public long LastAsked => Interlocked.Read(ref _lastAsked);
+
+    /// <summary>A shard on this silo was asked where it runs (a plan keeper about to take it over) or to move.</summary>
+    public void Asked() => Interlocked.Exchange(ref _lastAsked, Stopwatch.GetTimestamp());
+
     ModelStage LoadStage(StageKey key)
     {
         using var reader = CheckpointReader.Open(model.Path);
