@@ -42,17 +42,17 @@ public sealed partial class PlanKeeper(
             if (!settled || view == balanced || departure.Leaving || !present.Any(s => s.Name == model.Silo.Name)) continue;
             try
             {
-                if (await BalanceAsync(present)) balanced = view;
+                if (await BalanceAsync(present, stopping)) balanced = view;
             }
             catch (Exception e) when (!stopping.IsCancellationRequested)
             {
-                LogFailed(e);
+                LogFailed(e, "the plan");
             }
         }
     }
 
     /// <summary>Hands over what the plan gives this silo; true when all of it already runs here.</summary>
-    async Task<bool> BalanceAsync(IReadOnlyList<SiloDescriptor> present)
+    async Task<bool> BalanceAsync(IReadOnlyList<SiloDescriptor> present, CancellationToken stopping)
     {
         string me = model.Silo.Name;
         bool settled = true;
@@ -60,12 +60,21 @@ public sealed partial class PlanKeeper(
         {
             if (plan.SiloFor(key, present) != me) continue;
             IModelShardGrain shard = key is StageKey s ? grains.GetStage(s) : grains.GetExpertGroup((ExpertGroupKey)key);
-            var host = await shard.Host();
-            if (host.SiloName == me) continue;
-            settled = false;
-            double seconds = host.Loaded ? await loader.PreloadAsync(key) : 0;
-            LogHandingOver(key.ToString(), host.SiloName, me, seconds);
-            await shard.HandOver();
+            try
+            {
+                var host = await shard.Host();
+                if (host.SiloName == me) continue;
+                settled = false;
+                double seconds = host.Loaded ? await loader.PreloadAsync(key) : 0;
+                LogHandingOver(key.ToString(), host.SiloName, me, seconds);
+                await shard.HandOver();
+            }
+            catch (Exception e) when (!stopping.IsCancellationRequested)
+            {
+                // One grain that cannot be reached yet (its silo just died) must not hold up the others.
+                settled = false;
+                LogFailed(e, key.ToString());
+            }
         }
         return settled;
     }
@@ -73,6 +82,6 @@ public sealed partial class PlanKeeper(
     [LoggerMessage(Level = LogLevel.Information, Message = "Plan: {Key} moves from silo {From} to silo {To} (weights preloaded in {Seconds:F1}s)")]
     partial void LogHandingOver(string key, string from, string to, double seconds);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Plan: a hand-over failed; it is tried again")]
-    partial void LogFailed(Exception error);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Plan: a hand-over of {Key} failed; it is tried again")]
+    partial void LogFailed(Exception error, string key);
 }
