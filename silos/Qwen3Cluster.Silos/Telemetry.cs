@@ -1,10 +1,9 @@
 using Microsoft.Extensions.Configuration;
-using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
-using Qwen3Cluster.Grains.Hosting;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
+using Qwen3Cluster.Grains.Hosting;
 
 namespace Qwen3Cluster.Silos;
 

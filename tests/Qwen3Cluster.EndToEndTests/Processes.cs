@@ -38,9 +38,19 @@ public static class Processes
     /// <summary>A block of <paramref name="count"/> consecutive free ports.</summary>
     public static int FreePorts(int count)
     {
+        // Below the kernel's ephemeral range, where outgoing connections and FreePort() take theirs: a block chosen
+        // there could be taken by one of them (a Redis, a client socket) between this check and the silo's bind.
+        int ephemeral = 32768;
+        try
+        {
+            ephemeral = int.Parse(File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries)[0]);
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+        }
         for (int attempt = 0; attempt < 50; attempt++)
         {
-            int first = Random.Shared.Next(20000, 60000);
+            int first = Random.Shared.Next(10000, Math.Max(10001, ephemeral - count));
             var listeners = new List<TcpListener>();
             try
             {
