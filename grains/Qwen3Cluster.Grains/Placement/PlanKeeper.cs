@@ -27,6 +27,9 @@ public sealed partial class PlanKeeper(
     /// <summary>How often the view of the cluster is read; a view must hold for two reads before it is acted on.</summary>
     public static readonly TimeSpan Period = TimeSpan.FromSeconds(2);
 
+    /// <summary>How long the keeper waits for a grain to say where it runs, or to accept a hand-over, before going on.</summary>
+    static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(10);
+
     protected override async Task ExecuteAsync(CancellationToken stopping)
     {
         var roles = model.Silo.EffectiveRoles;
@@ -62,12 +65,13 @@ public sealed partial class PlanKeeper(
             IModelShardGrain shard = key is StageKey s ? grains.GetStage(s) : grains.GetExpertGroup((ExpertGroupKey)key);
             try
             {
-                var host = await shard.Host();
+                // Bounded: a call to a grain whose silo just died must not hold the keeper up until the response timeout.
+                var host = await shard.Host().WaitAsync(CallTimeout, stopping);
                 if (host.SiloName == me) continue;
                 settled = false;
                 double seconds = host.Loaded ? await loader.PreloadAsync(key) : 0;
                 LogHandingOver(key.ToString(), host.SiloName, me, seconds);
-                await shard.HandOver();
+                await shard.HandOver().WaitAsync(CallTimeout, stopping);
             }
             catch (Exception e) when (!stopping.IsCancellationRequested)
             {
