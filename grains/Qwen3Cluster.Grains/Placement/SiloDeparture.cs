@@ -45,6 +45,7 @@ public sealed partial class SiloDeparture(
         var waiting = Pending();
         if (waiting.Count == 0) return;
         var leaving = waiting.ToList();
+        var lastProgress = TimeSpan.Zero;
         LogLeaving(model.Silo.Name, waiting.Count, string.Join(", ", waiting));
         while (waiting.Count > 0 && clock.Elapsed < timeout && !cancellationToken.IsCancellationRequested)
         {
@@ -56,7 +57,11 @@ public sealed partial class SiloDeparture(
             {
                 break;
             }
+            int before = waiting.Count;
             waiting = Pending();
+            if (waiting.Count < before) lastProgress = clock.Elapsed;
+            // Asked but nothing moves (the askers are stopping too): no more than three times the unclaimed wait.
+            if (waiting.Count > 0 && clock.Elapsed - lastProgress > Unclaimed * 3) break;
             if (waiting.Count > 0 && clock.Elapsed > Unclaimed && loader.LastAsked < started)
             {
                 LogUnclaimed(Unclaimed.TotalSeconds);
