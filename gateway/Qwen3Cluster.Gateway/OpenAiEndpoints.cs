@@ -129,14 +129,15 @@ public static class OpenAiEndpoints
             }
         }
         var tools = ToolChoice.Parse(r.Get("tools"), r.Get("tool_choice"));
-        // A forced call starts the reply at once: no thinking block before it.
-        if (tools.ForcedPrefix.Length > 0) thinking = false;
+        var constraint = ResponseFormat.Parse(r, tools, model);
+        // A forced call or a constrained reply starts at once: no thinking block before it.
+        if (constraint is not null) thinking = false;
         var prompt = model.Chat(parsed, thinking, tools: tools);
         bool logprobs = r.Bool("logprobs") ?? false;
         int top = r.Int("top_logprobs") ?? 0;
         if (top > 0 && !logprobs) throw RequestError.Invalid("top_logprobs", "requires logprobs: true");
         string maxField = r.Has("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-        var request = new GenerationRequest(prompt, Sampling(r, model, prompt.Length, r.Int(maxField), top));
+        var request = new GenerationRequest(prompt, Sampling(r, model, prompt.Length, r.Int(maxField), top)) { Constraint = constraint };
         model.Limits.Check(request, "messages", "messages", field => field switch
         {
             "max_tokens" => maxField,
@@ -163,7 +164,10 @@ public static class OpenAiEndpoints
         };
         // The legacy API's logprobs is the number of alternatives; absent means none reported.
         int? top = r.Int("logprobs");
-        var request = new GenerationRequest(prompt, Sampling(r, model, prompt.Length, r.Int("max_tokens") ?? 16, top ?? 0));
+        var request = new GenerationRequest(prompt, Sampling(r, model, prompt.Length, r.Int("max_tokens") ?? 16, top ?? 0))
+        {
+            Constraint = ResponseFormat.Parse(r, ToolChoice.NoTools, model),
+        };
         model.Limits.Check(request, "prompt");
         return new Call(request, top is not null, Math.Max(top ?? 0, 0));
     }

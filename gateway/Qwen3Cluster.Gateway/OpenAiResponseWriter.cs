@@ -47,7 +47,8 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
                     ["type"] = "function",
                     ["function"] = new JsonObject { ["name"] = c.Name, ["arguments"] = c.Arguments },
                 }).ToArray());
-                choice["finish_reason"] = "tool_calls";
+                // A reply cut short keeps "length" (as vLLM reports it): only a reply that ended by itself is "tool_calls".
+                if (last?.FinishReason == FinishReasons.Stop) choice["finish_reason"] = "tool_calls";
             }
             choice["message"] = message;
         }
@@ -109,7 +110,7 @@ public sealed class OpenAiResponseWriter(HttpContext http, ServedModel model, Op
                     }), null, null), cancellationToken);
                 }
                 string content = string.Concat(parsed.OfType<ContentEvent>().Select(x => x.Text));
-                string? finish = e.FinishReason is null ? null : parser.Calls > 0 ? "tool_calls" : e.FinishReason;
+                string? finish = e.FinishReason is null ? null : parser.Calls > 0 && e.FinishReason == FinishReasons.Stop ? "tool_calls" : e.FinishReason;
                 if (content.Length > 0 || (call.Logprobs && e.Tokens.Count > 0) || finish is not null)
                     await Send(Chunk(new JsonObject { ["content"] = content }, e, Logprobs(e.Tokens), finish), cancellationToken);
             }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Qwen3Cluster.Model.Constraints;
 using Qwen3Cluster.Model.Engine;
 
 namespace Qwen3Cluster.Gateway;
@@ -9,7 +10,8 @@ namespace Qwen3Cluster.Gateway;
 /// what the reply may do with them. <c>none</c>: the reply is plain content. <c>auto</c> (the default with tools):
 /// calls the model writes are parsed into <c>tool_calls</c>. <c>required</c> and a named function: the reply is made to
 /// begin a call (the assistant turn starts with <c>&lt;tool_call&gt;</c> and, for a named function, its name), which a
-/// real Qwen3 checkpoint completes; their arguments are not yet constrained to the function's schema.
+/// real Qwen3 checkpoint completes, and the rest of the call is held to the tools' names and their <c>parameters</c>
+/// schemas (<see cref="Calls"/>), so even a model that would not write a call writes a valid one.
 /// </summary>
 public sealed partial record ToolChoice(IReadOnlyList<JsonElement> Tools, string Mode, string? Function)
 {
@@ -27,6 +29,20 @@ public sealed partial record ToolChoice(IReadOnlyList<JsonElement> Tools, string
         Named => $"<tool_call>\n{{\"name\": \"{Function}\", \"arguments\": ",
         _ => "",
     };
+
+    /// <summary>The constraint on what follows <see cref="ForcedPrefix"/>: for required, some tool's name and arguments (and perhaps more calls); for a named function, its arguments.</summary>
+    public OutputConstraint? Calls()
+    {
+        if (Mode is not (Required or Named)) return null;
+        var tools = Tools.Select(t => t.GetProperty("function"))
+            .Where(f => Mode == Required || f.GetProperty("name").GetString() == Function)
+            .Select(f => new Dictionary<string, object?>
+            {
+                ["name"] = f.GetProperty("name").GetString(),
+                ["parameters"] = f.TryGetProperty("parameters", out var p) && p.ValueKind == JsonValueKind.Object ? p : null,
+            });
+        return new OutputConstraint(ConstraintKind.ToolCalls, JsonSerializer.Serialize(new { mode = Mode == Required ? "required" : "named", tools }));
+    }
 
     [GeneratedRegex("^[a-zA-Z0-9_.-]{1,64}$")]
     private static partial Regex FunctionName();

@@ -1,3 +1,4 @@
+using Qwen3Cluster.Model.Constraints;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Sampling;
 
@@ -69,16 +70,32 @@ public struct GenerationRequestSurrogate
     [Id(1)] public SamplingParams Sampling;
     [Id(2)] public string? ParkAs;
     [Id(3)] public string? ResumeFrom;
+    /// <summary>The output constraint's kind (<see cref="ConstraintKind"/>) and text; no text, no constraint.</summary>
+    [Id(4)] public int ConstraintKind;
+    [Id(5)] public string? ConstraintSource;
 }
 
 [RegisterConverter]
 public sealed class GenerationRequestConverter : IConverter<GenerationRequest, GenerationRequestSurrogate>
 {
     public GenerationRequest ConvertFromSurrogate(in GenerationRequestSurrogate s) =>
-        new(s.PromptTokens, s.Sampling) { ParkAs = s.ParkAs, ResumeFrom = s.ResumeFrom };
+        new(s.PromptTokens, s.Sampling)
+        {
+            ParkAs = s.ParkAs,
+            ResumeFrom = s.ResumeFrom,
+            Constraint = s.ConstraintSource is { } source ? new OutputConstraint((ConstraintKind)s.ConstraintKind, source) : null,
+        };
 
     public GenerationRequestSurrogate ConvertToSurrogate(in GenerationRequest r) =>
-        new() { PromptTokens = [.. r.PromptTokens], Sampling = r.Sampling, ParkAs = r.ParkAs, ResumeFrom = r.ResumeFrom };
+        new()
+        {
+            PromptTokens = [.. r.PromptTokens],
+            Sampling = r.Sampling,
+            ParkAs = r.ParkAs,
+            ResumeFrom = r.ResumeFrom,
+            ConstraintKind = (int)(r.Constraint?.Kind ?? 0),
+            ConstraintSource = r.Constraint?.Source,
+        };
 }
 
 [GenerateSerializer, Immutable, Alias("qwen3.TokenLogprob")]

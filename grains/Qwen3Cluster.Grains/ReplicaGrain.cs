@@ -27,10 +27,10 @@ public sealed partial class ReplicaGrain(ModelDeployment model, ILogger<ReplicaG
         var stages = Enumerable.Range(0, model.Options.Stages).Select(s => GrainFactory.GetStage(key.Stage(s))).ToArray();
         _executor = new ClusterExecutor(stages, model.Device);
         // The tokenizer takes a second to build: off the activation's thread.
-        var tokenizer = await Task.Run(() => model.Tokenizer, cancellationToken);
+        var (tokenizer, vocabulary) = await Task.Run(() => (model.Tokenizer, model.Vocabulary), cancellationToken);
         var decoders = tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true);
         // Started here, the loop runs on this activation's scheduler, interleaved with its calls.
-        _engine = GenerationEngine.Start(_executor, model.Scheduler, model.Generation.EosTokenIds, decoders, name: key.ToString());
+        _engine = GenerationEngine.Start(_executor, model.Scheduler, model.Generation.EosTokenIds, decoders, name: key.ToString(), vocabulary);
     }
 
     public async Task<ModelDescription> Warmup()

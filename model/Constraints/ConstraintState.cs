@@ -27,7 +27,8 @@ public sealed class ConstraintState(TokenConstraint constraint)
     public void Apply(Span<float> logits, int remaining, IReadOnlyCollection<int> ends)
     {
         var mask = constraint.Mask(_state);
-        var bits = remaining >= mask.MaxNextDistance ? mask.Bits : WithinBudget(mask, remaining);
+        bool canEnd = mask.Accepting && ends.Count > 0;
+        var bits = remaining >= mask.MaxNextDistance ? mask.Bits : WithinBudget(mask, remaining, canEnd);
         Span<float> saved = stackalloc float[Math.Min(ends.Count, 16)];
         int e = 0;
         foreach (int id in ends)
@@ -61,11 +62,18 @@ public sealed class ConstraintState(TokenConstraint constraint)
         }
     }
 
-    /// <summary>The allowed tokens after which a complete match is still within <paramref name="remaining"/> tokens (one per byte at worst); the nearest ones when none is.</summary>
-    static ulong[] WithinBudget(TokenConstraint.StateMask mask, int remaining)
+    /// <summary>
+    /// The allowed tokens after which a complete match is still within <paramref name="remaining"/> tokens (one per
+    /// byte at worst). When none is: only an end, if the match so far may end; else the nearest ones.
+    /// </summary>
+    static ulong[] WithinBudget(TokenConstraint.StateMask mask, int remaining, bool canEnd)
     {
         int limit = remaining;
-        if (!mask.NextDistance.Any(d => d <= limit)) limit = mask.NextDistance.Length == 0 ? 0 : mask.NextDistance.Min();
+        if (!mask.NextDistance.Any(d => d <= limit))
+        {
+            if (canEnd) return new ulong[mask.Bits.Length];
+            limit = mask.NextDistance.Length == 0 ? 0 : mask.NextDistance.Min();
+        }
         var bits = new ulong[mask.Bits.Length];
         for (int k = 0; k < mask.Tokens.Length; k++)
         {

@@ -42,6 +42,11 @@ public static class EngineMetrics
     public static readonly Histogram<long> RequestPromptTokens = Tokens("qwen3.request_prompt_tokens", "Prompt tokens of each finished request");
     public static readonly Histogram<long> RequestGenerationTokens = Tokens("qwen3.request_generation_tokens", "Generated tokens of each finished request");
 
+    /// <summary>Time to mask one constrained row of a step's logits: microseconds, in buckets from 1 µs to 50 ms.</summary>
+    public static readonly Histogram<double> ConstraintMaskSeconds = Meter.CreateHistogram("qwen3.constraint.mask_duration", "s",
+        "Time to apply one sequence's output constraint to its row of a step's logits (the first time in a state includes building its mask)",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2] });
+
     public static Histogram<double> Seconds(string name, string description) => Meter.CreateHistogram(name, "s", description,
         advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
 

@@ -1,12 +1,13 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using Qwen3Cluster.Model.Constraints;
 using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Model.Engine;
 
 /// <summary>
-/// A model replica's decode loop: schedule -> run the stages -> sample -> postprocess, one step at a time for
+/// A model replica's decode loop: schedule -> run the stages -> constrain -> sample -> postprocess, one step at a time for
 /// every active sequence. Requests join through <see cref="GenerateAsync"/> from any thread; the loop alone
 /// touches the scheduler.
 /// </summary>
@@ -17,6 +18,8 @@ public sealed class GenerationEngine : IAsyncDisposable
     readonly Sampler _sampler = new();
     readonly OutputProcessor _output;
     readonly ITextDecoderFactory? _decoders;
+    readonly TokenVocabulary? _vocabulary;
+    readonly ConstraintMasks _masks;
     readonly ConcurrentQueue<Sequence> _incoming = new();
     readonly ConcurrentQueue<Sequence> _aborted = new();
     readonly ConcurrentQueue<string> _dropParked = new();
@@ -31,8 +34,10 @@ public sealed class GenerationEngine : IAsyncDisposable
     int _failedSteps;
 
     GenerationEngine(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds, ITextDecoderFactory? decoders,
-        string name)
+        string name, TokenVocabulary? vocabulary)
     {
+        _vocabulary = vocabulary;
+        _masks = new ConstraintMasks(eosTokenIds, options.ContextWindow);
         Name = name;
         _executor = executor;
         _scheduler = new Scheduler(options);
@@ -43,12 +48,13 @@ public sealed class GenerationEngine : IAsyncDisposable
     /// <summary>
     /// Makes an engine and starts its loop on the caller's task scheduler (an Orleans activation keeps the loop on
     /// its own thread). <paramref name="decoders"/> turn tokens into text; without them text is empty.
-    /// <paramref name="name"/> labels its metrics (<c>replica</c>).
+    /// <paramref name="name"/> labels its metrics (<c>replica</c>). <paramref name="vocabulary"/> lets requests hold their
+    /// output to a constraint; without it a constrained request is refused.
     /// </summary>
     public static GenerationEngine Start(IModelExecutor executor, SchedulerOptions options, IReadOnlyCollection<int> eosTokenIds,
-        ITextDecoderFactory? decoders = null, string name = "local")
+        ITextDecoderFactory? decoders = null, string name = "local", TokenVocabulary? vocabulary = null)
     {
-        var engine = new GenerationEngine(executor, options, eosTokenIds, decoders, name);
+        var engine = new GenerationEngine(executor, options, eosTokenIds, decoders, name, vocabulary);
         engine._loop = Task.Factory.StartNew(engine.LoopAsync, CancellationToken.None, TaskCreationOptions.None, TaskScheduler.Current).Unwrap();
         EngineMetrics.Register(engine);
         return engine;
@@ -70,7 +76,7 @@ public sealed class GenerationEngine : IAsyncDisposable
     public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(GenerationRequest request,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _decoders?.Create());
+        var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, _decoders?.Create(), StartConstraint(request.Constraint));
         _incoming.Enqueue(sequence);
         _wake.Release();
         bool finished = false;
@@ -89,6 +95,20 @@ public sealed class GenerationEngine : IAsyncDisposable
                 _aborted.Enqueue(sequence);
                 _wake.Release();
             }
+        }
+    }
+
+    ConstraintState? StartConstraint(OutputConstraint? constraint)
+    {
+        if (constraint is null) return null;
+        if (_vocabulary is null) throw new RequestError(ErrorKind.FailedPrecondition, "response_format", "this model has no tokenizer: its output cannot be constrained");
+        try
+        {
+            return new ConstraintState(_vocabulary.Compile(constraint));
+        }
+        catch (GrammarException e)
+        {
+            throw RequestError.Invalid(e.Path is { Length: > 0 } path ? $"response_format.{path}" : "response_format", e.Message);
         }
     }
 
@@ -160,7 +180,7 @@ public sealed class GenerationEngine : IAsyncDisposable
         }
     }
 
-    /// <summary>schedule -> run the stages -> sample -> postprocess.</summary>
+    /// <summary>schedule -> run the stages -> constrain -> sample -> postprocess.</summary>
     async Task StepAsync(CancellationToken cancellationToken)
     {
         var step = _scheduler.Schedule();
@@ -188,6 +208,7 @@ public sealed class GenerationEngine : IAsyncDisposable
         try
         {
             using var logits = await _executor.ExecuteAsync(step.Context, step.InputIds, cancellationToken);
+            _masks.Apply(logits, step.Sampling);
             var sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
             _failingSince = 0;
             _failedSteps = 0;

@@ -1,3 +1,4 @@
+using Qwen3Cluster.Model.Constraints;
 using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Model.Engine;
@@ -9,6 +10,8 @@ public sealed record GenerationRequest(IReadOnlyList<int> PromptTokens, Sampling
     public string? ParkAs { get; init; }
     /// <summary>Resume from the blocks parked under this key (the prompt must extend the parked tokens).</summary>
     public string? ResumeFrom { get; init; }
+    /// <summary>The language the output is held to (a JSON Schema, a regex, a choice, tool calls), or null for free text.</summary>
+    public OutputConstraint? Constraint { get; init; }
 }
 
 /// <summary>One generated token: its id, its own text, its log-probability and the top alternatives.</summary>

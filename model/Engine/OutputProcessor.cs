@@ -4,7 +4,7 @@ namespace Qwen3Cluster.Model.Engine;
 
 /// <summary>
 /// After sampling: appends each token, turns it into text, applies the stop rules (end-of-sequence ids,
-/// stop token ids, stop strings, max tokens, the context limit) and writes the sequence's update.
+/// stop token ids, stop strings, a complete constrained match, max tokens, the context limit) and writes the sequence's update.
 /// </summary>
 public sealed class OutputProcessor(IReadOnlyCollection<int> eosTokenIds, int maxModelLength)
 {
@@ -19,7 +19,8 @@ public sealed class OutputProcessor(IReadOnlyCollection<int> eosTokenIds, int ma
         string? finish = null;
         bool stopToken = (!p.IgnoreEos && eosTokenIds.Contains(sampled.Id)) || p.StopTokenIds.Contains(sampled.Id);
         var (released, stopString) = sequence.StopFilter.Push(stopToken ? "" : tokenText);
-        if (stopToken || stopString) finish = FinishReasons.Stop;
+        // A constrained output whose match is complete can take nothing more.
+        if (stopToken || stopString || sequence.Constraint?.IsComplete == true) finish = FinishReasons.Stop;
         else if (sequence.OutputLength >= p.MaxTokens || sequence.Tokens.Count >= maxModelLength) finish = FinishReasons.Length;
 
         if (finish is null)

@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Constraints;
 using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Model.Engine;
@@ -45,6 +46,8 @@ public sealed class Sequence : IDisposable
     public SamplerState SamplerState { get; }
     public IIncrementalTextDecoder? Decoder { get; }
     public StopStringFilter StopFilter { get; }
+    /// <summary>Where the output is in its request's constraint, or null when it has none.</summary>
+    public ConstraintState? Constraint { get; }
     public Channel<GenerationUpdate> Updates { get; } =
         Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     public string? FinishReason { get; set; }
@@ -53,8 +56,9 @@ public sealed class Sequence : IDisposable
     /// <summary>The trace context the request came in with (its gateway's span, carried by the grain call), or default.</summary>
     public System.Diagnostics.ActivityContext TraceContext { get; } = System.Diagnostics.Activity.Current?.Context ?? default;
 
-    public Sequence(long id, GenerationRequest request, IIncrementalTextDecoder? decoder)
+    public Sequence(long id, GenerationRequest request, IIncrementalTextDecoder? decoder, ConstraintState? constraint = null)
     {
+        Constraint = constraint;
         Id = id;
         Request = request;
         _tokens = [.. request.PromptTokens];
@@ -79,6 +83,7 @@ public sealed class Sequence : IDisposable
     {
         _tokens.Add(token);
         SamplerState.Append(token);
+        Constraint?.Advance(token);
     }
 
     public void Dispose() => SamplerState.Dispose();

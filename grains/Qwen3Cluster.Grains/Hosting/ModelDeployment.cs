@@ -1,3 +1,4 @@
+using Qwen3Cluster.Model.Constraints;
 using Microsoft.Extensions.Options;
 using Qwen3Cluster.Model.Config;
 using Qwen3Cluster.Model.Engine;
@@ -18,6 +19,7 @@ public sealed class ModelDeployment
     readonly Lazy<Qwen3Config> _config;
     readonly Lazy<GenerationConfig> _generation;
     readonly Lazy<Qwen3Tokenizer?> _tokenizer;
+    readonly Lazy<TokenVocabulary?> _vocabulary;
 
     public ModelDeployment(IOptions<ModelOptions> options, IOptions<SiloRoleOptions> silo)
     {
@@ -26,6 +28,7 @@ public sealed class ModelDeployment
         _config = new(() => Qwen3Config.Load(Options.Path));
         _generation = new(() => GenerationConfig.Load(Options.Path, Config));
         _tokenizer = new(() => File.Exists(System.IO.Path.Combine(Options.Path, "tokenizer.json")) ? Qwen3Tokenizer.Load(Options.Path) : null);
+        _vocabulary = new(() => Tokenizer is { } t ? TokenVocabulary.For(t) : null);
     }
 
     public ModelOptions Options { get; }
@@ -36,6 +39,8 @@ public sealed class ModelDeployment
     public GenerationConfig Generation => _generation.Value;
     /// <summary>The checkpoint's tokenizer, or null when it has no tokenizer.json (prompts then come as token ids).</summary>
     public Qwen3Tokenizer? Tokenizer => _tokenizer.Value;
+    /// <summary>The tokenizer's vocabulary as output constraints see it (and their compiled cache), or null without a tokenizer.</summary>
+    public TokenVocabulary? Vocabulary => _vocabulary.Value;
     public torch.Device Device => new(Silo.Device);
 
     /// <summary>How this silo keeps the matrices it hosts (<c>Qwen3:Model:Quantize</c>).</summary>
