@@ -1,3 +1,4 @@
+using Qwen3Cluster.Model.Constraints;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Model.Tokenization;
@@ -35,6 +36,23 @@ public static class GrpcMessages
 
     /// <summary>The prefix under which a gRPC request's sampling fields are named.</summary>
     public static string SamplingField(string field) => "sampling." + field;
+
+    /// <summary>A request's constraint, checked against the model (a refusal names <c>constraint.*</c>), or null when unset.</summary>
+    public static OutputConstraint? ToConstraint(this Proto.OutputConstraint? c, ServedModel model)
+    {
+        if (c is null || c.KindCase == Proto.OutputConstraint.KindOneofCase.None) return null;
+        var (constraint, field) = c.KindCase switch
+        {
+            Proto.OutputConstraint.KindOneofCase.JsonSchema => (new OutputConstraint(ConstraintKind.JsonSchema, c.JsonSchema), "constraint.json_schema"),
+            Proto.OutputConstraint.KindOneofCase.JsonObject when c.JsonObject => (new OutputConstraint(ConstraintKind.JsonSchema, ResponseFormat.AnyObject), "constraint.json_object"),
+            Proto.OutputConstraint.KindOneofCase.JsonObject => (null, ""),
+            Proto.OutputConstraint.KindOneofCase.Regex => (new OutputConstraint(ConstraintKind.Regex, c.Regex), "constraint.regex"),
+            _ => (new OutputConstraint(ConstraintKind.Choice, System.Text.Json.JsonSerializer.Serialize(c.Choice.Choices)), "constraint.choice"),
+        };
+        if (constraint is null) return null;
+        ResponseFormat.Check(constraint, field, model);
+        return constraint;
+    }
 
     public static IReadOnlyList<ChatMessage> ToChatMessages(this IEnumerable<Proto.Message> messages, string field = "messages")
     {

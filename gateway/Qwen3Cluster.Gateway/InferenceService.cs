@@ -21,7 +21,10 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
             GenerateRequest.PromptOneofCase.TokenIds => (request.TokenIds.Ids.ToArray(), "token_ids"),
             _ => throw RequestError.Invalid("text", "a prompt is required: set text or token_ids"),
         };
-        var generation = new GenerationRequest(prompt, request.Sampling.ToSampling(model.DefaultSampling));
+        var generation = new GenerationRequest(prompt, request.Sampling.ToSampling(model.DefaultSampling))
+        {
+            Constraint = request.Constraint.ToConstraint(model),
+        };
         model.Limits.Check(generation, field, samplingField: GrpcMessages.SamplingField);
         using var call = new CallDeadline(context);
         using var activity = RequestMetrics.StartRequest(model.Name, null);
@@ -34,12 +37,14 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
         model.Check(request.Model);
         var messages = request.Messages.ToChatMessages();
         var sampling = request.Sampling.ToSampling(model.DefaultSampling);
-        bool? thinking = request.HasEnableThinking ? request.EnableThinking : null;
+        var constraint = request.Constraint.ToConstraint(model);
+        // A constrained reply starts at once, unless thinking is asked for.
+        bool? thinking = request.HasEnableThinking ? request.EnableThinking : constraint is null ? null : false;
         using var call = new CallDeadline(context);
         using var activity = RequestMetrics.StartRequest(model.Name, request.SessionId);
         if (request.SessionId.Length == 0)
         {
-            var generation = new GenerationRequest(model.Chat(messages, thinking), sampling);
+            var generation = new GenerationRequest(model.Chat(messages, thinking), sampling) { Constraint = constraint };
             model.Limits.Check(generation, "messages", "messages", GrpcMessages.SamplingField);
             await StreamAsync(model.ReplicaFor(generation.PromptTokens).Generate(generation, call.Token).Timed(arrived, activity), responses, call);
             return;
@@ -51,7 +56,7 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
             var prompt = model.ContinueChat(history, messages, thinking);
             model.Limits.Check(new GenerationRequest(prompt, sampling), "messages", "messages", GrpcMessages.SamplingField);
             return prompt;
-        }, sampling, call.Token);
+        }, sampling, call.Token, constraint);
         await StreamAsync(turn.Timed(arrived, activity), responses, call);
     }
 

@@ -12,6 +12,9 @@ namespace Qwen3Cluster.Gateway;
 /// </summary>
 public static class ResponseFormat
 {
+    /// <summary>The schema of OpenAI's json_object: any JSON object.</summary>
+    public const string AnyObject = """{"type": "object"}""";
+
     public static OutputConstraint? Parse(OpenAiRequest r, ToolChoice tools, ServedModel model)
     {
         var found = new List<(string Field, OutputConstraint Constraint)>();
@@ -40,7 +43,7 @@ public static class ResponseFormat
         if (found.Count > 1) throw RequestError.Invalid(found[1].Field, $"cannot be combined with {found[0].Field}");
         if (found.Count == 0) return null;
         var (field, constraint) = found[0];
-        Check(constraint, field, model);
+        Check(constraint, constraint.Kind == ConstraintKind.JsonSchema && field == "response_format" ? "response_format.json_schema.schema" : field, model);
         return constraint;
     }
 
@@ -53,7 +56,7 @@ public static class ResponseFormat
             case "text":
                 return null;
             case "json_object":
-                return new OutputConstraint(ConstraintKind.JsonSchema, """{"type": "object"}""");
+                return new OutputConstraint(ConstraintKind.JsonSchema, AnyObject);
             case "json_schema":
                 if (!format.TryGetProperty("json_schema", out var spec) || spec.ValueKind != JsonValueKind.Object)
                     throw RequestError.Invalid("response_format.json_schema", "is required with type json_schema and must be an object");
@@ -67,11 +70,13 @@ public static class ResponseFormat
         }
     }
 
-    /// <summary>Compiles the constraint (into the model's cache when this process has its vocabulary), so a bad one is refused now.</summary>
-    static void Check(OutputConstraint constraint, string field, ServedModel model)
+    /// <summary>
+    /// Compiles the constraint into the model's cache (the replica in this process finds it there), so a bad one is
+    /// refused now; a refusal names <paramref name="at"/> and, for a schema, the keyword's place in it.
+    /// </summary>
+    public static void Check(OutputConstraint constraint, string at, ServedModel model)
     {
-        if (model.Deployment.Tokenizer is null) throw new RequestError(ErrorKind.FailedPrecondition, field, $"model {model.Name} has no tokenizer: its output cannot be constrained");
-        string at = constraint.Kind == ConstraintKind.JsonSchema && field == "response_format" ? "response_format.json_schema.schema" : field;
+        if (model.Deployment.Tokenizer is null) throw new RequestError(ErrorKind.FailedPrecondition, at, $"model {model.Name} has no tokenizer: its output cannot be constrained");
         try
         {
             model.Deployment.Vocabulary!.Compile(constraint);

@@ -1,3 +1,4 @@
+using Qwen3Cluster.Model.Constraints;
 using System.Runtime.CompilerServices;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Sampling;
@@ -13,7 +14,7 @@ public sealed class SessionTurns(IGrainFactory grains)
 {
     /// <param name="promptFromHistory">The turn's prompt, given the session's history; it checks what it builds (<see cref="RequestLimits"/>).</param>
     public async IAsyncEnumerable<GenerationUpdate> RunAsync(string sessionId, string owner, Func<int[], int[]> promptFromHistory,
-        SamplingParams sampling, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+        SamplingParams sampling, [EnumeratorCancellation] CancellationToken cancellationToken = default, OutputConstraint? constraint = null)
     {
         var session = grains.GetGrain<ISessionGrain>(sessionId);
         var ticket = await session.BeginTurn(owner);
@@ -39,7 +40,7 @@ public sealed class SessionTurns(IGrainFactory grains)
         bool finished = false;
         try
         {
-            var request = new GenerationRequest(prompt, sampling) { ParkAs = ticket.CacheKey, ResumeFrom = ticket.CacheKey };
+            var request = new GenerationRequest(prompt, sampling) { ParkAs = ticket.CacheKey, ResumeFrom = ticket.CacheKey, Constraint = constraint };
             await foreach (var update in replica.Generate(request, cancellationToken).WithCancellation(cancellationToken))
             {
                 reply.AddRange(update.Tokens.Select(t => t.Id));

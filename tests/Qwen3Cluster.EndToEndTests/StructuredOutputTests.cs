@@ -4,7 +4,9 @@ using System.Text;
 using System.Text.Json;
 using Json.Schema;
 using OpenAI;
+using Grpc.Core;
 using OpenAI.Chat;
+using Proto = Qwen3Cluster.Protos.V1;
 
 namespace Qwen3Cluster.EndToEndTests;
 
@@ -201,5 +203,46 @@ public sealed class StructuredOutputTests(ServerFixture fixture)
         Assert.Equal("guided_regex", both.GetProperty("error").GetProperty("param").GetString());
         var regex = await Post("""{"messages": [{"role": "user", "content": "hi"}], "guided_regex": "(a)\\1"}""");
         Assert.Equal("guided_regex", regex.GetProperty("error").GetProperty("param").GetString());
+    }
+
+    [Fact]
+    public async Task OverGrpcGenerateChatAndASessionTurnAreHeldToTheirConstraint()
+    {
+        using var channel = fixture.Channel();
+        var inference = new Proto.Inference.InferenceClient(channel);
+        var sampling = new Proto.SamplingParams { Temperature = 1.0f, Seed = 9, MaxTokens = 64 };
+
+        async Task<(string Text, string Finish)> Read(AsyncServerStreamingCall<Proto.GenerateResponse> call)
+        {
+            var text = new StringBuilder();
+            string finish = "";
+            await foreach (var r in call.ResponseStream.ReadAllAsync())
+            {
+                text.Append(r.Text);
+                if (r.FinishReason.Length > 0) finish = r.FinishReason;
+            }
+            return (text.ToString(), finish);
+        }
+
+        var generate = new Proto.GenerateRequest { Text = "The answer is", Sampling = sampling, Constraint = new Proto.OutputConstraint { Regex = "(yes|no), because [a-z ]{3,30}\\." } };
+        var (answer, finish) = await Read(inference.Generate(generate));
+        Assert.Matches(@"^(yes|no), because [a-z ]{3,30}\.$", answer);
+        Assert.Equal("stop", finish);
+
+        string schema = Schemas[0];
+        var sessions = new Proto.Sessions.SessionsClient(channel);
+        var session = await sessions.CreateSessionAsync(new Proto.CreateSessionRequest());
+        for (int turn = 0; turn < 2; turn++)
+        {
+            var chat = new Proto.ChatRequest { SessionId = session.SessionId, Sampling = sampling, Constraint = new Proto.OutputConstraint { JsonSchema = schema } };
+            chat.Messages.Add(new Proto.Message { Role = "user", Content = $"Person {turn} as JSON." });
+            var (json, _) = await Read(inference.Chat(chat));
+            AssertValid(schema, json, $"session turn {turn}");
+        }
+
+        var bad = new Proto.GenerateRequest { Text = "x", Constraint = new Proto.OutputConstraint { JsonSchema = """{"type": "object", "properties": {"a": {"not": {}}}}""" } };
+        var refused = await Assert.ThrowsAsync<RpcException>(() => Read(inference.Generate(bad)));
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Contains("constraint.json_schema.properties.a.not", refused.Status.Detail);
     }
 }
