@@ -7,6 +7,7 @@
 #      decode tok/s, the weight bytes each decoded token reads, and the fraction of the roofline that gives;
 #   3. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
 #   4. the three-process cluster (silos/local/run.sh) under the same load;
+#   5. constrained decoding (a JSON Schema) at 1 and 16 streams: each token's mask time against the step's;
 # with grain calls per decode step read from the cluster's own counters. Results go to bench/results/<time>/.
 #
 #   bench/run.sh [BF16_MODEL_DIR]     (default: makes bench-moe, bf16 and f32, under ~/.cache/qwen3cluster/)
@@ -61,6 +62,19 @@ generate bf16 "$model" none
 generate int8 "$model" int8
 $QWEN3 quantization-report --model "$model" --threads "$THREADS" --json >"$out/quantization.json" 2>/dev/null
 python3 -c "import json; q = json.load(open('$out/quantization.json')); print(f\"int8 vs bf16: greedy agreement {q['greedy_agreement']:.1%} over {q['positions']} positions, top-5 log-prob difference max {q['max_top5_logprob_difference']}, mean {q['mean_top5_logprob_difference']}\")" | tee -a "$out/summary.txt"
+
+say "== constrained decoding (qwen3 generate --json-schema, bf16): mask cost against the step, 1 and 16 streams"
+schema='{"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer", "minimum": 1900, "maximum": 2100}, "tags": {"type": "array", "items": {"type": "string"}}}, "required": ["title", "year", "tags"]}'
+for streams in 1 16; do
+  $QWEN3 generate --model "$model" --prompt "Describe a film as JSON." --chat --no-thinking --max-tokens 64 --temperature 1 --seed 1 \
+    --threads "$THREADS" --streams "$streams" --json-schema "$schema" --json >"$out/constrained-s$streams.json" 2>/dev/null
+  python3 - "$out/constrained-s$streams.json" "$streams" <<'PY' | tee -a "$out/summary.txt"
+import json, sys
+d = json.load(open(sys.argv[1])); c = d["constraint"]
+print(f"  {sys.argv[2]:>2} streams: mask per token p50 {c['mask_us_p50']} us, p99 {c['mask_us_p99']} us (max {c['mask_us_max']}, a state's first mask), "
+      f"step p50 {c['step_ms_p50']} ms, masks {c['mask_share_of_step']:.2%} of step time; {d['finish_reason']} after {len(d['tokens'])} tokens, JSON valid: {bool(json.loads(d['text']))}")
+PY
+done
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { print s + 0 }'; }
 

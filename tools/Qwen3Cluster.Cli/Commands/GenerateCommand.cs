@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Qwen3Cluster.Model.Config;
+using Qwen3Cluster.Model.Constraints;
 using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Kernels;
 using Qwen3Cluster.Model.Layers;
@@ -33,9 +34,12 @@ public static class GenerateCommand
         var streams = new Option<int>("--streams") { Description = "Decode this many copies of the prompt at once (first token varied), to measure batching", DefaultValueFactory = _ => 1 };
         var quantize = new Option<string>("--quantize") { Description = "none, or int8: Q8_0 blocks made at load (CPU)", DefaultValueFactory = _ => "none" };
         quantize.AcceptOnlyFromAmong("none", "int8");
+        var jsonSchema = new Option<string?>("--json-schema") { Description = "Hold the output to this JSON Schema (its text, or a file holding it)" };
+        var regex = new Option<string?>("--regex") { Description = "Hold the output to this regex (matched whole)" };
         var command = new Command("generate", "Generate from one prompt with the single-process engine")
         {
             model, prompt, chat, noThinking, promptIds, maxTokens, temperature, topK, topP, seed, logprobs, json, threads, device, quantize, streams,
+            jsonSchema, regex,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -88,11 +92,42 @@ public static class GenerateCommand
                 MaxBatchTokens = 512,
                 MaxModelLength = config.MaxPositionEmbeddings,
             };
-            var request = new GenerationRequest(ids, sampling);
+            OutputConstraint? constraint = (parse.GetValue(jsonSchema), parse.GetValue(regex)) switch
+            {
+                (null, null) => null,
+                ({ } schema, null) => new OutputConstraint(ConstraintKind.JsonSchema, File.Exists(schema) ? await File.ReadAllTextAsync(schema, ct) : schema),
+                (null, { } pattern) => new OutputConstraint(ConstraintKind.Regex, pattern),
+                _ => null,
+            };
+            if (parse.GetValue(jsonSchema) is not null && parse.GetValue(regex) is not null)
+            {
+                Console.Error.WriteLine("Give at most one of --json-schema and --regex.");
+                return 2;
+            }
+            if (constraint is not null && tokenizer is null)
+            {
+                Console.Error.WriteLine("A constraint needs the checkpoint's tokenizer.json.");
+                return 2;
+            }
+            var vocabulary = constraint is null ? null : TokenVocabulary.For(tokenizer!);
+            if (constraint is not null)
+            {
+                try
+                {
+                    vocabulary!.Compile(constraint);
+                }
+                catch (GrammarException e)
+                {
+                    Console.Error.WriteLine($"{(constraint.Kind == ConstraintKind.Regex ? "--regex" : "--json-schema")}{(e.Path is { Length: > 0 } at ? " at " + at : "")}: {e.Message}");
+                    return 2;
+                }
+            }
+            var request = new GenerationRequest(ids, sampling) { Constraint = constraint };
             new RequestLimits(config.VocabSize, options.ContextWindow).Check(request, promptField: parse.GetValue(promptIds) is null ? "--prompt" : "--prompt-ids",
                 samplingField: field => "--" + field.Replace('_', '-'));
             await using var engine = GenerationEngine.Start(local, options, generation.EosTokenIds,
-                tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true));
+                tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true), vocabulary: vocabulary);
+            using var timings = new StepTimings();
             var clock = Stopwatch.StartNew();
             var others = Enumerable.Range(1, copies - 1)
                 .Select(i => RunAsync(engine, request with { PromptTokens = [(ids[0] + i) % config.VocabSize, .. ids[1..]] }, streamText: false, ct))
@@ -100,7 +135,7 @@ public static class GenerateCommand
             var run = await RunAsync(engine, request, streamText: !parse.GetValue(json) && copies == 1, ct);
             var all = (await Task.WhenAll(others)).Append(run).ToArray();
             double aggregate = all.Sum(r => r.Tokens.Count) / clock.Elapsed.TotalSeconds;
-            run = run with { Streams = copies, AggregateTokensPerSecond = Math.Round(aggregate, 2) };
+            run = run with { Streams = copies, AggregateTokensPerSecond = Math.Round(aggregate, 2), Constraint = constraint is null ? null : timings.Report() };
             var storage = WeightStorages.Parse(parse.GetValue(quantize), "--quantize");
             bool bf16;
             using (var reader = Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(dir))
@@ -177,5 +212,8 @@ public static class GenerateCommand
         public int Streams { get; init; } = 1;
 
         [JsonPropertyName("aggregate_tokens_per_s")] public double AggregateTokensPerSecond { get; init; }
+
+        /// <summary>With a constraint: what its masks cost against the steps they ran in.</summary>
+        public StepTimings.Summary? Constraint { get; init; }
     }
 }
