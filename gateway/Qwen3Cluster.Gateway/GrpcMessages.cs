@@ -62,11 +62,71 @@ public static class GrpcMessages
         {
             if (!ChatMessages.Roles.Contains(m.Role))
                 throw RequestError.Invalid($"{field}[{i}].role", $"'{m.Role}' is not one of {string.Join(", ", ChatMessages.Roles)}");
-            result.Add(new ChatMessage(m.Role, m.Content));
+            var calls = m.ToolCalls.Select((c, j) =>
+            {
+                string at = $"{field}[{i}].tool_calls[{j}]";
+                if (c.Name.Length == 0) throw RequestError.Invalid($"{at}.name", "is required");
+                try
+                {
+                    using var arguments = System.Text.Json.JsonDocument.Parse(c.ArgumentsJson.Length == 0 ? "{}" : c.ArgumentsJson);
+                    if (arguments.RootElement.ValueKind != System.Text.Json.JsonValueKind.Object) throw RequestError.Invalid($"{at}.arguments_json", "must be a JSON object");
+                }
+                catch (System.Text.Json.JsonException e)
+                {
+                    throw RequestError.Invalid($"{at}.arguments_json", $"is not valid JSON: {e.Message}");
+                }
+                return ChatToolCall.WithArgumentsText(c.Name, c.ArgumentsJson.Length == 0 ? "{}" : c.ArgumentsJson);
+            }).ToList();
+            result.Add(new ChatMessage(m.Role, m.Content, ToolCalls: calls.Count > 0 ? calls : null));
             i++;
         }
         if (result.Count == 0) throw RequestError.Invalid(field, "must not be empty");
         return result;
+    }
+
+    /// <summary>A chat request's tools and tool_choice, checked as the OpenAI edge checks them (refusals name the gRPC fields).</summary>
+    public static ToolChoice ToToolChoice(this IEnumerable<Proto.Tool> tools, string choice)
+    {
+        var list = new System.Text.Json.Nodes.JsonArray();
+        int i = 0;
+        foreach (var tool in tools)
+        {
+            System.Text.Json.Nodes.JsonNode? parameters = null;
+            if (tool.ParametersJson.Length > 0)
+            {
+                try
+                {
+                    parameters = System.Text.Json.Nodes.JsonNode.Parse(tool.ParametersJson);
+                }
+                catch (System.Text.Json.JsonException e)
+                {
+                    throw RequestError.Invalid($"tools[{i}].parameters_json", $"is not valid JSON: {e.Message}");
+                }
+            }
+            list.Add(new System.Text.Json.Nodes.JsonObject
+            {
+                ["type"] = "function",
+                ["function"] = new System.Text.Json.Nodes.JsonObject { ["name"] = tool.Name, ["description"] = tool.Description, ["parameters"] = parameters },
+            });
+            i++;
+        }
+        System.Text.Json.Nodes.JsonNode? toolChoice = choice switch
+        {
+            "" => null,
+            ToolChoice.None or ToolChoice.Auto or ToolChoice.Required => choice,
+            _ => new System.Text.Json.Nodes.JsonObject { ["type"] = "function", ["function"] = new System.Text.Json.Nodes.JsonObject { ["name"] = choice } },
+        };
+        try
+        {
+            using var toolsJson = System.Text.Json.JsonDocument.Parse(list.ToJsonString());
+            using var choiceJson = toolChoice is null ? null : System.Text.Json.JsonDocument.Parse(toolChoice.ToJsonString());
+            return ToolChoice.Parse(i == 0 ? null : toolsJson.RootElement, choiceJson?.RootElement);
+        }
+        catch (RequestError e) when (e.Field is { } f)
+        {
+            // OpenAI's nesting (tools[i].function.name) is flat here (tools[i].name); a named choice is the field itself.
+            throw new RequestError(e.Kind, f.Replace(".function.", ".").Replace(".parameters", ".parameters_json").Replace("tool_choice.function.name", "tool_choice"), e.Reason);
+        }
     }
 
     public static Proto.GenerateResponse ToResponse(this GenerationUpdate update)

@@ -37,27 +37,34 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
         model.Check(request.Model);
         var messages = request.Messages.ToChatMessages();
         var sampling = request.Sampling.ToSampling(model.DefaultSampling);
+        var tools = request.Tools.ToToolChoice(request.ToolChoice);
         var constraint = request.Constraint.ToConstraint(model);
-        // A constrained reply starts at once, unless thinking is asked for.
+        if (tools.Calls() is { } calls)
+        {
+            if (constraint is not null) throw RequestError.Invalid("constraint", $"cannot be combined with tool_choice '{request.ToolChoice}'");
+            ResponseFormat.Check(calls, "tool_choice", model);
+            constraint = calls;
+        }
+        // A constrained reply (a forced call among them) starts at once, unless thinking is asked for.
         bool? thinking = request.HasEnableThinking ? request.EnableThinking : constraint is null ? null : false;
         using var call = new CallDeadline(context);
         using var activity = RequestMetrics.StartRequest(model.Name, request.SessionId);
         if (request.SessionId.Length == 0)
         {
-            var generation = new GenerationRequest(model.Chat(messages, thinking), sampling) { Constraint = constraint };
+            var generation = new GenerationRequest(model.Chat(messages, thinking, tools: tools), sampling) { Constraint = constraint };
             model.Limits.Check(generation, "messages", "messages", GrpcMessages.SamplingField);
-            await StreamAsync(model.ReplicaFor(generation.PromptTokens).Generate(generation, call.Token).Timed(arrived, activity), responses, call);
+            await StreamAsync(model.ReplicaFor(generation.PromptTokens).Generate(generation, call.Token).Timed(arrived, activity), responses, call, tools);
             return;
         }
         SessionsService.CheckId(request.SessionId);
         model.Template("messages");
         var turn = new SessionTurns(grains).RunAsync(request.SessionId, Caller.Owner(context.GetHttpContext().User), history =>
         {
-            var prompt = model.ContinueChat(history, messages, thinking);
+            var prompt = model.ContinueChat(history, messages, thinking, tools: tools);
             model.Limits.Check(new GenerationRequest(prompt, sampling), "messages", "messages", GrpcMessages.SamplingField);
             return prompt;
         }, sampling, call.Token, constraint);
-        await StreamAsync(turn.Timed(arrived, activity), responses, call);
+        await StreamAsync(turn.Timed(arrived, activity), responses, call, tools);
     }
 
     public override Task<TokenizeResponse> Tokenize(TokenizeRequest request, ServerCallContext context)
@@ -93,10 +100,18 @@ public sealed class InferenceService(ServedModel model, IGrainFactory grains) : 
     }
 
     /// <summary>Forwards updates until the last; an update with an error ends the call with its status.</summary>
-    static async Task StreamAsync(IAsyncEnumerable<GenerationUpdate> updates, IServerStreamWriter<GenerateResponse> responses, CallDeadline call)
+    /// <summary>With <paramref name="tools"/> that read calls, the reply's calls come out as <c>tool_calls</c> (<see cref="GrpcToolCalls"/>).</summary>
+    static async Task StreamAsync(IAsyncEnumerable<GenerationUpdate> updates, IServerStreamWriter<GenerateResponse> responses, CallDeadline call,
+        ToolChoice? tools = null)
     {
         try
         {
+            if (tools is { ParsesCalls: true })
+            {
+                await foreach (var response in new GrpcToolCalls(tools).Map(updates).WithCancellation(call.Token))
+                    await responses.WriteAsync(response, call.Token);
+                return;
+            }
             await foreach (var update in updates.WithCancellation(call.Token))
             {
                 if (update.Error is { } error) throw error;

@@ -41,10 +41,12 @@ public sealed class ServedModel(ModelDeployment deployment, IGrainFactory grains
     }
 
     /// <summary>A session's next turn: its history, then the new messages as the chat template continues it.</summary>
-    public int[] ContinueChat(IReadOnlyList<int> history, IReadOnlyList<ChatMessage> messages, bool? enableThinking, string field = "messages")
+    public int[] ContinueChat(IReadOnlyList<int> history, IReadOnlyList<ChatMessage> messages, bool? enableThinking, string field = "messages",
+        ToolChoice? tools = null)
     {
         Template(field);
-        return ChatPrompt.Continue(Tokenizer(field), history, messages, enableThinking);
+        tools ??= ToolChoice.NoTools;
+        return ChatPrompt.Continue(Tokenizer(field), history, messages, enableThinking, tools.Tools, tools.ForcedPrefix);
     }
 
     /// <summary>The chat template, or a refusal naming <paramref name="field"/> when the checkpoint's is not one rendered here.</summary>

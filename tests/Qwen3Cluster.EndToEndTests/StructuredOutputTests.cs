@@ -245,4 +245,71 @@ public sealed class StructuredOutputTests(ServerFixture fixture)
         Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
         Assert.Contains("constraint.json_schema.properties.a.not", refused.Status.Detail);
     }
+
+    [Fact]
+    public async Task OverGrpcChatTakesToolsAndGivesBackCallsInASessionToo()
+    {
+        using var channel = fixture.Channel();
+        var inference = new Proto.Inference.InferenceClient(channel);
+        var sampling = new Proto.SamplingParams { Temperature = 1.0f, Seed = 21, MaxTokens = 80 };
+        Proto.Tool[] tools = [.. Tools.Select(t => new Proto.Tool { Name = t.Name, Description = $"The {t.Name} tool", ParametersJson = t.Parameters })];
+
+        async Task<(List<Proto.ToolCall> Calls, string Text, string Finish, Proto.Usage? Usage)> Read(Proto.ChatRequest request)
+        {
+            var calls = new List<Proto.ToolCall>();
+            var text = new StringBuilder();
+            string finish = "";
+            Proto.Usage? usage = null;
+            using var call = inference.Chat(request);
+            await foreach (var r in call.ResponseStream.ReadAllAsync())
+            {
+                calls.AddRange(r.ToolCalls);
+                text.Append(r.Text);
+                if (r.FinishReason.Length > 0) finish = r.FinishReason;
+                usage = r.Usage ?? usage;
+            }
+            return (calls, text.ToString(), finish, usage);
+        }
+
+        void AssertCalls(List<Proto.ToolCall> calls, string finish, string what)
+        {
+            Assert.True(calls.Count > 0, $"{what}: no call ({finish})");
+            Assert.Equal("tool_calls", finish);
+            foreach (var c in calls)
+            {
+                Assert.StartsWith("call_", c.Id);
+                AssertValid(Assert.Single(Tools, t => t.Name == c.Name).Parameters, c.ArgumentsJson, $"{what}: {c.Name}");
+            }
+        }
+
+        var plain = new Proto.ChatRequest { Sampling = sampling, ToolChoice = "required" };
+        plain.Tools.AddRange(tools);
+        plain.Messages.Add(new Proto.Message { Role = "user", Content = "Weather in Bern?" });
+        var (calls, text, finish, _) = await Read(plain);
+        AssertCalls(calls, finish, "one call");
+        Assert.DoesNotContain("<tool_call>", text);
+
+        var session = await new Proto.Sessions.SessionsClient(channel).CreateSessionAsync(new Proto.CreateSessionRequest());
+        var first = new Proto.ChatRequest { SessionId = session.SessionId, Sampling = sampling, ToolChoice = "search" };
+        first.Tools.AddRange(tools);
+        first.Messages.Add(new Proto.Message { Role = "user", Content = "Find me a recipe." });
+        var turn1 = await Read(first);
+        AssertCalls(turn1.Calls, turn1.Finish, "session turn 1");
+        Assert.All(turn1.Calls, c => Assert.Equal("search", c.Name));
+
+        // The call's result goes back as a tool message; the session holds the tools and the call already.
+        var second = new Proto.ChatRequest { SessionId = session.SessionId, Sampling = sampling, ToolChoice = "required" };
+        second.Tools.AddRange(tools);
+        second.Messages.Add(new Proto.Message { Role = "tool", ToolCallId = turn1.Calls[0].Id, Content = """{"results": ["soup"]}""" });
+        var turn2 = await Read(second);
+        AssertCalls(turn2.Calls, turn2.Finish, "session turn 2");
+        Assert.True(turn2.Usage!.CachedPromptTokens > 200, $"the session's history should be cached: {turn2.Usage.CachedPromptTokens}");
+
+        var bad = new Proto.ChatRequest { Sampling = sampling, ToolChoice = "nope" };
+        bad.Tools.Add(new Proto.Tool { Name = "a b" });
+        bad.Messages.Add(new Proto.Message { Role = "user", Content = "hi" });
+        var refused = await Assert.ThrowsAsync<RpcException>(() => Read(bad));
+        Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
+        Assert.Contains("tools[0].name", refused.Status.Detail);
+    }
 }
