@@ -312,4 +312,26 @@ public sealed class StructuredOutputTests(ServerFixture fixture)
         Assert.Equal(StatusCode.InvalidArgument, refused.StatusCode);
         Assert.Contains("tools[0].name", refused.Status.Detail);
     }
+
+    [Fact]
+    public async Task TheSdkSendsAForcedCallsResultBackForASecondTurn()
+    {
+        var options = new ChatCompletionOptions { Temperature = 1.0f, Seed = 77, MaxOutputTokenCount = 64, ToolChoice = ChatToolChoice.CreateRequiredChoice() };
+        foreach (var (name, parameters) in Tools) options.Tools.Add(ChatTool.CreateFunctionTool(name, $"The {name} tool", BinaryData.FromString(parameters)));
+        List<ChatMessage> conversation = [new UserChatMessage("What is the weather in Oslo?")];
+        ChatCompletion first = await Chat().CompleteChatAsync(conversation, options);
+        Assert.Equal(ChatFinishReason.ToolCalls, first.FinishReason);
+        conversation.Add(new AssistantChatMessage(first));
+        foreach (var call in first.ToolCalls) conversation.Add(new ToolChatMessage(call.Id, """{"temperature_c": 4, "sky": "overcast"}"""));
+
+        options.ToolChoice = ChatToolChoice.CreateAutoChoice();
+        ChatCompletion second = await Chat().CompleteChatAsync(conversation, options);
+        // The second turn's prompt is the first's, the call as the template renders it, and the result.
+        Assert.True(second.Usage.InputTokenCount > first.Usage.InputTokenCount + first.Usage.OutputTokenCount,
+            $"{second.Usage.InputTokenCount} <= {first.Usage.InputTokenCount} + {first.Usage.OutputTokenCount}");
+        // Up to the assistant turn (where the first had its empty think block and the forced opening) the prompts agree:
+        // all but the last two 16-token blocks of the first come from the prefix cache.
+        Assert.True(second.Usage.InputTokenDetails.CachedTokenCount >= first.Usage.InputTokenCount - 32,
+            $"cached {second.Usage.InputTokenDetails.CachedTokenCount} of the first's {first.Usage.InputTokenCount}");
+    }
 }
