@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 
 namespace Qwen3Cluster.Model.Constraints;
@@ -58,53 +57,11 @@ public static class JsonGrammar
     /// <summary>A string whose content matches <paramref name="content"/> (a regex's grammar over raw text), with JSON's escapes applied to it.</summary>
     public static Grammar StringMatching(Grammar content) => Grammar.Seq(Quote, Escaped(content), Quote);
 
-    /// <summary>The exact JSON text of a value (a const or enum member), in this grammar's style.</summary>
-    public static Grammar Literal(JsonElement value) => Grammar.Text(Write(value));
+    /// <summary>The exact JSON text of a value (a const or enum member), in this grammar's style (<see cref="Tokenization.PythonJson"/>).</summary>
+    public static Grammar Literal(JsonElement value) => Grammar.Text(Tokenization.PythonJson.Serialize(value));
 
-    public static string Write(JsonElement value)
-    {
-        var text = new StringBuilder();
-        Write(value, text);
-        return text.ToString();
-    }
-
-    static void Write(JsonElement value, StringBuilder text)
-    {
-        switch (value.ValueKind)
-        {
-            case JsonValueKind.Object:
-                text.Append('{');
-                bool first = true;
-                foreach (var p in value.EnumerateObject())
-                {
-                    if (!first) text.Append(", ");
-                    first = false;
-                    text.Append(JsonSerializer.Serialize(p.Name, PythonStyle)).Append(": ");
-                    Write(p.Value, text);
-                }
-                text.Append('}');
-                break;
-            case JsonValueKind.Array:
-                text.Append('[');
-                int i = 0;
-                foreach (var item in value.EnumerateArray())
-                {
-                    if (i++ > 0) text.Append(", ");
-                    Write(item, text);
-                }
-                text.Append(']');
-                break;
-            case JsonValueKind.String:
-                text.Append(JsonSerializer.Serialize(value.GetString(), PythonStyle));
-                break;
-            default:
-                text.Append(value.GetRawText());
-                break;
-        }
-    }
-
-    /// <summary>Strings written with only the escapes JSON requires (non-ASCII text stays as it is).</summary>
-    static readonly JsonSerializerOptions PythonStyle = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    /// <summary>An object key as it is written.</summary>
+    public static Grammar Key(string name) => Literal(JsonSerializer.SerializeToElement(name));
 
     /// <summary>
     /// Rewrites a grammar over raw text into one over its JSON-escaped form: <c>"</c>, <c>\</c> and control bytes

@@ -265,7 +265,7 @@ public sealed class JsonSchemaGrammar
                 if (isRequired) return Grammar.Nothing;
                 continue;
             }
-            members.Add((Grammar.Seq(JsonGrammar.Literal(JsonDocument.Parse(JsonSerializer.Serialize(p.Name)).RootElement), JsonGrammar.KeySeparator, value), isRequired));
+            members.Add((Grammar.Seq(JsonGrammar.Key(p.Name), JsonGrammar.KeySeparator, value), isRequired));
         }
         return Grammar.Seq(Grammar.Text("{"), Members(members), Grammar.Text("}"));
     }

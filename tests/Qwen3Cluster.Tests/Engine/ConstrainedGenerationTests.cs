@@ -38,15 +38,19 @@ public sealed class ConstrainedGenerationTests
     static GenerationRequest Request(int[] prompt, int maxTokens) =>
         EngineRunner.Greedy(prompt, maxTokens, logprobs: 2) with { Constraint = new OutputConstraint(ConstraintKind.JsonSchema, Schema) };
 
+    static LocalModel Model() =>
+        LocalModel.Load(TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe), new LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
+
+    static readonly SchedulerOptions Options = new() { NumBlocks = 128, BlockSize = 4, PrefixCaching = false };
+
     static readonly int[][] Prompts = [[5, 17, 300, 42], [9, 8, 7, 6, 5], [250], [400, 401, 402, 403, 404, 405, 406, 12, 13]];
 
     [Fact]
     public async Task ConstrainedBatchedGenerationEqualsOneByOneAndEveryOutputValidates()
     {
-        using var model = LocalModel.Load(TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe), new LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
+        using var model = Model();
         var vocabulary = Vocabulary();
-        var options = new SchedulerOptions { NumBlocks = 128, BlockSize = 4, PrefixCaching = false };
-        await using var engine = GenerationEngine.Start(model, options, [End], vocabulary: vocabulary);
+        await using var engine = GenerationEngine.Start(model, Options, [End], vocabulary: vocabulary);
         var single = new List<EngineRunner.Result>();
         foreach (var prompt in Prompts) single.Add(await EngineRunner.RunAsync(engine, Request(prompt, 40)));
         var batched = await Task.WhenAll(Prompts.Select(p => EngineRunner.RunAsync(engine, Request(p, 40))));
@@ -66,11 +70,10 @@ public sealed class ConstrainedGenerationTests
     [Fact]
     public async Task AConstrainedGreedyTokenIsTheModelsBestAllowedOne()
     {
-        using var model = LocalModel.Load(TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe), new LocalModelOptions { NumBlocks = 128, BlockSize = 4 });
+        using var model = Model();
         var vocabulary = Vocabulary();
-        var options = new SchedulerOptions { NumBlocks = 128, BlockSize = 4, PrefixCaching = false };
-        await using var constrained = GenerationEngine.Start(model, options, [End], vocabulary: vocabulary);
-        await using var free = GenerationEngine.Start(model, options, [End]);
+        await using var constrained = GenerationEngine.Start(model, Options, [End], vocabulary: vocabulary);
+        await using var free = GenerationEngine.Start(model, Options, [End]);
         int[] prompt = [5, 17, 300, 42];
         var result = await EngineRunner.RunAsync(constrained, Request(prompt, 30));
         var compiled = vocabulary.Compile(new OutputConstraint(ConstraintKind.JsonSchema, Schema));
