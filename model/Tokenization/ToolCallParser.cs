@@ -21,7 +21,8 @@ public sealed record CallEvent(int Index, string Name, string Arguments) : ToolC
 /// (kept as content). Text that might be the start of a <c>&lt;tool_call&gt;</c> tag is held back until it is known
 /// not to be, so a partial tag never reaches the content; a call is released whole once its closing tag arrives.
 /// A block whose JSON is not a call (malformed, no name, arguments not an object), or one the reply never closes,
-/// is given back as content with a warning. Whitespace between and after calls is dropped.
+/// is given back as content with a warning. A closing tag inside a JSON string of the call is text, not the end of the
+/// call. Whitespace between and after calls is dropped.
 /// </summary>
 public sealed class ToolCallParser
 {
@@ -49,7 +50,7 @@ public sealed class ToolCallParser
             string pending = _pending.ToString();
             if (_inCall)
             {
-                int close = pending.IndexOf(Close, StringComparison.Ordinal);
+                int close = CloseOutsideStrings(pending);
                 if (close < 0) return events;
                 events.Add(Block(pending[..close]));
                 _pending.Remove(0, close + Close.Length);
@@ -135,6 +136,33 @@ public sealed class ToolCallParser
     }
 
     static readonly JsonSerializerOptions Compact = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>
+    /// Where the closing tag ends a call's body: its first occurrence outside a JSON string, so an argument whose text
+    /// holds the tag (a string may hold anything) does not cut the call short. -1 while there is none yet.
+    /// </summary>
+    static int CloseOutsideStrings(string body)
+    {
+        bool inString = false;
+        for (int i = 0; i < body.Length; i++)
+        {
+            char c = body[i];
+            if (inString)
+            {
+                if (c == '\\') i++;
+                else if (c == '"') inString = false;
+            }
+            else if (c == '"')
+            {
+                inString = true;
+            }
+            else if (c == '<' && string.CompareOrdinal(body, i, Close, 0, Close.Length) == 0)
+            {
+                return i;
+            }
+        }
+        return -1;
+    }
 
     /// <summary>How many trailing characters of <paramref name="text"/> are a proper prefix of the opening tag.</summary>
     static int HeldBack(string text)

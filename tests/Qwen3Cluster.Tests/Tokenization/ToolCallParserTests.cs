@@ -83,4 +83,20 @@ public sealed class ToolCallParserTests
         // Content before the first call comes out before it.
         Assert.IsType<ContentEvent>(events[0]);
     }
+
+    [Theory]
+    [InlineData(1000)]
+    [InlineData(3)]
+    public void AClosingTagInsideAnArgumentStringIsText(int chunk)
+    {
+        string reply = "<tool_call>\n{\"name\": \"note\", \"arguments\": {\"text\": \"ends with </tool_call> and \\\" </tool_call>\"}}\n</tool_call>";
+        var parser = new ToolCallParser();
+        var events = new List<ToolCallEvent>();
+        for (int i = 0; i < reply.Length; i += chunk) events.AddRange(parser.Push(reply.Substring(i, Math.Min(chunk, reply.Length - i))));
+        events.AddRange(parser.Finish());
+        var call = Assert.Single(events.OfType<CallEvent>());
+        Assert.Equal("{\"text\":\"ends with </tool_call> and \\\" </tool_call>\"}", call.Arguments);
+        Assert.Empty(events.OfType<ContentEvent>());
+        Assert.Empty(parser.Warnings);
+    }
 }
