@@ -28,9 +28,16 @@ public sealed class KvCachePool : IDisposable
         _values = new Tensor[layers];
         for (int i = 0; i < layers; i++)
         {
-            _keys[i] = zeros([(long)numBlocks * blockSize, kvHeads, headDim], ScalarType.Float32, device);
-            _values[i] = zeros([(long)numBlocks * blockSize, kvHeads, headDim], ScalarType.Float32, device);
+            _keys[i] = Zeroed([(long)numBlocks * blockSize, kvHeads, headDim], device);
+            _values[i] = Zeroed([(long)numBlocks * blockSize, kvHeads, headDim], device);
         }
+    }
+
+    static Tensor Zeroed(long[] shape, Device device)
+    {
+        var tensor = empty(shape, ScalarType.Float32, device);
+        Kernels.HugePages.Advise(tensor);
+        return tensor.zero_();
     }
 
     /// <summary>A layer's keys [NumBlocks × BlockSize, Hkv, Dh] (float32): what kernels read and write in place.</summary>

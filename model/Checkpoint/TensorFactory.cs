@@ -20,6 +20,7 @@ public static class TensorFactory
         ScalarType target, Device device)
     {
         var raw = empty(shape, dtype: ScalarTypeOf(dtype));
+        if (raw.dtype == target && device.type == DeviceType.CPU) Kernels.HugePages.Advise(raw);
         if (byteLength > 0)
         {
             using var flat = raw.view(-1);

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Qwen3Cluster.Model.Constraints;
+using Qwen3Cluster.Model.Kernels;
 using Qwen3Cluster.Model.Sampling;
 
 namespace Qwen3Cluster.Model.Engine;
@@ -207,13 +208,20 @@ public sealed class GenerationEngine : IAsyncDisposable
         using var activity = EngineMetrics.StartStep(step, Name);
         try
         {
+            long forward = KernelProfile.Start();
             using var logits = await _executor.ExecuteAsync(step.Context, step.InputIds, cancellationToken);
-            _masks.Apply(logits, step.Sampling);
-            var sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
+            KernelProfile.Stop("forward", forward);
+            IReadOnlyList<SampledToken> sampled;
+            using (KernelProfile.Measure("sample"))
+            {
+                _masks.Apply(logits, step.Sampling);
+                sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
+            }
             _failingSince = 0;
             _failedSteps = 0;
             Steps++;
             EngineMetrics.StepSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            if (KernelProfile.Enabled) KernelProfile.Stop("step", started);
             EngineMetrics.GeneratedTokens.Add(sampled.Count);
             return sampled;
         }

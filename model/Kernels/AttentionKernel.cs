@@ -105,7 +105,7 @@ public static unsafe class AttentionKernel
             }
             new Span<float>(acc, rep * dh).Clear();
             float* query = q + ((long)token * heads + group * rep) * dh;
-            bool fourAtOnce = path == KernelPath.Avx512 && dh % 16 == 0;
+            bool fourAtOnce = path >= KernelPath.Avx512 && dh % 16 == 0;
 
             for (int tileStart = first; tileStart <= position; tileStart += Tile)
             {
@@ -182,7 +182,7 @@ public static unsafe class AttentionKernel
             a2 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + 2 * stride + i), kv, a2);
             a3 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + 3 * stride + i), kv, a3);
         }
-        return RowKernels.Sum4(a0, a1, a2, a3);
+        return ProductKernels.Sum4(a0, a1, a2, a3);
     }
 
     /// <summary>acc += w[0] v0 + w[1] v1 + w[2] v2 + w[3] v3: one load and store of the accumulator for four values.</summary>
@@ -207,7 +207,7 @@ public static unsafe class AttentionKernel
     {
         int i = 0;
         float sum = 0;
-        if (path == KernelPath.Avx512)
+        if (path >= KernelPath.Avx512)
         {
             var acc = Vector512<float>.Zero;
             for (; i + 16 <= n; i += 16) acc = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), acc);
@@ -227,7 +227,7 @@ public static unsafe class AttentionKernel
     static void Scale(KernelPath path, float* x, float factor, int n)
     {
         int i = 0;
-        if (path == KernelPath.Avx512)
+        if (path >= KernelPath.Avx512)
         {
             var f = Vector512.Create(factor);
             for (; i + 16 <= n; i += 16) (Vector512.Load(x + i) * f).Store(x + i);
@@ -244,7 +244,7 @@ public static unsafe class AttentionKernel
     static void AddScaled(KernelPath path, float* acc, float* x, float weight, int n)
     {
         int i = 0;
-        if (path == KernelPath.Avx512)
+        if (path >= KernelPath.Avx512)
         {
             var w = Vector512.Create(weight);
             for (; i + 16 <= n; i += 16) Vector512.FusedMultiplyAdd(Vector512.Load(x + i), w, Vector512.Load(acc + i)).Store(acc + i);

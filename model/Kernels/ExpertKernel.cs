@@ -57,18 +57,21 @@ public static unsafe class ExpertKernel
         if (format == WeightFormat.Q8_0)
         {
             int blocks = k / WeightFormats.Q8Block;
-            short* q = scratch.Take<short>((long)n * k);
+            sbyte* q = scratch.Take<sbyte>((long)n * k);
             float* s = scratch.Take<float>((long)n * blocks);
+            int* o = all.Offsets == null ? null : scratch.Take<int>((long)n * (k / 4));
+            var gathered = new PreparedInput(null, q, s, o, n, k);
             for (int i = 0; i < n; i++)
             {
-                Buffer.MemoryCopy(all.QuantizedRow(tokens[i]), q + (long)i * k, k * sizeof(short), k * sizeof(short));
-                Buffer.MemoryCopy(all.ScaleRow(tokens[i]), s + (long)i * blocks, blocks * sizeof(float), blocks * sizeof(float));
+                Buffer.MemoryCopy(all.QuantizedRow(tokens[i]), gathered.QuantizedRow(i), k, k);
+                Buffer.MemoryCopy(all.ScaleRow(tokens[i]), gathered.ScaleRow(i), blocks * sizeof(float), blocks * sizeof(float));
+                if (o != null) Buffer.MemoryCopy(all.OffsetRow(tokens[i]), gathered.OffsetRow(i), k, k);
             }
-            return new PreparedInput(null, q, s, n, k);
+            return gathered;
         }
         float* values = scratch.Take<float>((long)n * k);
         for (int i = 0; i < n; i++) Buffer.MemoryCopy(all.Row(tokens[i]), values + (long)i * k, k * sizeof(float), k * sizeof(float));
-        return new PreparedInput(values, null, null, n, k);
+        return new PreparedInput(values, n, k);
     }
 
     /// <summary>One expert's share: its tokens and their routing weights, their prepared input, SiLU(gate) * up, and that made ready for down.</summary>
@@ -86,25 +89,11 @@ public static unsafe class ExpertKernel
     {
         readonly int _chunksPerExpert = Chunks(inner);
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int chunk)
         {
             var r = routed[chunk / _chunksPerExpert];
-            var gate = experts.Gate[r.Expert].View;
-            var up = experts.Up[r.Expert].View;
             int first = chunk % _chunksPerExpert * RowsPerChunk, last = Math.Min(first + RowsPerChunk, inner);
-            float* g = stackalloc float[RowKernels.MaxTokens];
-            float* u = stackalloc float[RowKernels.MaxTokens];
-            int n = r.Tokens.Length;
-            for (int t = 0; t < n; t += RowKernels.MaxTokens)
-            {
-                int count = Math.Min(RowKernels.MaxTokens, n - t);
-                for (int row = first; row < last; row++)
-                {
-                    RowKernels.DotsPair(path, gate.Format, gate.Row(row), up.Row(row), gate.Cols, r.Input, t, count, g, u);
-                    for (int j = 0; j < count; j++) r.Hidden[(long)(t + j) * inner + row] = g[j] / (1f + MathF.Exp(-g[j])) * u[j];
-                }
-            }
+            MatMul.Gated(path, r.Input, experts.Gate[r.Expert].View, experts.Up[r.Expert].View, first, last, r.Hidden + first, inner);
         }
     }
 
@@ -113,19 +102,20 @@ public static unsafe class ExpertKernel
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int chunk)
         {
-            int first = chunk * RowsPerChunk, last = Math.Min(first + RowsPerChunk, d);
-            float* dots = stackalloc float[RowKernels.MaxTokens];
+            int first = chunk * RowsPerChunk, last = Math.Min(first + RowsPerChunk, d), n = last - first;
+            float* dots = ChunkTile.Take((long)n * ChunkTile.Tokens);
             foreach (var r in routed)
             {
                 var down = experts.Down[r.Expert].View;
-                int n = r.Tokens.Length;
-                for (int t = 0; t < n; t += RowKernels.MaxTokens)
+                for (int t0 = 0; t0 < r.Tokens.Length; t0 += ChunkTile.Tokens)
                 {
-                    int count = Math.Min(RowKernels.MaxTokens, n - t);
-                    for (int row = first; row < last; row++)
+                    int t1 = Math.Min(r.Tokens.Length, t0 + ChunkTile.Tokens);
+                    ProductKernels.Rows(path, down, first, last, r.Down, t0, t1, dots, n);
+                    for (int t = t0; t < t1; t++)
                     {
-                        RowKernels.Dots(path, down.Format, down.Row(row), down.Cols, r.Down, t, count, dots);
-                        for (int j = 0; j < count; j++) output[(long)r.Tokens[t + j] * d + row] += r.Weights[t + j] * dots[j];
+                        float* y = output + (long)r.Tokens[t] * d + first, dt = dots + (long)(t - t0) * n;
+                        float weight = r.Weights[t];
+                        for (int row = 0; row < n; row++) y[row] += weight * dt[row];
                     }
                 }
             }

@@ -3,21 +3,23 @@ using System.Runtime.Intrinsics.X86;
 namespace Qwen3Cluster.Model.Kernels;
 
 /// <summary>
-/// Which instructions the kernels use: AVX-512 where the machine has it, else 256-bit vectors (AVX2 and FMA, or
-/// whatever <c>Vector256</c> maps to), else plain scalar code, which is also every fast path's reference.
+/// Which instructions the kernels use, each path a superset of the one before: plain scalar code (every fast path's
+/// reference), 256-bit vectors (AVX2 and FMA, or whatever <c>Vector256</c> maps to), AVX-512, and AVX-512 with the
+/// 256-bit VNNI dot product of bytes (<c>vpdpbusd</c>) for 8-bit weights.
 /// </summary>
 public enum KernelPath
 {
     Scalar,
     Vector256,
     Avx512,
+    Avx512Vnni,
 }
 
 public static class KernelPaths
 {
     /// <summary>The fastest path this machine runs, chosen once at start-up.</summary>
     public static KernelPath Best { get; } =
-        Avx512F.IsSupported && Avx512BW.IsSupported ? KernelPath.Avx512
+        Avx512F.IsSupported && Avx512BW.IsSupported ? (AvxVnni.IsSupported ? KernelPath.Avx512Vnni : KernelPath.Avx512)
         : Avx2.IsSupported && Fma.IsSupported ? KernelPath.Vector256
         : KernelPath.Scalar;
 

@@ -27,17 +27,17 @@ public static unsafe class MatMul
             case WeightFormat.Q8_0:
             {
                 if (k % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs K a multiple of 32, got {k}.");
-                short* q = scratch.Take<short>((long)m * k);
+                sbyte* q = scratch.Take<sbyte>((long)m * k);
                 float* scales = scratch.Take<float>((long)m * (k / WeightFormats.Q8Block));
+                int* offsets = path == KernelPath.Avx512Vnni ? scratch.Take<int>((long)m * (k / 4)) : null;
+                var prepared = new PreparedInput(null, q, scales, offsets, m, k);
                 for (int t = 0; t < m; t++)
                 {
-                    float* row = x + (long)t * k;
-                    short* rowQ = q + (long)t * k;
-                    float* rowScales = scales + (long)t * (k / WeightFormats.Q8Block);
-                    if (path == KernelPath.Avx512) Q8.QuantizeActivationAvx512(row, k, rowQ, rowScales);
-                    else Q8.QuantizeActivation(row, k, rowQ, rowScales);
+                    if (path >= KernelPath.Avx512) Q8.QuantizeActivationAvx512(x + (long)t * k, k, prepared.QuantizedRow(t), prepared.ScaleRow(t));
+                    else Q8.QuantizeActivation(x + (long)t * k, k, prepared.QuantizedRow(t), prepared.ScaleRow(t));
+                    if (offsets != null) Q8.Offsets(prepared.QuantizedRow(t), k, prepared.OffsetRow(t));
                 }
-                return new PreparedInput(null, q, scales, m, k);
+                return prepared;
             }
             case WeightFormat.BF16 when path != KernelPath.Scalar:
             {
@@ -47,7 +47,7 @@ public static unsafe class MatMul
                 {
                     float* src = x + (long)t * k, dst = permuted + (long)t * k;
                     int c = 0;
-                    if (path == KernelPath.Avx512)
+                    if (path >= KernelPath.Avx512)
                     {
                         // Two-source permutes: evens of the 32 values, then odds.
                         var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -70,10 +70,10 @@ public static unsafe class MatMul
                     }
                     for (int i = chunks * 32; i < k; i++) dst[i] = src[i];
                 }
-                return new PreparedInput(permuted, null, null, m, k);
+                return new PreparedInput(permuted, m, k);
             }
             default:
-                return new PreparedInput(x, null, null, m, k);
+                return new PreparedInput(x, m, k);
         }
     }
 
@@ -115,7 +115,6 @@ public static unsafe class MatMul
 
         public int Chunks => _firstChunk[^1];
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int chunk)
         {
             int i = 0;
@@ -124,27 +123,7 @@ public static unsafe class MatMul
             var w = target.Weights;
             int first = (chunk - _firstChunk[i]) * _rowsPerChunk;
             int last = Math.Min(first + _rowsPerChunk, w.Rows);
-            float* dots = stackalloc float[RowKernels.MaxTokens];
-            float* next = stackalloc float[RowKernels.MaxTokens];
-            for (int t = 0; t < _x.M; t += RowKernels.MaxTokens)
-            {
-                int tokens = Math.Min(RowKernels.MaxTokens, _x.M - t);
-                int r = first;
-                for (; r + 1 < last && tokens == RowKernels.MaxTokens; r += 2)
-                {
-                    RowKernels.DotsPair(_path, w.Format, w.Row(r), w.Row(r + 1), w.Cols, _x, t, tokens, dots, next);
-                    for (int j = 0; j < tokens; j++)
-                    {
-                        target.Output[(long)(t + j) * target.OutputStride + r] = dots[j];
-                        target.Output[(long)(t + j) * target.OutputStride + r + 1] = next[j];
-                    }
-                }
-                for (; r < last; r++)
-                {
-                    RowKernels.Dots(_path, w.Format, w.Row(r), w.Cols, _x, t, tokens, dots);
-                    for (int j = 0; j < tokens; j++) target.Output[(long)(t + j) * target.OutputStride + r] = dots[j];
-                }
-            }
+            ProductKernels.Rows(_path, w, first, last, _x, 0, _x.M, target.Output + first, target.OutputStride);
         }
     }
 
@@ -152,20 +131,32 @@ public static unsafe class MatMul
     {
         public int Chunks => (gate.Rows + rowsPerChunk - 1) / rowsPerChunk;
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public override void Execute(int chunk)
         {
             int first = chunk * rowsPerChunk, last = Math.Min(first + rowsPerChunk, gate.Rows);
-            float* g = stackalloc float[RowKernels.MaxTokens];
-            float* u = stackalloc float[RowKernels.MaxTokens];
-            for (int t = 0; t < x.M; t += RowKernels.MaxTokens)
+            Gated(path, x, gate, up, first, last, h + first, stride);
+        }
+    }
+
+    /// <summary>
+    /// h[t, r] = SiLU(x[t] · G[r]) * (x[t] · U[r]) for rows [first, last) and every token of x, written at
+    /// h[t * stride + r - first]: gate and up rows of a block of tokens into this thread's tile, then the epilogue.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Gated(KernelPath path, in PreparedInput x, in WeightView gate, in WeightView up, int first, int last, float* h, long stride)
+    {
+        int n = last - first;
+        float* g = ChunkTile.Take(2L * n * ChunkTile.Tokens);
+        float* u = g + (long)n * ChunkTile.Tokens;
+        for (int t0 = 0; t0 < x.M; t0 += ChunkTile.Tokens)
+        {
+            int t1 = Math.Min(x.M, t0 + ChunkTile.Tokens);
+            ProductKernels.Rows(path, gate, first, last, x, t0, t1, g, n);
+            ProductKernels.Rows(path, up, first, last, x, t0, t1, u, n);
+            for (int t = t0; t < t1; t++)
             {
-                int tokens = Math.Min(RowKernels.MaxTokens, x.M - t);
-                for (int r = first; r < last; r++)
-                {
-                    RowKernels.DotsPair(path, gate.Format, gate.Row(r), up.Row(r), gate.Cols, x, t, tokens, g, u);
-                    for (int j = 0; j < tokens; j++) h[(long)(t + j) * stride + r] = g[j] / (1f + MathF.Exp(-g[j])) * u[j];
-                }
+                float* gt = g + (long)(t - t0) * n, ut = u + (long)(t - t0) * n, ht = h + t * stride;
+                for (int r = 0; r < n; r++) ht[r] = gt[r] / (1f + MathF.Exp(-gt[r])) * ut[r];
             }
         }
     }

@@ -67,6 +67,7 @@ public sealed unsafe class MatrixWeight
         long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
         var blocks = torch.empty([rows, rowBytes], ScalarType.Byte);
         if (rows == 0) return blocks;
+        HugePages.Advise(blocks);
         using var first = blocks.narrow(0, 0, 1);
         byte* target;
         fixed (byte* p = first.bytes) target = p;
@@ -100,6 +101,7 @@ public sealed unsafe class MatrixWeight
         if (cols % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs rows of a multiple of 32 values, got {cols}.");
         long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
         var blocks = torch.empty([rows, rowBytes], ScalarType.Byte);
+        HugePages.Advise(blocks);
         const long rowsAtOnce = 1024;
         for (long first = 0; first < rows; first += rowsAtOnce)
         {

@@ -7,9 +7,10 @@ namespace Qwen3Cluster.Model.Kernels;
 
 /// <summary>
 /// Q8_0 as llama.cpp computes it: blocks of 32 values, d = max|x| / 127, q = round(x / d) in [-127, 127]. A weight
-/// row keeps its blocks repacked (the same 34 bytes a block): all its q values first, 64-byte aligned runs the vector
-/// loads never split, then its float16 scales. Activations, quantised once per product, keep d as float32 and q
-/// widened to int16 for the multiply-add instructions.
+/// row keeps its blocks repacked (the same 34 bytes a block): all its q values first, stored as the bytes q + 128
+/// (what the unsigned side of <c>vpdpbusd</c> reads), then its float16 scales. Activations, quantised once per
+/// product, keep d as float32 and q as int8; for the VNNI path each block also gets eight int32 offsets, -128 times
+/// the sum of each four q values, the start from which <c>vpdpbusd</c> of the weight bytes ends at the exact Σ w·x.
 /// </summary>
 public static unsafe class Q8
 {
@@ -38,13 +39,13 @@ public static unsafe class Q8
             float d = amax / 127f;
             float id = d != 0 ? 1f / d : 0f;
             scales[b] = BitConverter.HalfToUInt16Bits((Half)d);
-            for (int i = 0; i < Block; i++) packed[b * Block + i] = (byte)(sbyte)MathF.Round(values[i] * id, MidpointRounding.AwayFromZero);
+            for (int i = 0; i < Block; i++) packed[b * Block + i] = (byte)(MathF.Round(values[i] * id, MidpointRounding.AwayFromZero) + 128);
         }
     }
 
-    /// <summary>Activations x [K] (K a multiple of 32) -> q [K] as int16 and one float32 scale per block.</summary>
+    /// <summary>Activations x [K] (K a multiple of 32) -> q [K] as int8 and one float32 scale per block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void QuantizeActivation(float* x, int k, short* q, float* scales)
+    public static void QuantizeActivation(float* x, int k, sbyte* q, float* scales)
     {
         for (int b = 0; b < k / Block; b++)
         {
@@ -54,8 +55,14 @@ public static unsafe class Q8
             float d = amax / 127f;
             float id = d != 0 ? 1f / d : 0f;
             scales[b] = d;
-            for (int i = 0; i < Block; i++) q[b * Block + i] = (short)MathF.Round(v[i] * id, MidpointRounding.AwayFromZero);
+            for (int i = 0; i < Block; i++) q[b * Block + i] = (sbyte)MathF.Round(v[i] * id, MidpointRounding.AwayFromZero);
         }
+    }
+
+    /// <summary>offsets[j] = -128 (q[4j] + q[4j+1] + q[4j+2] + q[4j+3]) for the K/4 groups of q [K].</summary>
+    public static void Offsets(sbyte* q, int k, int* offsets)
+    {
+        for (int j = 0; j < k / 4; j++) offsets[j] = -128 * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
     }
 
     /// <summary>
@@ -64,7 +71,7 @@ public static unsafe class Q8
     /// from zero where the dropped fraction is at least one half).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void QuantizeActivationAvx512(float* x, int k, short* q, float* scales)
+    public static void QuantizeActivationAvx512(float* x, int k, sbyte* q, float* scales)
     {
         var half = Vector512.Create(0.5f);
         for (int b = 0; b < k / Block; b++)
@@ -79,8 +86,8 @@ public static unsafe class Q8
             var scale = Vector512.Create(id);
             var qlo = RoundHalfAway(lo * scale, half);
             var qhi = RoundHalfAway(hi * scale, half);
-            Avx512BW.ConvertToVector256Int16(Avx512F.ConvertToVector512Int32WithTruncation(qlo)).Store(q + b * Block);
-            Avx512BW.ConvertToVector256Int16(Avx512F.ConvertToVector512Int32WithTruncation(qhi)).Store(q + b * Block + 16);
+            Avx512F.ConvertToVector128SByte(Avx512F.ConvertToVector512Int32WithTruncation(qlo)).Store(q + b * Block);
+            Avx512F.ConvertToVector128SByte(Avx512F.ConvertToVector512Int32WithTruncation(qhi)).Store(q + b * Block + 16);
         }
     }
 
@@ -110,7 +117,7 @@ public static unsafe class Q8
         for (int b = 0; b < row.Length / Block; b++)
         {
             float d = ScaleToFloat(scales[b]);
-            for (int i = 0; i < Block; i++) row[b * Block + i] = d * (sbyte)packed[b * Block + i];
+            for (int i = 0; i < Block; i++) row[b * Block + i] = d * (packed[b * Block + i] - 128);
         }
     }
 }

@@ -15,7 +15,7 @@ public static unsafe class RowOps
             float* xr = x + (long)r * d, yr = y + (long)r * d;
             int i = 0;
             float squares = 0;
-            if (path == KernelPath.Avx512)
+            if (path >= KernelPath.Avx512)
             {
                 var acc = Vector512<float>.Zero;
                 for (; i + 16 <= d; i += 16)
@@ -28,7 +28,7 @@ public static unsafe class RowOps
             for (; i < d; i++) squares += xr[i] * xr[i];
             float inv = 1f / MathF.Sqrt(squares / d + eps);
             i = 0;
-            if (path == KernelPath.Avx512)
+            if (path >= KernelPath.Avx512)
             {
                 var scale = Vector512.Create(inv);
                 for (; i + 16 <= d; i += 16) (Vector512.Load(weight + i) * (Vector512.Load(xr + i) * scale)).Store(yr + i);

@@ -68,6 +68,19 @@ public sealed class ThreadTeam : IDisposable
     public void Run(int chunks, TeamJob job)
     {
         if (chunks <= 0) return;
+        long started = KernelProfile.Start();
+        try
+        {
+            RunChunks(chunks, job);
+        }
+        finally
+        {
+            KernelProfile.Stop("team:" + job.GetType().Name, started);
+        }
+    }
+
+    void RunChunks(int chunks, TeamJob job)
+    {
         if (chunks == 1 || _workers.Length == 0)
         {
             for (int c = 0; c < chunks; c++) job.Execute(c);

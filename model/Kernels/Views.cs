@@ -7,7 +7,7 @@ public readonly unsafe struct WeightView(byte* data, int rows, int cols, WeightF
     public int Rows { get; } = rows;
     public int Cols { get; } = cols;
     public WeightFormat Format { get; } = format;
-    public long RowBytes => WeightFormats.RowBytes(Format, Cols);
+    public long RowBytes { get; } = WeightFormats.RowBytes(format, cols);
 
     public byte* Row(int row) => Data + row * RowBytes;
 }
@@ -15,17 +15,25 @@ public readonly unsafe struct WeightView(byte* data, int rows, int cols, WeightF
 /// <summary>
 /// Activations x [M, K] made ready, once per product, for the weight format and path that read them: float32 rows
 /// (for bfloat16 weights on a vector path, each 32 values stored as their 16 even then 16 odd ones, the order
-/// bfloat16 pairs widen in), or for Q8_0 int16 values with a float32 scale per block of 32.
+/// bfloat16 pairs widen in), or for Q8_0 int8 values with a float32 scale per block of 32 and, for the VNNI path,
+/// the int32 start of each block's byte dot products (see <see cref="Q8"/>).
 /// </summary>
-public readonly unsafe struct PreparedInput(float* values, short* quantized, float* scales, int m, int k)
+public readonly unsafe struct PreparedInput(float* values, sbyte* quantized, float* scales, int* offsets, int m, int k)
 {
+    public PreparedInput(float* values, int m, int k) : this(values, null, null, null, m, k)
+    {
+    }
+
     public float* Values { get; } = values;
-    public short* Quantized { get; } = quantized;
+    public sbyte* Quantized { get; } = quantized;
     public float* Scales { get; } = scales;
+    public int* Offsets { get; } = offsets;
     public int M { get; } = m;
     public int K { get; } = k;
 
     public float* Row(int m) => Values + (long)m * K;
-    public short* QuantizedRow(int m) => Quantized + (long)m * K;
+    public sbyte* QuantizedRow(int m) => Quantized + (long)m * K;
     public float* ScaleRow(int m) => Scales + (long)m * (K / WeightFormats.Q8Block);
+    /// <summary>Eight int32 per block of 32, one for each four bytes <c>vpdpbusd</c> sums into a lane.</summary>
+    public int* OffsetRow(int m) => Offsets + (long)m * (K / 4);
 }

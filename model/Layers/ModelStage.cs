@@ -1,6 +1,7 @@
 using Qwen3Cluster.Model.Cache;
 using Qwen3Cluster.Model.Config;
 using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -63,7 +64,9 @@ public sealed class ModelStage : nn.Module
             foreach (var layer in _model.Layers)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var (attended, ffInput) = layer.Attend(h, cos, sin, meta, pool);
+                Tensor attended, ffInput;
+                using (KernelProfile.Measure("attention"))
+                    (attended, ffInput) = layer.Attend(h, cos, sin, meta, pool);
                 h.Dispose();
                 h = attended;
                 using (ffInput)
@@ -71,17 +74,22 @@ public sealed class ModelStage : nn.Module
                     Tensor ff;
                     if (layer.IsSparse)
                     {
+                        var routeClock = KernelProfile.Measure("router");
                         using var routing = layer.Route(ffInput);
+                        routeClock.Dispose();
+                        long expertsClock = KernelProfile.Start();
                         ff = await experts.RunAsync(layer.Index, ffInput, routing, cancellationToken);
+                        KernelProfile.Stop("experts", expertsClock);
                     }
                     else
                     {
-                        ff = layer.DenseFeedForward(ffInput);
+                        using (KernelProfile.Measure("dense_mlp")) ff = layer.DenseFeedForward(ffInput);
                     }
 
                     using (ff) h.add_(ff);
                 }
             }
+            using var head = KernelProfile.Measure("lm_head");
             return Range.IsLast ? Logits(h, context.LogitRows) : h.alias();
         }
         finally
@@ -96,7 +104,9 @@ public sealed class ModelStage : nn.Module
     {
         using var scope = NewDisposeScope();
         var picked = h.index_select(0, tensor(rows.Select(r => (long)r).ToArray(), device: Device)); // [N, D]
-        return _lmHead!.forward(_model.Norm!.forward(picked)).MoveToOuterDisposeScope();                 // [N, V]
+        var normed = _model.Norm!.forward(picked);
+        using var product = KernelProfile.Measure("lm_head.product");
+        return _lmHead!.forward(normed).MoveToOuterDisposeScope();                 // [N, V]
     }
 
     protected override void Dispose(bool disposing)

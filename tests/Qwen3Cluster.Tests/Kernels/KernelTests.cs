@@ -113,12 +113,12 @@ public sealed class KernelTests
         // Exact ties: a block whose largest magnitude is 127 has scale 1, so its halves round away from zero.
         for (int i = 0; i < 32; i++) x[i] = i == 0 ? 127 : (i % 2 == 0 ? 1 : -1) * (i + 0.5f);
         for (int i = 32; i < 64; i++) x[i] = 0; // an all-zero block: scale 0
-        var qs = new short[k];
-        var qv = new short[k];
+        var qs = new sbyte[k];
+        var qv = new sbyte[k];
         var ss = new float[k / 32];
         var sv = new float[k / 32];
         fixed (float* px = x, pss = ss, psv = sv)
-        fixed (short* pqs = qs, pqv = qv)
+        fixed (sbyte* pqs = qs, pqv = qv)
         {
             Q8.QuantizeActivation(px, k, pqs, pss);
             Q8.QuantizeActivationAvx512(px, k, pqv, psv);

@@ -36,10 +36,11 @@ public static class GenerateCommand
         quantize.AcceptOnlyFromAmong("none", "int8");
         var jsonSchema = new Option<string?>("--json-schema") { Description = "Hold the output to this JSON Schema (its text, or a file holding it)" };
         var regex = new Option<string?>("--regex") { Description = "Hold the output to this regex (matched whole)" };
+        var profile = new Option<bool>("--profile") { Description = "Print where a decode step's time goes (sections and kernel runs, per token)" };
         var command = new Command("generate", "Generate from one prompt with the single-process engine")
         {
             model, prompt, chat, noThinking, promptIds, maxTokens, temperature, topK, topP, seed, logprobs, json, threads, device, quantize, streams,
-            jsonSchema, regex,
+            jsonSchema, regex, profile,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -128,6 +129,7 @@ public static class GenerateCommand
             await using var engine = GenerationEngine.Start(local, options, generation.EosTokenIds,
                 tokenizer is null ? null : new DetokenizerFactory(tokenizer, skipSpecialTokens: true), vocabulary: vocabulary);
             using var timings = new StepTimings();
+            KernelProfile.Enabled = parse.GetValue(profile);
             var clock = Stopwatch.StartNew();
             var others = Enumerable.Range(1, copies - 1)
                 .Select(i => RunAsync(engine, request with { PromptTokens = [(ids[0] + i) % config.VocabSize, .. ids[1..]] }, streamText: false, ct))
@@ -141,6 +143,7 @@ public static class GenerateCommand
             using (var reader = Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(dir))
                 bf16 = reader.Locate("model.embed_tokens.weight").Entry.DType == Qwen3Cluster.Model.Checkpoint.SafetensorsDType.BF16;
             run = run with { PromptIds = ids, DecodeBytesPerToken = DecodeTraffic.BytesPerToken(config, storage, bf16) };
+            if (KernelProfile.Enabled) PrintProfile(run.Tokens.Count - 1);
             if (parse.GetValue(json)) Console.WriteLine(JsonSerializer.Serialize(run, JsonOptions));
             else Terminal.Info($"\n[{run.FinishReason}] prefill {run.PrefillTokensPerSecond:F1} tok/s, decode {run.DecodeTokensPerSecond:F1} tok/s");
             return 0;
@@ -179,6 +182,7 @@ public static class GenerateCommand
         string finish = "";
         await foreach (var update in engine.GenerateAsync(request, ct))
         {
+            if (first is null) KernelProfile.Reset();
             first ??= clock.Elapsed;
             tokens.AddRange(update.Tokens);
             text.Append(update.Text);
@@ -189,6 +193,14 @@ public static class GenerateCommand
         double prefill = request.PromptTokens.Count / Math.Max(first!.Value.TotalSeconds, 1e-9);
         double decode = tokens.Count > 1 ? (tokens.Count - 1) / Math.Max((total - first.Value).TotalSeconds, 1e-9) : 0;
         return new GenerateResult([], tokens, text.ToString(), finish, Math.Round(prefill, 2), Math.Round(decode, 2));
+    }
+
+    /// <summary>The decode steps' sections and kernel runs (the profile is reset at the first token), per decoded token.</summary>
+    static void PrintProfile(int decoded)
+    {
+        Terminal.Info($"decode profile over {decoded} tokens (ms and runs per token; sections nest, team runs are inside them):");
+        foreach (var total in KernelProfile.Totals())
+            Terminal.Info($"  {total.Name,-28} {total.Seconds * 1e3 / Math.Max(1, decoded),8:F3} ms {(double)total.Count / Math.Max(1, decoded),8:F1}");
     }
 
     static readonly JsonSerializerOptions JsonOptions = new()

@@ -1,0 +1,177 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>
+/// bfloat16 weights against float32 activations. W: [N, K] bfloat16 rows as the checkpoint stores them; x: [M, K]
+/// float32, on the vector paths each chunk of 32 stored as its 16 even then 16 odd values (see
+/// <see cref="MatMul.Prepare"/>), the tail past the last whole chunk as is. A 32-bit lane of W holds weights 2j
+/// (low half) and 2j+1 (high half): lane &lt;&lt; 16 and lane &amp; 0xFFFF0000 are those two as float32, against the
+/// chunk's even and odd values. Four tokens run as a 2 x 4 register tile; one token streams each row.
+/// </summary>
+[SkipLocalsInit]
+static unsafe class Bf16Kernels
+{
+    const int Chunk = 32;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Rows(KernelPath path, in WeightView w, int first, int last, in PreparedInput x, int t0, int t1, float* y, long ldy)
+    {
+        int k = w.Cols;
+        int t = t0;
+        if (path >= KernelPath.Avx512)
+        {
+            for (; t + 4 <= t1; t += 4)
+            {
+                float* yt = y + (t - t0) * ldy;
+                int r = first;
+                for (; r + 2 <= last; r += 2)
+                    Tile2x4((ushort*)w.Row(r), (ushort*)w.Row(r + 1), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy);
+                for (; r < last; r++)
+                    Tile1x4((ushort*)w.Row(r), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy);
+            }
+            for (; t < t1; t++)
+            {
+                float* yt = y + (t - t0) * ldy, xt = x.Row(t);
+                for (int r = first; r < last; r++) yt[r - first] = DotAvx512((ushort*)w.Row(r), k, xt);
+            }
+            return;
+        }
+        for (; t < t1; t++)
+        {
+            float* yt = y + (t - t0) * ldy, xt = x.Row(t);
+            if (path == KernelPath.Vector256)
+                for (int r = first; r < last; r++) yt[r - first] = DotVector256((ushort*)w.Row(r), k, xt);
+            else
+                for (int r = first; r < last; r++) yt[r - first] = Tail((ushort*)w.Row(r), xt, 0, k);
+        }
+    }
+
+    static float ToFloat(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary>Σ w[i] x[i] for i in [from, k), in order, unpermuted: the scalar path, and the tail of the others.</summary>
+    static float Tail(ushort* w, float* x, int from, int k)
+    {
+        float sum = 0;
+        for (int i = from; i < k; i++) sum += ToFloat(w[i]) * x[i];
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float DotAvx512(ushort* w, int k, float* x)
+    {
+        var high = Vector512.Create(0xFFFF0000u);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int chunks = k / Chunk, c = 0;
+        for (; c + 2 <= chunks; c += 2)
+        {
+            var l0 = Avx512F.LoadVector512((uint*)(w + c * Chunk));
+            var l1 = Avx512F.LoadVector512((uint*)(w + c * Chunk + Chunk));
+            float* xc = x + c * Chunk;
+            a0 = Avx512F.FusedMultiplyAdd(Avx512F.ShiftLeftLogical(l0, 16).AsSingle(), Avx512F.LoadVector512(xc), a0);
+            a1 = Avx512F.FusedMultiplyAdd((l0 & high).AsSingle(), Avx512F.LoadVector512(xc + 16), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Avx512F.ShiftLeftLogical(l1, 16).AsSingle(), Avx512F.LoadVector512(xc + 32), a2);
+            a3 = Avx512F.FusedMultiplyAdd((l1 & high).AsSingle(), Avx512F.LoadVector512(xc + 48), a3);
+        }
+        if (c < chunks)
+        {
+            var l0 = Avx512F.LoadVector512((uint*)(w + c * Chunk));
+            a0 = Avx512F.FusedMultiplyAdd(Avx512F.ShiftLeftLogical(l0, 16).AsSingle(), Avx512F.LoadVector512(x + c * Chunk), a0);
+            a1 = Avx512F.FusedMultiplyAdd((l0 & high).AsSingle(), Avx512F.LoadVector512(x + c * Chunk + 16), a1);
+        }
+        float sum = Vector512.Sum((a0 + a1) + (a2 + a3));
+        return chunks * Chunk == k ? sum : sum + Tail(w, x, chunks * Chunk, k);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float DotVector256(ushort* w, int k, float* x)
+    {
+        var high = Vector256.Create(0xFFFF0000u);
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int chunks = k / Chunk;
+        for (int c = 0; c < chunks; c++)
+        {
+            // Lanes 0-7 hold weights 0-15 of the chunk, lanes 8-15 weights 16-31: evens at x[0..16), odds at x[16..32).
+            var lo = Vector256.Load((uint*)(w + c * Chunk));
+            var hi = Vector256.Load((uint*)(w + c * Chunk + 16));
+            float* xc = x + c * Chunk;
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(lo, 16).AsSingle(), Vector256.Load(xc), a0);
+            a1 = Vector256.FusedMultiplyAdd((lo & high).AsSingle(), Vector256.Load(xc + 16), a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(hi, 16).AsSingle(), Vector256.Load(xc + 8), a2);
+            a3 = Vector256.FusedMultiplyAdd((hi & high).AsSingle(), Vector256.Load(xc + 24), a3);
+        }
+        float sum = Vector256.Sum((a0 + a1) + (a2 + a3));
+        return chunks * Chunk == k ? sum : sum + Tail(w, x, chunks * Chunk, k);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Tile2x4(ushort* wa, ushort* wb, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy)
+    {
+        var high = Vector512.Create(0xFFFF0000u);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int chunks = k / Chunk;
+        for (int c = 0; c < chunks * Chunk; c += Chunk)
+        {
+            var la = Avx512F.LoadVector512((uint*)(wa + c));
+            var lb = Avx512F.LoadVector512((uint*)(wb + c));
+            var ea = Avx512F.ShiftLeftLogical(la, 16).AsSingle();
+            var oa = (la & high).AsSingle();
+            var eb = Avx512F.ShiftLeftLogical(lb, 16).AsSingle();
+            var ob = (lb & high).AsSingle();
+            var xe = Avx512F.LoadVector512(x0 + c);
+            var xo = Avx512F.LoadVector512(x0 + c + 16);
+            a0 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a0));
+            b0 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b0));
+            xe = Avx512F.LoadVector512(x1 + c);
+            xo = Avx512F.LoadVector512(x1 + c + 16);
+            a1 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a1));
+            b1 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b1));
+            xe = Avx512F.LoadVector512(x2 + c);
+            xo = Avx512F.LoadVector512(x2 + c + 16);
+            a2 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a2));
+            b2 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b2));
+            xe = Avx512F.LoadVector512(x3 + c);
+            xo = Avx512F.LoadVector512(x3 + c + 16);
+            a3 = Avx512F.FusedMultiplyAdd(oa, xo, Avx512F.FusedMultiplyAdd(ea, xe, a3));
+            b3 = Avx512F.FusedMultiplyAdd(ob, xo, Avx512F.FusedMultiplyAdd(eb, xe, b3));
+        }
+        var sa = ProductKernels.Sum4(a0, a1, a2, a3);
+        var sb = ProductKernels.Sum4(b0, b1, b2, b3);
+        int tail = chunks * Chunk;
+        if (tail < k)
+        {
+            sa += Vector128.Create(Tail(wa, x0, tail, k), Tail(wa, x1, tail, k), Tail(wa, x2, tail, k), Tail(wa, x3, tail, k));
+            sb += Vector128.Create(Tail(wb, x0, tail, k), Tail(wb, x1, tail, k), Tail(wb, x2, tail, k), Tail(wb, x3, tail, k));
+        }
+        ProductKernels.StoreColumn(sa, y, ldy);
+        ProductKernels.StoreColumn(sb, y + 1, ldy);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Tile1x4(ushort* w, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy)
+    {
+        var high = Vector512.Create(0xFFFF0000u);
+        Vector512<float> e0 = default, o0 = default, e1 = default, o1 = default, e2 = default, o2 = default, e3 = default, o3 = default;
+        int chunks = k / Chunk;
+        for (int c = 0; c < chunks * Chunk; c += Chunk)
+        {
+            var lanes = Avx512F.LoadVector512((uint*)(w + c));
+            var even = Avx512F.ShiftLeftLogical(lanes, 16).AsSingle();
+            var odd = (lanes & high).AsSingle();
+            e0 = Avx512F.FusedMultiplyAdd(even, Avx512F.LoadVector512(x0 + c), e0);
+            o0 = Avx512F.FusedMultiplyAdd(odd, Avx512F.LoadVector512(x0 + c + 16), o0);
+            e1 = Avx512F.FusedMultiplyAdd(even, Avx512F.LoadVector512(x1 + c), e1);
+            o1 = Avx512F.FusedMultiplyAdd(odd, Avx512F.LoadVector512(x1 + c + 16), o1);
+            e2 = Avx512F.FusedMultiplyAdd(even, Avx512F.LoadVector512(x2 + c), e2);
+            o2 = Avx512F.FusedMultiplyAdd(odd, Avx512F.LoadVector512(x2 + c + 16), o2);
+            e3 = Avx512F.FusedMultiplyAdd(even, Avx512F.LoadVector512(x3 + c), e3);
+            o3 = Avx512F.FusedMultiplyAdd(odd, Avx512F.LoadVector512(x3 + c + 16), o3);
+        }
+        var sums = ProductKernels.Sum4(e0 + o0, e1 + o1, e2 + o2, e3 + o3);
+        int tail = chunks * Chunk;
+        if (tail < k) sums += Vector128.Create(Tail(w, x0, tail, k), Tail(w, x1, tail, k), Tail(w, x2, tail, k), Tail(w, x3, tail, k));
+        ProductKernels.StoreColumn(sums, y, ldy);
+    }
+}

@@ -1,0 +1,140 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>
+/// float32 weights against float32 activations. W: [N, K] float32 rows; x: [M, K] float32 as given. Four tokens run
+/// as a 2 x 4 register tile (each activation load feeds two rows, each weight load four tokens); one token streams
+/// each row through four accumulators.
+/// </summary>
+[SkipLocalsInit]
+static unsafe class F32Kernels
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Rows(KernelPath path, in WeightView w, int first, int last, in PreparedInput x, int t0, int t1, float* y, long ldy)
+    {
+        int k = w.Cols;
+        int t = t0;
+        if (path >= KernelPath.Avx512)
+        {
+            for (; t + 4 <= t1; t += 4)
+            {
+                float* yt = y + (t - t0) * ldy;
+                int r = first;
+                for (; r + 2 <= last; r += 2)
+                    Tile2x4((float*)w.Row(r), (float*)w.Row(r + 1), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy);
+                for (; r < last; r++)
+                    Tile1x4((float*)w.Row(r), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy);
+            }
+            for (; t < t1; t++)
+            {
+                float* yt = y + (t - t0) * ldy, xt = x.Row(t);
+                for (int r = first; r < last; r++) yt[r - first] = DotAvx512((float*)w.Row(r), xt, k);
+            }
+            return;
+        }
+        for (; t < t1; t++)
+        {
+            float* yt = y + (t - t0) * ldy, xt = x.Row(t);
+            if (path == KernelPath.Vector256)
+                for (int r = first; r < last; r++) yt[r - first] = DotVector256((float*)w.Row(r), xt, k);
+            else
+                for (int r = first; r < last; r++) yt[r - first] = DotScalar((float*)w.Row(r), xt, k);
+        }
+    }
+
+    static float DotScalar(float* w, float* x, int k)
+    {
+        float sum = 0;
+        for (int i = 0; i < k; i++) sum += w[i] * x[i];
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float DotAvx512(float* w, float* x, int k)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int i = 0;
+        for (; i + 64 <= k; i += 64)
+        {
+            a0 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i), Avx512F.LoadVector512(x + i), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i + 16), Avx512F.LoadVector512(x + i + 16), a1);
+            a2 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i + 32), Avx512F.LoadVector512(x + i + 32), a2);
+            a3 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i + 48), Avx512F.LoadVector512(x + i + 48), a3);
+        }
+        for (; i + 16 <= k; i += 16) a0 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i), Avx512F.LoadVector512(x + i), a0);
+        float sum = Vector512.Sum((a0 + a1) + (a2 + a3));
+        for (; i < k; i++) sum += w[i] * x[i];
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float DotVector256(float* w, float* x, int k)
+    {
+        Vector256<float> a0 = default, a1 = default;
+        int i = 0;
+        for (; i + 16 <= k; i += 16)
+        {
+            a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), Vector256.Load(x + i), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i + 8), Vector256.Load(x + i + 8), a1);
+        }
+        for (; i + 8 <= k; i += 8) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), Vector256.Load(x + i), a0);
+        float sum = Vector256.Sum(a0 + a1);
+        for (; i < k; i++) sum += w[i] * x[i];
+        return sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Tile2x4(float* wa, float* wb, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int i = 0;
+        for (; i + 16 <= k; i += 16)
+        {
+            var va = Avx512F.LoadVector512(wa + i);
+            var vb = Avx512F.LoadVector512(wb + i);
+            var xv = Avx512F.LoadVector512(x0 + i);
+            a0 = Avx512F.FusedMultiplyAdd(va, xv, a0);
+            b0 = Avx512F.FusedMultiplyAdd(vb, xv, b0);
+            xv = Avx512F.LoadVector512(x1 + i);
+            a1 = Avx512F.FusedMultiplyAdd(va, xv, a1);
+            b1 = Avx512F.FusedMultiplyAdd(vb, xv, b1);
+            xv = Avx512F.LoadVector512(x2 + i);
+            a2 = Avx512F.FusedMultiplyAdd(va, xv, a2);
+            b2 = Avx512F.FusedMultiplyAdd(vb, xv, b2);
+            xv = Avx512F.LoadVector512(x3 + i);
+            a3 = Avx512F.FusedMultiplyAdd(va, xv, a3);
+            b3 = Avx512F.FusedMultiplyAdd(vb, xv, b3);
+        }
+        var sa = ProductKernels.Sum4(a0, a1, a2, a3);
+        var sb = ProductKernels.Sum4(b0, b1, b2, b3);
+        if (i < k)
+        {
+            sa += Vector128.Create(DotScalar(wa + i, x0 + i, k - i), DotScalar(wa + i, x1 + i, k - i), DotScalar(wa + i, x2 + i, k - i), DotScalar(wa + i, x3 + i, k - i));
+            sb += Vector128.Create(DotScalar(wb + i, x0 + i, k - i), DotScalar(wb + i, x1 + i, k - i), DotScalar(wb + i, x2 + i, k - i), DotScalar(wb + i, x3 + i, k - i));
+        }
+        ProductKernels.StoreColumn(sa, y, ldy);
+        ProductKernels.StoreColumn(sb, y + 1, ldy);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Tile1x4(float* w, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int i = 0;
+        for (; i + 16 <= k; i += 16)
+        {
+            var wv = Avx512F.LoadVector512(w + i);
+            a0 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x0 + i), a0);
+            a1 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x1 + i), a1);
+            a2 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x2 + i), a2);
+            a3 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x3 + i), a3);
+        }
+        var sums = ProductKernels.Sum4(a0, a1, a2, a3);
+        if (i < k)
+            sums += Vector128.Create(DotScalar(w + i, x0 + i, k - i), DotScalar(w + i, x1 + i, k - i), DotScalar(w + i, x2 + i, k - i), DotScalar(w + i, x3 + i, k - i));
+        ProductKernels.StoreColumn(sums, y, ldy);
+    }
+}

@@ -1,0 +1,181 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Qwen3Cluster.Model.Kernels;
+
+/// <summary>
+/// Q8_0 weights against Q8 activations (ggml's Q8_0 x Q8_0): per block of 32, the exact integer dot product of the
+/// weight's and the activation's int8 values, times both scales, summed in float32. W: [N, K/32 blocks] rows as
+/// <see cref="Q8"/> packs them (K bytes q + 128, then K/32 float16 scales); x: int8 [M, K], float32 scales [M, K/32],
+/// and on the VNNI path the int32 offsets [M, K/4] that make <c>vpdpbusd</c> of the biased weight bytes exact.
+/// </summary>
+[SkipLocalsInit]
+static unsafe class Q8Kernels
+{
+    const int Block = WeightFormats.Q8Block;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Rows(KernelPath path, in WeightView w, int first, int last, in PreparedInput x, int t0, int t1, float* y, long ldy)
+    {
+        int k = w.Cols, blocks = k / Block;
+        float* combined = stackalloc float[blocks * 4];
+        int t = t0;
+        if (path == KernelPath.Avx512Vnni)
+        {
+            for (; t + 4 <= t1; t += 4)
+            {
+                for (int r = first; r < last; r++)
+                {
+                    byte* row = w.Row(r);
+                    for (int j = 0; j < 4; j++) Combine(path, (ushort*)(row + k), x.ScaleRow(t + j), blocks, combined + j * blocks);
+                    VnniTile1x4(row, blocks, x, t, combined, y + (t - t0) * ldy + (r - first), ldy);
+                }
+            }
+            for (; t < t1; t++)
+            {
+                float* yt = y + (t - t0) * ldy;
+                sbyte* xq = x.QuantizedRow(t);
+                int* offsets = x.OffsetRow(t);
+                float* scales = x.ScaleRow(t);
+                for (int r = first; r < last; r++)
+                {
+                    byte* row = w.Row(r);
+                    Combine(path, (ushort*)(row + k), scales, blocks, combined);
+                    yt[r - first] = DotVnni(row, blocks, xq, offsets, combined);
+                }
+            }
+            return;
+        }
+        for (; t < t1; t++)
+        {
+            float* yt = y + (t - t0) * ldy;
+            sbyte* xq = x.QuantizedRow(t);
+            float* scales = x.ScaleRow(t);
+            for (int r = first; r < last; r++)
+            {
+                byte* row = w.Row(r);
+                if (path == KernelPath.Scalar)
+                {
+                    yt[r - first] = DotScalar(row, blocks, xq, scales);
+                    continue;
+                }
+                Combine(path, (ushort*)(row + k), scales, blocks, combined);
+                yt[r - first] = path == KernelPath.Avx512 ? DotAvx512(row, blocks, xq, combined) : DotVector256(row, blocks, xq, combined);
+            }
+        }
+    }
+
+    /// <summary>The reference: Σ over blocks of both scales times Σ (stored byte - 128) · q, in order.</summary>
+    static float DotScalar(byte* row, int blocks, sbyte* x, float* scales)
+    {
+        ushort* weightScales = (ushort*)(row + blocks * Block);
+        float sum = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            int dot = 0;
+            for (int i = 0; i < Block; i++) dot += (row[b * Block + i] - 128) * x[b * Block + i];
+            sum += Q8.ScaleToFloat(weightScales[b]) * scales[b] * dot;
+        }
+        return sum;
+    }
+
+    /// <summary>combined[b] = weight scale b (float16, widened) * activation scale b.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Combine(KernelPath path, ushort* weightScales, float* scales, int blocks, float* combined)
+    {
+        int b = 0;
+        if (path >= KernelPath.Avx512)
+        {
+            var bias = Vector512.Create(Q8.HalfBias);
+            var mask = Vector512.Create(0x7FFFu);
+            for (; b + 16 <= blocks; b += 16)
+            {
+                var bits = Avx512F.ConvertToVector512UInt32(Avx.LoadVector256(weightScales + b)) & mask;
+                (Avx512F.ShiftLeftLogical(bits, 13).AsSingle() * bias * Avx512F.LoadVector512(scales + b)).Store(combined + b);
+            }
+        }
+        for (; b < blocks; b++) combined[b] = Q8.ScaleToFloat(weightScales[b]) * scales[b];
+    }
+
+    /// <summary>One block's 32 products as 8 exact int32 partial sums: vpdpbusd from the activation's offsets.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> BlockVnni(byte* w, sbyte* x, int* offsets) =>
+        Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(offsets), Avx.LoadVector256(w), Avx.LoadVector256(x)));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float DotVnni(byte* w, int blocks, sbyte* x, int* offsets, float* combined)
+    {
+        Vector256<float> a0 = default, a1 = default;
+        int b = 0;
+        for (; b + 2 <= blocks; b += 2)
+        {
+            a0 = Fma.MultiplyAdd(BlockVnni(w + b * Block, x + b * Block, offsets + b * 8), Vector256.Create(combined[b]), a0);
+            a1 = Fma.MultiplyAdd(BlockVnni(w + b * Block + Block, x + b * Block + Block, offsets + b * 8 + 8), Vector256.Create(combined[b + 1]), a1);
+        }
+        if (b < blocks) a0 = Fma.MultiplyAdd(BlockVnni(w + b * Block, x + b * Block, offsets + b * 8), Vector256.Create(combined[b]), a0);
+        return Vector256.Sum(a0 + a1);
+    }
+
+    /// <summary>One row, four tokens: each block of weights is loaded once for all four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void VnniTile1x4(byte* w, int blocks, in PreparedInput x, int t, float* combined, float* y, long ldy)
+    {
+        sbyte* x0 = x.QuantizedRow(t), x1 = x.QuantizedRow(t + 1), x2 = x.QuantizedRow(t + 2), x3 = x.QuantizedRow(t + 3);
+        int* o0 = x.OffsetRow(t), o1 = x.OffsetRow(t + 1), o2 = x.OffsetRow(t + 2), o3 = x.OffsetRow(t + 3);
+        float* c0 = combined, c1 = combined + blocks, c2 = combined + 2 * blocks, c3 = combined + 3 * blocks;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            var wb = Avx.LoadVector256(w + b * Block);
+            int at = b * Block, lanes = b * 8;
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o0 + lanes), wb, Avx.LoadVector256(x0 + at))), Vector256.Create(c0[b]), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o1 + lanes), wb, Avx.LoadVector256(x1 + at))), Vector256.Create(c1[b]), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o2 + lanes), wb, Avx.LoadVector256(x2 + at))), Vector256.Create(c2[b]), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o3 + lanes), wb, Avx.LoadVector256(x3 + at))), Vector256.Create(c3[b]), a3);
+        }
+        ProductKernels.StoreColumn(ProductKernels.Sum4(a0, a1, a2, a3), y, ldy);
+    }
+
+    /// <summary>Without VNNI: both sides widened to int16 (the weight's bias taken off), then vpmaddwd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float DotAvx512(byte* w, int blocks, sbyte* x, float* combined)
+    {
+        var bias = Vector512.Create((short)128);
+        Vector512<float> a0 = default, a1 = default;
+        int b = 0;
+        for (; b + 2 <= blocks; b += 2)
+        {
+            var w0 = Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(w + b * Block)) - bias;
+            var w1 = Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(w + b * Block + Block)) - bias;
+            var d0 = Avx512BW.MultiplyAddAdjacent(w0, Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(x + b * Block)));
+            var d1 = Avx512BW.MultiplyAddAdjacent(w1, Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(x + b * Block + Block)));
+            a0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d0), Vector512.Create(combined[b]), a0);
+            a1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d1), Vector512.Create(combined[b + 1]), a1);
+        }
+        if (b < blocks)
+        {
+            var w0 = Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(w + b * Block)) - bias;
+            var d0 = Avx512BW.MultiplyAddAdjacent(w0, Avx512BW.ConvertToVector512Int16(Avx.LoadVector256(x + b * Block)));
+            a0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d0), Vector512.Create(combined[b]), a0);
+        }
+        return Vector512.Sum(a0 + a1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float DotVector256(byte* w, int blocks, sbyte* x, float* combined)
+    {
+        var bias = Vector256.Create((short)128);
+        Vector256<float> acc = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            var (wLo, wHi) = Vector256.Widen(Vector256.Load(w + b * Block));               // 2 x 16 uint16
+            var (xLo, xHi) = Vector256.Widen(Vector256.Load(x + b * Block));               // 2 x 16 int16
+            // Exact in int16: |q_w| <= 128 and |q_x| <= 127.
+            var (p0, p1) = Vector256.Widen((wLo.AsInt16() - bias) * xLo);
+            var (p2, p3) = Vector256.Widen((wHi.AsInt16() - bias) * xHi);
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle((p0 + p1) + (p2 + p3)), Vector256.Create(combined[b]), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+}
