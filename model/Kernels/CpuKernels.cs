@@ -121,4 +121,15 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
         }
         return new Routing(ids, weights);
     }
+
+    public (long[] Argmax, float[] LogSumExp) Normalizers(Tensor logits)
+    {
+        using var values = Float32(logits);
+        int n = (int)values.shape[0], v = (int)values.shape[1];
+        var argmax = new long[n];
+        var logSumExp = new float[n];
+        float* rows = Pointer(values);
+        for (int i = 0; i < n; i++) logSumExp[i] = RowOps.ArgmaxLogSumExp(path, rows + (long)i * v, v, out argmax[i]);
+        return (argmax, logSumExp);
+    }
 }

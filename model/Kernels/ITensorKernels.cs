@@ -36,6 +36,12 @@ public interface ITensorKernels
 
     /// <summary>Qwen3-MoE's router: logits x Gᵀ [T, E], softmax in float32, the top k, renormalised when asked.</summary>
     Routing Route(Tensor x, MatrixWeight gate, int topK, bool normalize);
+
+    /// <summary>
+    /// For each row of float32 logits [N, V]: the first index of its largest value and log Σ exp(row), so a token's
+    /// log-probability is its logit minus that, with no [N, V] log-softmax made.
+    /// </summary>
+    (long[] Argmax, float[] LogSumExp) Normalizers(Tensor logits);
 }
 
 /// <summary>The one place a device's kernels are chosen.</summary>

@@ -35,6 +35,12 @@ public static class KernelProfile
         Interlocked.Add(ref entry.Ticks, Stopwatch.GetTimestamp() - started);
     }
 
+    /// <summary>Counts an event with no duration (a sleeping worker woken).</summary>
+    internal static void Count(string name)
+    {
+        if (Enabled) Interlocked.Increment(ref _entries.GetOrAdd(name, _ => new Entry()).Count);
+    }
+
     public static void Reset() => _entries.Clear();
 
     public static IReadOnlyList<Total> Totals() =>

@@ -67,4 +67,59 @@ public static unsafe class RowOps
                 for (int j = 0; j < k; j++) weights[(long)r * k + j] /= chosen;
         }
     }
+
+    /// <summary>
+    /// log Σ exp(x) over one row of <paramref name="n"/> logits, and the first index of its largest value (torch's
+    /// argmax): the largest, then the sum of exp(x - largest), each a pass over the row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float ArgmaxLogSumExp(KernelPath path, float* x, int n, out long argmax)
+    {
+        int i = 0;
+        float max = float.NegativeInfinity;
+        if (path >= KernelPath.Avx512 && n >= 16)
+        {
+            var m = Vector512.Create(float.NegativeInfinity);
+            for (; i + 16 <= n; i += 16) m = Vector512.Max(m, Vector512.Load(x + i));
+            max = HorizontalMax(m);
+        }
+        for (; i < n; i++) max = MathF.Max(max, x[i]);
+        argmax = 0;
+        int at = 0;
+        if (path >= KernelPath.Avx512)
+        {
+            var top = Vector512.Create(max);
+            while (at + 16 <= n && !Vector512.EqualsAny(Vector512.Load(x + at), top)) at += 16;
+        }
+        for (; at < n; at++)
+        {
+            if (x[at] != max) continue;
+            argmax = at;
+            break;
+        }
+        i = 0;
+        float sum = 0;
+        if (path >= KernelPath.Avx512)
+        {
+            var top = Vector512.Create(max);
+            Vector512<float> a0 = default, a1 = default;
+            for (; i + 32 <= n; i += 32)
+            {
+                a0 += Vector512.Exp(Vector512.Load(x + i) - top);
+                a1 += Vector512.Exp(Vector512.Load(x + i + 16) - top);
+            }
+            sum = Vector512.Sum(a0 + a1);
+        }
+        for (; i < n; i++) sum += MathF.Exp(x[i] - max);
+        return max + MathF.Log(sum);
+    }
+
+    static float HorizontalMax(Vector512<float> v)
+    {
+        var m8 = Vector256.Max(v.GetLower(), v.GetUpper());
+        var m4 = Vector128.Max(m8.GetLower(), m8.GetUpper());
+        float max = m4.GetElement(0);
+        for (int j = 1; j < 4; j++) max = MathF.Max(max, m4.GetElement(j));
+        return max;
+    }
 }

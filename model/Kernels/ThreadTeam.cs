@@ -130,7 +130,11 @@ public sealed class ThreadTeam : IDisposable
         {
             // A step runs its products back to back: spin a little for the next one before sleeping.
             for (int i = 0; i < SpinIterations && Volatile.Read(ref _generation) == seen && !_stopping; i++) Thread.SpinWait(8);
-            if (Volatile.Read(ref _generation) == seen && !_stopping) wake.Wait();
+            if (Volatile.Read(ref _generation) == seen && !_stopping && !wake.Wait(0))
+            {
+                KernelProfile.Count("team:sleep");
+                wake.Wait();
+            }
             if (_stopping) return;
             long generation = Volatile.Read(ref _generation);
             if (generation == seen) continue;

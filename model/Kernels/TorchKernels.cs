@@ -113,4 +113,10 @@ public sealed class TorchKernels : ITensorKernels
         if (normalize) top = top / top.sum(-1, keepdim: true);
         return new Routing(ids.MoveToOuterDisposeScope(), top.to(x.dtype).MoveToOuterDisposeScope());
     }
+
+    public (long[] Argmax, float[] LogSumExp) Normalizers(Tensor logits)
+    {
+        using var scope = NewDisposeScope();
+        return (logits.argmax(-1).cpu().data<long>().ToArray(), logits.logsumexp(-1).cpu().data<float>().ToArray());
+    }
 }

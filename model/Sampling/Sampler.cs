@@ -1,3 +1,4 @@
+using Qwen3Cluster.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -6,8 +7,8 @@ namespace Qwen3Cluster.Model.Sampling;
 /// <summary>
 /// Picks the next token of every row of a step's logits [N, V]. Greedy is argmax; sampling applies penalties,
 /// temperature, top-k, top-p and min-p (transformers' order) and draws with the row's own generator.
-/// Reported log-probabilities are those of the model's raw distribution (log_softmax of the logits), as vLLM
-/// reports by default.
+/// Reported log-probabilities are those of the model's raw distribution (log_softmax of the logits: each logit less
+/// the row's log Σ exp), as vLLM reports by default.
 /// </summary>
 public sealed class Sampler
 {
@@ -17,10 +18,9 @@ public sealed class Sampler
         using var scope = NewDisposeScope();
         if (logits.shape[0] != rows.Count)
             throw new ArgumentException($"{logits.shape[0]} logit rows for {rows.Count} sequences.");
-        var f32 = logits.to(ScalarType.Float32);
-        var logprobs = f32.log_softmax(-1);                                           // [N, V]
+        var f32 = logits.to(ScalarType.Float32);                                     // [N, V]
+        var (greedy, logSumExp) = TensorKernels.For(f32.device).Normalizers(f32);     // [N], [N]
         var chosen = new long[rows.Count];
-        var greedy = f32.argmax(-1).cpu().data<long>().ToArray();                     // [N]
         for (int i = 0; i < rows.Count; i++)
         {
             var (p, state) = rows[i];
@@ -28,12 +28,12 @@ public sealed class Sampler
         }
         int topN = rows.Max(r => r.Params.Logprobs);
         var chosenIndex = tensor(chosen, device: logits.device).unsqueeze(-1);
-        var chosenLogprobs = logprobs.gather(1, chosenIndex).squeeze(-1).cpu().data<float>().ToArray();
+        var chosenLogits = f32.gather(1, chosenIndex).squeeze(-1).cpu().data<float>().ToArray();
         float[] topValues = [];
         long[] topIds = [];
         if (topN > 0)
         {
-            var (values, ids) = logprobs.topk(topN, dim: -1);
+            var (values, ids) = f32.topk(topN, dim: -1);
             topValues = values.cpu().data<float>().ToArray();
             topIds = ids.cpu().data<long>().ToArray();
         }
@@ -42,8 +42,8 @@ public sealed class Sampler
         {
             int n = rows[i].Params.Logprobs;
             var top = new TokenLogprob[n];
-            for (int j = 0; j < n; j++) top[j] = new TokenLogprob((int)topIds[i * topN + j], topValues[i * topN + j]);
-            result[i] = new SampledToken((int)chosen[i], chosenLogprobs[i], top);
+            for (int j = 0; j < n; j++) top[j] = new TokenLogprob((int)topIds[i * topN + j], topValues[i * topN + j] - logSumExp[i]);
+            result[i] = new SampledToken((int)chosen[i], chosenLogits[i] - logSumExp[i], top);
         }
         return result;
     }

@@ -200,6 +200,24 @@ public sealed class KernelTests
         }
     }
 
+    [Theory, MemberData(nameof(Paths))]
+    public void ArgmaxAndLogSumExpMatchTorch(KernelPath path)
+    {
+        var kernels = new CpuKernels(path);
+        foreach (int v in new[] { 1, 7, 16, 33, 1000, 151936 })
+        {
+            using var logits = Random([3, v], seed: v) * 20;
+            // Row 1 holds its largest value twice (the first is the argmax) and masked entries, as a constraint leaves them.
+            logits[1, v - 1] = tensor(100f);
+            logits[1, v / 2] = tensor(100f);
+            if (v > 2) logits[1, 0] = tensor(float.NegativeInfinity);
+            var (argmax, logSumExp) = kernels.Normalizers(logits);
+            var (torchArgmax, torchLogSumExp) = TorchKernels.Shared.Normalizers(logits);
+            Assert.Equal(torchArgmax, argmax);
+            for (int i = 0; i < 3; i++) Assert.True(Math.Abs(torchLogSumExp[i] - logSumExp[i]) <= 1e-5 * Math.Max(1, Math.Abs(torchLogSumExp[i])), $"V={v} row {i} {path}");
+        }
+    }
+
     static void AssertAllClose(Tensor expected, Tensor actual, double tolerance, string what)
     {
         var e = expected.data<float>().ToArray();

@@ -35,7 +35,8 @@ public static class KernelsCommand
         return command;
     }
 
-    public sealed record FormatResult(string Format, double DecodeGBps, double DecodeFractionOfBandwidth, double DecodeCachedGBps, double PrefillGflops);
+    public sealed record FormatResult(string Format, double DecodeGBps, double DecodeFractionOfBandwidth, double DecodeCachedGBps, double PrefillGflops,
+        double MoeDecodeGBps, double MoePrefillGflops);
 
     public sealed record Report(int Threads, string Path, double ReadGBps, double TorchPrefillGflops, double TorchBf16PrefillGflops,
         IReadOnlyList<FormatResult> Formats);
@@ -56,8 +57,14 @@ public static class KernelsCommand
             var (prefillSeconds, _) = Product(format, rows: 2048, cols: 1024, tokens: 128, repeats: 5);
             double gbps = bytes / decodeSeconds / 1e9, cached = cachedBytes / cachedSeconds / 1e9;
             double gflops = 2.0 * 128 * 2048 * 1024 / prefillSeconds / 1e9;
-            results.Add(new FormatResult(format.ToString(), Math.Round(gbps, 1), Math.Round(gbps / bandwidth, 3), Math.Round(cached, 1), Math.Round(gflops, 1)));
-            Terminal.Info($"{format}: decode {gbps:F1} GB/s ({gbps / bandwidth:P0} of the bandwidth; {cached:F1} GB/s from cache), prefill {gflops:F1} GFLOP/s");
+            // A bench-moe layer's experts (32 of 512 x 1024, top 4): one token, and a 128-token prompt.
+            var (moeDecodeSeconds, moeBytes) = Experts(format, tokens: 1, repeats: 50);
+            var (moePrefillSeconds, _) = Experts(format, tokens: 128, repeats: 5);
+            double moeGbps = moeBytes / moeDecodeSeconds / 1e9, moeGflops = 2.0 * 3 * 512 * 1024 * 4 * 128 / moePrefillSeconds / 1e9;
+            results.Add(new FormatResult(format.ToString(), Math.Round(gbps, 1), Math.Round(gbps / bandwidth, 3), Math.Round(cached, 1), Math.Round(gflops, 1),
+                Math.Round(moeGbps, 1), Math.Round(moeGflops, 1)));
+            Terminal.Info($"{format}: decode {gbps:F1} GB/s ({gbps / bandwidth:P0} of the bandwidth; {cached:F1} GB/s from cache), prefill {gflops:F1} GFLOP/s; " +
+                $"experts: decode {moeGbps:F1} GB/s, prefill {moeGflops:F1} GFLOP/s");
         }
         // libtorch is measured with as many threads as the team (the engine itself keeps it to one).
         torch.set_num_threads(threads);
@@ -132,6 +139,38 @@ public static class KernelsCommand
         return (best, weight.Bytes);
     }
 
+    /// <summary>
+    /// One MoE layer's experts on <paramref name="tokens"/> tokens, each routed to 4 of 32 (a fresh random choice each
+    /// repeat, so one token's experts are mostly read from memory): the best time, and the expert weight bytes one token reads.
+    /// </summary>
+    static (double Seconds, long Bytes) Experts(WeightFormat format, int tokens, int repeats)
+    {
+        const int count = 32, topK = 4, inner = 512, hidden = 1024;
+        MatrixWeight Matrix(int rows, int cols)
+        {
+            using var values = randn([rows, cols]) * 0.05f;
+            var stored = format == WeightFormat.Q8_0 ? MatrixWeight.Quantize(values) : Resident(values, format == WeightFormat.BF16 ? ScalarType.BFloat16 : ScalarType.Float32);
+            return new MatrixWeight(stored, rows, cols);
+        }
+        var group = new ExpertWeights(0, count, [.. Enumerable.Range(0, count).Select(_ => Matrix(inner, hidden))],
+            [.. Enumerable.Range(0, count).Select(_ => Matrix(inner, hidden))], [.. Enumerable.Range(0, count).Select(_ => Matrix(hidden, inner))]);
+        using var x = randn([tokens, hidden]);
+        using var weights = full([tokens, topK], 0.25f);
+        double best = double.MaxValue;
+        for (int r = 0; r < repeats + 1; r++)
+        {
+            using var ids = rand([tokens, count]).argsort(1).narrow(1, 0, topK);
+            var clock = Stopwatch.StartNew();
+            using var y = CpuKernels.Shared.Experts(x, ids, weights, group);
+            if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        foreach (var m in group.Gate.Concat(group.Up).Concat(group.Down))
+        {
+            m.Tensor.Dispose();
+        }
+        return (best, topK * (group.Gate[0].Bytes + group.Up[0].Bytes + group.Down[0].Bytes));
+    }
+
     /// <summary>A copy of <paramref name="values"/> in memory laid out as the loader lays out weights.</summary>
     static Tensor Resident(Tensor values, ScalarType dtype)
     {
@@ -158,6 +197,9 @@ public static class KernelsCommand
     {
         Console.WriteLine($"threads {r.Threads}, path {r.Path}, read bandwidth {r.ReadGBps} GB/s; libtorch GEMM f32 {r.TorchPrefillGflops}, bf16 {r.TorchBf16PrefillGflops} GFLOP/s");
         foreach (var f in r.Formats)
-            Console.WriteLine($"  {f.Format,-5} decode {f.DecodeGBps,6} GB/s ({f.DecodeFractionOfBandwidth:P0}), from cache {f.DecodeCachedGBps,6} GB/s   prefill {f.PrefillGflops,6} GFLOP/s");
+        {
+            Console.WriteLine($"  {f.Format,-5} decode {f.DecodeGBps,6} GB/s ({f.DecodeFractionOfBandwidth:P0}), from cache {f.DecodeCachedGBps,6} GB/s   prefill {f.PrefillGflops,6} GFLOP/s" +
+                $"   experts: decode {f.MoeDecodeGBps,6} GB/s, prefill {f.MoePrefillGflops,6} GFLOP/s");
+        }
     }
 }
