@@ -76,7 +76,7 @@ public sealed class CheckpointReader : IDisposable
     /// <summary>
     /// Loads one tensor, checking its shape, converted to <paramref name="dtype"/> on <paramref name="device"/>.
     /// </summary>
-    public Tensor Load(string name, long[] expectedShape, ScalarType dtype, Device device)
+    public Tensor Load(string name, long[] expectedShape, ScalarType dtype, Device device, Kernels.WeightArena? arena = null)
     {
         var (file, entry) = Locate(name);
         if (!entry.Shape.SequenceEqual(expectedShape))
@@ -86,7 +86,7 @@ public sealed class CheckpointReader : IDisposable
         }
 
         return file.WithBytes(entry, (pointer, length) =>
-            TensorFactory.FromBytes(pointer, length, entry.DType, entry.Shape, dtype, device));
+            TensorFactory.FromBytes(pointer, length, entry.DType, entry.Shape, dtype, device, arena));
     }
 
     SafetensorsFile OpenFile(string fileName)

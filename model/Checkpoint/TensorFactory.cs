@@ -16,11 +16,16 @@ public static class TensorFactory
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     };
 
+    /// <summary>
+    /// A tensor of <paramref name="target"/> on <paramref name="device"/> from a checkpoint's bytes; kept at the stored
+    /// width on the CPU, its memory comes from <paramref name="arena"/> when one is given.
+    /// </summary>
     public static unsafe Tensor FromBytes(IntPtr source, long byteLength, SafetensorsDType dtype, long[] shape,
-        ScalarType target, Device device)
+        ScalarType target, Device device, Kernels.WeightArena? arena = null)
     {
-        var raw = empty(shape, dtype: ScalarTypeOf(dtype));
-        if (raw.dtype == target && device.type == DeviceType.CPU) Kernels.HugePages.Advise(raw);
+        bool resident = ScalarTypeOf(dtype) == target && device.type == DeviceType.CPU;
+        var raw = resident && arena is not null ? arena.Take(target, shape) : empty(shape, dtype: ScalarTypeOf(dtype));
+        if (resident && arena is null) Kernels.HugePages.Advise(raw);
         if (byteLength > 0)
         {
             using var flat = raw.view(-1);

@@ -215,6 +215,7 @@ public sealed class GenerationEngine : IAsyncDisposable
             using (KernelProfile.Measure("sample"))
             {
                 _masks.Apply(logits, step.Sampling);
+                using var sampleClock = KernelProfile.Measure("sample.sampler");
                 sampled = _sampler.Sample(logits, step.Sampling.Select(s => (s.Sequence.Sampling, s.Sequence.SamplerState)).ToArray());
             }
             _failingSince = 0;

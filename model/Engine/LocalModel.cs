@@ -47,7 +47,7 @@ public sealed class LocalModel : IModelExecutor, IDisposable
         var ranges = StageRange.Split(config.NumHiddenLayers, options.Stages);
         var groups = config.IsMoe && config.NumExperts > 0 ? ExpertRange.Split(config.NumExperts, options.ExpertGroups) : [];
         var counter = new LoadCounter(CountTensors(config, ranges, groups), progress);
-        var weights = new CheckpointWeights(reader, device, counter, options.Storage);
+        using var weights = new CheckpointWeights(reader, device, counter, options.Storage);
         var stages = ranges.Select(range =>
         {
             var stage = new ModelStage(config, range, weights);

@@ -67,6 +67,8 @@ static unsafe class Bf16Kernels
         int chunks = k / Chunk, c = 0;
         for (; c + 2 <= chunks; c += 2)
         {
+            Sse.Prefetch0((byte*)(w + c * Chunk) + ProductKernels.PrefetchDistance);
+            Sse.Prefetch0((byte*)(w + c * Chunk) + ProductKernels.PrefetchDistance + 64);
             var l0 = Avx512F.LoadVector512((uint*)(w + c * Chunk));
             var l1 = Avx512F.LoadVector512((uint*)(w + c * Chunk + Chunk));
             float* xc = x + c * Chunk;

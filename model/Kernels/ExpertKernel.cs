@@ -111,12 +111,7 @@ public static unsafe class ExpertKernel
                 {
                     int t1 = Math.Min(r.Tokens.Length, t0 + ChunkTile.Tokens);
                     ProductKernels.Rows(path, down, first, last, r.Down, t0, t1, dots, n);
-                    for (int t = t0; t < t1; t++)
-                    {
-                        float* y = output + (long)r.Tokens[t] * d + first, dt = dots + (long)(t - t0) * n;
-                        float weight = r.Weights[t];
-                        for (int row = 0; row < n; row++) y[row] += weight * dt[row];
-                    }
+                    for (int t = t0; t < t1; t++) RowOps.AddScaled(path, dots + (long)(t - t0) * n, r.Weights[t], output + (long)r.Tokens[t] * d + first, n);
                 }
             }
         }

@@ -59,6 +59,10 @@ static unsafe class F32Kernels
         int i = 0;
         for (; i + 64 <= k; i += 64)
         {
+            Sse.Prefetch0((byte*)(w + i) + ProductKernels.PrefetchDistance);
+            Sse.Prefetch0((byte*)(w + i) + ProductKernels.PrefetchDistance + 64);
+            Sse.Prefetch0((byte*)(w + i) + ProductKernels.PrefetchDistance + 128);
+            Sse.Prefetch0((byte*)(w + i) + ProductKernels.PrefetchDistance + 192);
             a0 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i), Avx512F.LoadVector512(x + i), a0);
             a1 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i + 16), Avx512F.LoadVector512(x + i + 16), a1);
             a2 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(w + i + 32), Avx512F.LoadVector512(x + i + 32), a2);

@@ -153,11 +153,7 @@ public static unsafe class MatMul
             int t1 = Math.Min(x.M, t0 + ChunkTile.Tokens);
             ProductKernels.Rows(path, gate, first, last, x, t0, t1, g, n);
             ProductKernels.Rows(path, up, first, last, x, t0, t1, u, n);
-            for (int t = t0; t < t1; t++)
-            {
-                float* gt = g + (long)(t - t0) * n, ut = u + (long)(t - t0) * n, ht = h + t * stride;
-                for (int r = 0; r < n; r++) ht[r] = gt[r] / (1f + MathF.Exp(-gt[r])) * ut[r];
-            }
+            for (int t = t0; t < t1; t++) RowOps.SiluTimes(path, g + (long)(t - t0) * n, u + (long)(t - t0) * n, h + t * stride, n);
         }
     }
 }

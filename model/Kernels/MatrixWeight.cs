@@ -61,13 +61,13 @@ public sealed unsafe class MatrixWeight
     /// Q8_0 blocks [rows, cols] made straight from a checkpoint's stored rows (float32, bfloat16 or float16 at
     /// <paramref name="source"/>), one row at a time: no widened copy of the matrix is ever held.
     /// </summary>
-    public static Tensor QuantizeStored(IntPtr source, Checkpoint.SafetensorsDType dtype, long rows, long cols)
+    public static Tensor QuantizeStored(IntPtr source, Checkpoint.SafetensorsDType dtype, long rows, long cols, WeightArena? arena = null)
     {
         if (cols % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs rows of a multiple of 32 values, got {cols}.");
         long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
-        var blocks = torch.empty([rows, rowBytes], ScalarType.Byte);
+        var blocks = arena?.Take(ScalarType.Byte, [rows, rowBytes]) ?? torch.empty([rows, rowBytes], ScalarType.Byte);
         if (rows == 0) return blocks;
-        HugePages.Advise(blocks);
+        if (arena is null) HugePages.Advise(blocks);
         using var first = blocks.narrow(0, 0, 1);
         byte* target;
         fixed (byte* p = first.bytes) target = p;

@@ -11,6 +11,13 @@ namespace Qwen3Cluster.Model.Kernels;
 public static unsafe class ProductKernels
 {
     /// <summary>
+    /// How far ahead of its loads a one-token product asks for weights (bytes). Rows are short (a few KiB) and the
+    /// hardware prefetchers stop at page ends and ramp up anew on each chunk of rows; asking 4 KiB ahead measured
+    /// 15% more bandwidth on a bench-moe decode step's products (43.6 to 50.3 GB/s on the 2-core VM).
+    /// </summary>
+    internal const int PrefetchDistance = 4096;
+
+    /// <summary>
     /// y[(t - t0) * ldy + (r - first)] = W[r] · x[t] for rows [first, last) of <paramref name="w"/> and tokens [t0, t1) of
     /// <paramref name="x"/>. Each weight row is read once for every four tokens.
     /// </summary>

@@ -110,6 +110,7 @@ static unsafe class Q8Kernels
         int b = 0;
         for (; b + 2 <= blocks; b += 2)
         {
+            Sse.Prefetch0(w + b * Block + ProductKernels.PrefetchDistance);
             a0 = Fma.MultiplyAdd(BlockVnni(w + b * Block, x + b * Block, offsets + b * 8), Vector256.Create(combined[b]), a0);
             a1 = Fma.MultiplyAdd(BlockVnni(w + b * Block + Block, x + b * Block + Block, offsets + b * 8 + 8), Vector256.Create(combined[b + 1]), a1);
         }

@@ -122,4 +122,46 @@ public static unsafe class RowOps
         for (int j = 1; j < 4; j++) max = MathF.Max(max, m4.GetElement(j));
         return max;
     }
+
+    /// <summary>h = SiLU(g) * u = g / (1 + exp(-g)) * u, element by element (Qwen3's MLP between its two halves).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void SiluTimes(KernelPath path, float* g, float* u, float* h, int n)
+    {
+        int i = 0;
+        if (path >= KernelPath.Avx512)
+        {
+            for (; i + 16 <= n; i += 16)
+            {
+                var gv = Vector512.Load(g + i);
+                (gv / (Vector512<float>.One + Vector512.Exp(-gv)) * Vector512.Load(u + i)).Store(h + i);
+            }
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            for (; i + 8 <= n; i += 8)
+            {
+                var gv = Vector256.Load(g + i);
+                (gv / (Vector256<float>.One + Vector256.Exp(-gv)) * Vector256.Load(u + i)).Store(h + i);
+            }
+        }
+        for (; i < n; i++) h[i] = g[i] / (1f + MathF.Exp(-g[i])) * u[i];
+    }
+
+    /// <summary>y += weight * x over <paramref name="n"/> floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AddScaled(KernelPath path, float* x, float weight, float* y, int n)
+    {
+        int i = 0;
+        if (path >= KernelPath.Avx512)
+        {
+            var w = Vector512.Create(weight);
+            for (; i + 16 <= n; i += 16) Vector512.FusedMultiplyAdd(Vector512.Load(x + i), w, Vector512.Load(y + i)).Store(y + i);
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var w = Vector256.Create(weight);
+            for (; i + 8 <= n; i += 8) Vector256.FusedMultiplyAdd(Vector256.Load(x + i), w, Vector256.Load(y + i)).Store(y + i);
+        }
+        for (; i < n; i++) y[i] += weight * x[i];
+    }
 }

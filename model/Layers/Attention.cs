@@ -47,8 +47,13 @@ public sealed class Attention : nn.Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMetadata meta, KvCachePool pool)
     {
         using var scope = NewDisposeScope();
-        var qkv = LinearProjection.Forward(x, _qProj, _kProj, _vProj);             // q [T, H*Dh], k, v [T, Hkv*Dh]
-        var heads = _qProj.Kernels.Attention(qkv[0], qkv[1], qkv[2], _layerKernels, cos, sin, meta, pool);  // [T, H*Dh]
+        Tensor[] qkv;
+        using (Kernels.KernelProfile.Measure("attention.qkv"))
+            qkv = LinearProjection.Forward(x, _qProj, _kProj, _vProj);             // q [T, H*Dh], k, v [T, Hkv*Dh]
+        Tensor heads;
+        using (Kernels.KernelProfile.Measure("attention.heads"))
+            heads = _qProj.Kernels.Attention(qkv[0], qkv[1], qkv[2], _layerKernels, cos, sin, meta, pool);  // [T, H*Dh]
+        using var o = Kernels.KernelProfile.Measure("attention.o");
         return _oProj.forward(heads).MoveToOuterDisposeScope();
     }
 }

@@ -26,10 +26,15 @@ public static class WeightStorages
     };
 }
 
-/// <summary>Weights read from a checkpoint onto a device; vectors (norms, biases, routers) as float32, matrices as <paramref name="storage"/> says.</summary>
+/// <summary>
+/// Weights read from a checkpoint onto a device; vectors (norms, biases, routers) as float32, matrices as
+/// <paramref name="storage"/> says, on the CPU in this load's <see cref="WeightArena"/>.
+/// </summary>
 public sealed class CheckpointWeights(CheckpointReader reader, Device device, IProgress<string>? progress = null,
-    WeightStorage storage = WeightStorage.Stored) : IWeightSource
+    WeightStorage storage = WeightStorage.Stored) : IWeightSource, IDisposable
 {
+    readonly WeightArena? _arena = device.type == TorchSharp.DeviceType.CPU ? new WeightArena() : null;
+
     public Device Device => device;
     public WeightStorage Storage => storage;
 
@@ -42,7 +47,7 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
     public Tensor LoadTable(string name, long rows, long cols)
     {
         progress?.Report(name);
-        return reader.Load(name, [rows, cols], ResidentType(name), device);
+        return reader.Load(name, [rows, cols], ResidentType(name), device, _arena);
     }
 
     public Tensor LoadMatrix(string name, long rows, long cols)
@@ -57,7 +62,7 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
             throw new CheckpointException(
                 $"{file.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Shape)}], expected [{rows}, {cols}].");
         }
-        return file.WithBytes(entry, (pointer, _) => MatrixWeight.QuantizeStored(pointer, entry.DType, rows, cols));
+        return file.WithBytes(entry, (pointer, _) => MatrixWeight.QuantizeStored(pointer, entry.DType, rows, cols, _arena));
     }
 
     /// <summary>bfloat16 stays bfloat16 unless everything is float32; float32 and float16 are float32.</summary>
@@ -65,4 +70,7 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
         storage != WeightStorage.Float32 && reader.Locate(name).Entry.DType == SafetensorsDType.BF16 ? ScalarType.BFloat16 : ScalarType.Float32;
 
     public bool Contains(string name) => reader.Contains(name);
+
+    /// <summary>Lets go of the arena's handles; the weights keep their memory.</summary>
+    public void Dispose() => _arena?.Dispose();
 }

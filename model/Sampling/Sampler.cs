@@ -19,7 +19,9 @@ public sealed class Sampler
         if (logits.shape[0] != rows.Count)
             throw new ArgumentException($"{logits.shape[0]} logit rows for {rows.Count} sequences.");
         var f32 = logits.to(ScalarType.Float32);                                     // [N, V]
+        var normalizersClock = KernelProfile.Measure("sample.normalizers");
         var (greedy, logSumExp) = TensorKernels.For(f32.device).Normalizers(f32);     // [N], [N]
+        normalizersClock.Dispose();
         var chosen = new long[rows.Count];
         for (int i = 0; i < rows.Count; i++)
         {

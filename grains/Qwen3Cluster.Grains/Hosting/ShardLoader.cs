@@ -37,14 +37,15 @@ public sealed class ShardLoader(ModelDeployment model) : IDisposable
     ModelStage LoadStage(StageKey key)
     {
         using var reader = CheckpointReader.Open(model.Path);
-        return new ModelStage(model.Config, model.Stages[key.Stage], new CheckpointWeights(reader, model.Device, storage: model.Storage));
+        using var weights = new CheckpointWeights(reader, model.Device, storage: model.Storage);
+        return new ModelStage(model.Config, model.Stages[key.Stage], weights);
     }
 
     ExpertGroupWeights LoadExperts(ExpertGroupKey key)
     {
         var range = model.ExpertGroups[key.Group];
         using var reader = CheckpointReader.Open(model.Path);
-        var weights = new CheckpointWeights(reader, model.Device, storage: model.Storage);
+        using var weights = new CheckpointWeights(reader, model.Device, storage: model.Storage);
         return new ExpertGroupWeights(model.Stages[key.Stage].SparseLayers(model.Config)
             .ToDictionary(layer => layer, layer => new ExpertGroup(model.Config, layer, range.Lo, range.Hi, weights)));
     }

@@ -14,7 +14,7 @@ public sealed class HotExpertSplitTests
         var config = TestCheckpoints.SmallMoe;
         string dir = TestCheckpoints.Get("small-moe", config);
         using var reader = CheckpointReader.Open(dir);
-        var weights = new CheckpointWeights(reader, new Device("cpu"));
+        using var weights = new CheckpointWeights(reader, new Device("cpu"));
         var ranges = ExpertRange.Split(config.NumExperts, 2);
         var groups = ranges.Select(r => new ExpertGroup(config, 0, r.Lo, r.Hi, weights)).ToArray();
         var generator = new TorchSharp.torch.Generator((ulong)seed, new Device("cpu"));

@@ -15,7 +15,7 @@ public sealed class StageCancellationTests
         string dir = TestCheckpoints.Get("small-moe", TestCheckpoints.SmallMoe);
         var config = Qwen3Config.Load(dir);
         using var reader = Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(dir);
-        var weights = new CheckpointWeights(reader, CPU);
+        using var weights = new CheckpointWeights(reader, CPU);
         using var stage = new ModelStage(config, StageRange.Split(config.NumHiddenLayers, 1)[0], weights);
         using var pool = stage.CreatePool(16, 4);
         using var cancel = new CancellationTokenSource();
