@@ -51,28 +51,59 @@ public static unsafe class AttentionKernel
     public static void Run(ThreadTeam team, KernelPath path, AttentionLayer layer, float* q, float* k, float* v, float* qNorm, float* kNorm,
         float* cos, float* sin, float* poolKeys, float* poolValues, Step step, long[] slots, float* output)
     {
-        int t = step.Slice.Length, heads = layer.Heads, kv = layer.KvHeads, dh = layer.HeadDim;
-        float eps = (float)layer.Eps;
-        for (int i = 0; i < t; i++)
+        int t = step.Slice.Length;
+        // Every key of the step is in the pool before any token attends (a prompt's tokens attend each other's).
+        var prepare = new PrepareJob(path, layer, q, k, v, qNorm, kNorm, cos, sin, poolKeys, poolValues, slots);
+        if (t >= 8) team.Run(t, prepare);
+        else for (int i = 0; i < t; i++) prepare.Execute(i);
+        team.Run(t * layer.KvHeads, new HeadsJob(path, layer, q, poolKeys, poolValues, step, output));
+    }
+
+    /// <summary>One token's per-head RMSNorm and RoPE of q and k in place, and its k and v stored at its slot.</summary>
+    sealed class PrepareJob(KernelPath path, AttentionLayer layer, float* q, float* k, float* v, float* qNorm, float* kNorm,
+        float* cos, float* sin, float* poolKeys, float* poolValues, long[] slots) : TeamJob
+    {
+        public override void Execute(int i)
         {
-            for (int h = 0; h < heads; h++) NormRope(q + ((long)i * heads + h) * dh, qNorm, cos + (long)i * dh, sin + (long)i * dh, dh, eps);
-            for (int h = 0; h < kv; h++) NormRope(k + ((long)i * kv + h) * dh, kNorm, cos + (long)i * dh, sin + (long)i * dh, dh, eps);
+            int heads = layer.Heads, kv = layer.KvHeads, dh = layer.HeadDim;
+            float eps = (float)layer.Eps;
+            float* c = cos + (long)i * dh, s = sin + (long)i * dh;
+            for (int h = 0; h < heads; h++) NormRope(path, q + ((long)i * heads + h) * dh, qNorm, c, s, dh, eps);
+            for (int h = 0; h < kv; h++) NormRope(path, k + ((long)i * kv + h) * dh, kNorm, c, s, dh, eps);
             long row = (long)kv * dh;
             Buffer.MemoryCopy(k + i * row, poolKeys + slots[i] * row, row * 4, row * 4);
             Buffer.MemoryCopy(v + i * row, poolValues + slots[i] * row, row * 4, row * 4);
         }
-        team.Run(t * kv, new HeadsJob(path, layer, q, poolKeys, poolValues, step, output));
     }
 
     /// <summary>Qwen3RMSNorm over one head (float32), then RoPE in transformers' rotate_half convention.</summary>
-    static void NormRope(float* x, float* weight, float* cos, float* sin, int dh, float eps)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void NormRope(KernelPath path, float* x, float* weight, float* cos, float* sin, int dh, float eps)
     {
+        int half = dh / 2;
+        if (path >= KernelPath.Avx512 && half % 16 == 0)
+        {
+            var acc = Vector512<float>.Zero;
+            for (int i = 0; i < dh; i += 16)
+            {
+                var xv = Vector512.Load(x + i);
+                acc = Vector512.FusedMultiplyAdd(xv, xv, acc);
+            }
+            var scale = Vector512.Create(1f / MathF.Sqrt(Vector512.Sum(acc) / dh + eps));
+            for (int i = 0; i < half; i += 16)
+            {
+                var a = Vector512.Load(weight + i) * (Vector512.Load(x + i) * scale);
+                var b = Vector512.Load(weight + i + half) * (Vector512.Load(x + i + half) * scale);
+                (a * Vector512.Load(cos + i) - b * Vector512.Load(sin + i)).Store(x + i);
+                (b * Vector512.Load(cos + i + half) + a * Vector512.Load(sin + i + half)).Store(x + i + half);
+            }
+            return;
+        }
         float squares = 0;
         for (int i = 0; i < dh; i++) squares += x[i] * x[i];
         float inv = 1f / MathF.Sqrt(squares / dh + eps);
         float* normed = stackalloc float[dh];
         for (int i = 0; i < dh; i++) normed[i] = weight[i] * (x[i] * inv);
-        int half = dh / 2;
         for (int i = 0; i < half; i++)
         {
             x[i] = normed[i] * cos[i] - normed[i + half] * sin[i];

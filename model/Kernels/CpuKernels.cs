@@ -128,8 +128,45 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
         int n = (int)values.shape[0], v = (int)values.shape[1];
         var argmax = new long[n];
         var logSumExp = new float[n];
-        float* rows = Pointer(values);
-        for (int i = 0; i < n; i++) logSumExp[i] = RowOps.ArgmaxLogSumExp(path, rows + (long)i * v, v, out argmax[i]);
+        if (n == 0) return (argmax, logSumExp);
+        // Each row in segments of at least 4096 logits, shared out over the team, then combined in order.
+        int segments = Math.Clamp(v / 4096, 1, 32);
+        var job = new NormalizerJob(path, Pointer(values), n, v, segments);
+        ThreadTeam.Shared.Run(n * segments, job);
+        for (int i = 0; i < n; i++)
+        {
+            var stats = job.Stats.AsSpan(i * segments, segments);
+            float max = float.NegativeInfinity;
+            foreach (var s in stats) max = MathF.Max(max, s.Max);
+            double sum = 0;
+            bool found = false;
+            for (int g = 0; g < segments; g++)
+            {
+                var s = stats[g];
+                if (!found && s.Max == max)
+                {
+                    argmax[i] = (long)g * v / segments + s.Argmax;
+                    found = true;
+                }
+                if (s.Max != float.NegativeInfinity) sum += s.SumExp * Math.Exp(s.Max - max);
+            }
+            logSumExp[i] = float.IsNegativeInfinity(max) ? max : (float)(max + Math.Log(sum));
+        }
         return (argmax, logSumExp);
+    }
+
+    readonly record struct SegmentStat(float Max, int Argmax, float SumExp);
+
+    sealed class NormalizerJob(KernelPath path, float* rows, int n, int v, int segments) : TeamJob
+    {
+        public readonly SegmentStat[] Stats = new SegmentStat[n * segments];
+
+        public override void Execute(int chunk)
+        {
+            int row = chunk / segments, g = chunk % segments;
+            int from = (int)((long)g * v / segments), to = (int)((long)(g + 1) * v / segments);
+            RowOps.SegmentStats(path, rows + (long)row * v + from, to - from, out float max, out int argmax, out float sumExp);
+            Stats[chunk] = new SegmentStat(max, argmax, sumExp);
+        }
     }
 }

@@ -24,7 +24,7 @@ static unsafe class F32Kernels
                 float* yt = y + (t - t0) * ldy;
                 int r = first;
                 for (; r + 2 <= last; r += 2)
-                    Tile2x4((float*)w.Row(r), (float*)w.Row(r + 1), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy);
+                    Tile2x4((float*)w.Row(r), (float*)w.Row(r + 1), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy, t == t0);
                 for (; r < last; r++)
                     Tile1x4((float*)w.Row(r), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy);
             }
@@ -91,12 +91,19 @@ static unsafe class F32Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Tile2x4(float* wa, float* wb, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy)
+    static void Tile2x4(float* wa, float* wb, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy, bool fromMemory)
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         int i = 0;
+        long ahead = 2L * k;
         for (; i + 16 <= k; i += 16)
         {
+            // As Bf16Kernels' tile: on the first four tokens the next two rows are asked for from memory.
+            if (fromMemory)
+            {
+                Sse.Prefetch0(wa + ahead + i);
+                Sse.Prefetch0(wb + ahead + i);
+            }
             var va = Avx512F.LoadVector512(wa + i);
             var vb = Avx512F.LoadVector512(wb + i);
             var xv = Avx512F.LoadVector512(x0 + i);

@@ -29,7 +29,7 @@ static unsafe class Q8Kernels
                 {
                     byte* row = w.Row(r);
                     for (int j = 0; j < 4; j++) Combine(path, (ushort*)(row + k), x.ScaleRow(t + j), blocks, combined + j * blocks);
-                    VnniTile1x4(row, blocks, x, t, combined, y + (t - t0) * ldy + (r - first), ldy);
+                    VnniTile1x4(row, blocks, x, t, combined, y + (t - t0) * ldy + (r - first), ldy, t == t0 ? w.RowBytes : 0);
                 }
             }
             for (; t < t1; t++)
@@ -120,7 +120,7 @@ static unsafe class Q8Kernels
 
     /// <summary>One row, four tokens: each block of weights is loaded once for all four.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void VnniTile1x4(byte* w, int blocks, in PreparedInput x, int t, float* combined, float* y, long ldy)
+    static void VnniTile1x4(byte* w, int blocks, in PreparedInput x, int t, float* combined, float* y, long ldy, long ahead)
     {
         sbyte* x0 = x.QuantizedRow(t), x1 = x.QuantizedRow(t + 1), x2 = x.QuantizedRow(t + 2), x3 = x.QuantizedRow(t + 3);
         int* o0 = x.OffsetRow(t), o1 = x.OffsetRow(t + 1), o2 = x.OffsetRow(t + 2), o3 = x.OffsetRow(t + 3);
@@ -128,6 +128,8 @@ static unsafe class Q8Kernels
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int b = 0; b < blocks; b++)
         {
+            // On the first four tokens the next row is asked for from memory (ahead is its distance, else 0).
+            if (ahead != 0 && (b & 1) == 0) Sse.Prefetch0(w + ahead + b * Block);
             var wb = Avx.LoadVector256(w + b * Block);
             int at = b * Block, lanes = b * 8;
             a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o0 + lanes), wb, Avx.LoadVector256(x0 + at))), Vector256.Create(c0[b]), a0);

@@ -69,14 +69,14 @@ public static unsafe class RowOps
     }
 
     /// <summary>
-    /// log Σ exp(x) over one row of <paramref name="n"/> logits, and the first index of its largest value (torch's
-    /// argmax): the largest, then the sum of exp(x - largest), each a pass over the row.
+    /// One segment of a row of <paramref name="n"/> logits: its largest value, the first index holding it (torch's
+    /// argmax), and Σ exp(x - largest); segments combine into a row's log Σ exp (see <see cref="CpuKernels.Normalizers"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float ArgmaxLogSumExp(KernelPath path, float* x, int n, out long argmax)
+    public static void SegmentStats(KernelPath path, float* x, int n, out float max, out int argmax, out float sumExp)
     {
         int i = 0;
-        float max = float.NegativeInfinity;
+        max = float.NegativeInfinity;
         if (path >= KernelPath.Avx512 && n >= 16)
         {
             var m = Vector512.Create(float.NegativeInfinity);
@@ -105,13 +105,13 @@ public static unsafe class RowOps
             Vector512<float> a0 = default, a1 = default;
             for (; i + 32 <= n; i += 32)
             {
-                a0 += Vector512.Exp(Vector512.Load(x + i) - top);
-                a1 += Vector512.Exp(Vector512.Load(x + i + 16) - top);
+                a0 += VectorMath.Exp(Vector512.Load(x + i) - top);
+                a1 += VectorMath.Exp(Vector512.Load(x + i + 16) - top);
             }
             sum = Vector512.Sum(a0 + a1);
         }
         for (; i < n; i++) sum += MathF.Exp(x[i] - max);
-        return max + MathF.Log(sum);
+        sumExp = sum;
     }
 
     static float HorizontalMax(Vector512<float> v)
@@ -133,7 +133,7 @@ public static unsafe class RowOps
             for (; i + 16 <= n; i += 16)
             {
                 var gv = Vector512.Load(g + i);
-                (gv / (Vector512<float>.One + Vector512.Exp(-gv)) * Vector512.Load(u + i)).Store(h + i);
+                (gv / (Vector512<float>.One + VectorMath.Exp(-gv)) * Vector512.Load(u + i)).Store(h + i);
             }
         }
         else if (path == KernelPath.Vector256)

@@ -218,6 +218,26 @@ public sealed class KernelTests
         }
     }
 
+    [Fact]
+    public unsafe void VectorExpIsWithinTwoUlpOfTheExactValue()
+    {
+        if (!KernelPaths.Available.Contains(KernelPath.Avx512)) return;
+        var x = new float[16];
+        for (double start = -87; start < 88; start += 16 * 0.0137)
+        {
+            for (int i = 0; i < 16; i++) x[i] = (float)(start + i * 0.0137);
+            fixed (float* p = x)
+            {
+                var e = VectorMath.Exp(System.Runtime.Intrinsics.Vector512.Load(p));
+                for (int i = 0; i < 16; i++)
+                {
+                    double exact = Math.Exp(x[i]);
+                    Assert.True(Math.Abs(e[i] - exact) <= 2.5e-7 * exact, $"exp({x[i]}) = {e[i]}, exactly {exact}");
+                }
+            }
+        }
+    }
+
     static void AssertAllClose(Tensor expected, Tensor actual, double tolerance, string what)
     {
         var e = expected.data<float>().ToArray();
