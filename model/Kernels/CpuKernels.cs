@@ -15,29 +15,40 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
 
     public KernelPath Path => path;
 
-    static Tensor Float32(Tensor x) => x.dtype == ScalarType.Float32 && x.is_contiguous() ? x.alias() : x.to(ScalarType.Float32).contiguous();
+    /// <summary>
+    /// A tensor's values as contiguous float32: the tensor itself when it already is (nothing to dispose, no handle
+    /// made: a step makes dozens of these), else a converted copy that <see cref="Dispose"/> frees.
+    /// </summary>
+    readonly struct Float32 : IDisposable
+    {
+        readonly Tensor? _copy;
+
+        public Float32(Tensor x)
+        {
+            if (x.dtype == ScalarType.Float32 && x.is_contiguous()) Tensor = x;
+            else Tensor = _copy = x.to(ScalarType.Float32).contiguous();
+        }
+
+        public Tensor Tensor { get; }
+        public float* Pointer => CpuKernels.Pointer(Tensor);
+        public long[] Shape => Tensor.shape;
+        public void Dispose() => _copy?.Dispose();
+    }
 
     static float* Pointer(Tensor t)
     {
         fixed (byte* p = t.bytes) return (float*)p;
     }
 
-    /// <summary>The storage of a large tensor (the pool), located through its first element: a span of all of it may not fit.</summary>
-    static float* BasePointer(Tensor t)
-    {
-        using var flat = t.view(-1);
-        using var first = flat.narrow(0, 0, 1);
-        fixed (byte* p = first.bytes) return (float*)p;
-    }
-
     public Tensor[] Linear(Tensor x, params MatrixWeight[] weights)
     {
-        using var input = Float32(x);
-        int m = (int)input.shape[0], k = (int)input.shape[1];
-        var outputs = weights.Select(w => empty([m, w.Rows], ScalarType.Float32)).ToArray();
+        using var input = new Float32(x);
+        int m = (int)input.Shape[0], k = (int)input.Shape[1];
+        var outputs = new Tensor[weights.Length];
+        for (int i = 0; i < weights.Length; i++) outputs[i] = empty([m, weights[i].Rows], ScalarType.Float32);
         if (m == 0) return outputs;
         var scratch = KernelScratch.ForProduct();
-        var prepared = MatMul.Prepare(path, weights[0].Format, Pointer(input), m, k, scratch);
+        var prepared = MatMul.Prepare(path, weights[0].Format, input.Pointer, m, k, scratch);
         var targets = new ProductTarget[weights.Length];
         for (int i = 0; i < weights.Length; i++)
         {
@@ -51,12 +62,12 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
 
     public Tensor GatedMlp(Tensor x, MatrixWeight gate, MatrixWeight up, MatrixWeight down)
     {
-        using var input = Float32(x);
-        int m = (int)input.shape[0], k = (int)input.shape[1], inner = gate.Rows;
+        using var input = new Float32(x);
+        int m = (int)input.Shape[0], k = (int)input.Shape[1], inner = gate.Rows;
         var output = empty([m, down.Rows], ScalarType.Float32);
         if (m == 0) return output;
         var scratch = KernelScratch.ForProduct();
-        var prepared = MatMul.Prepare(path, gate.Format, Pointer(input), m, k, scratch);
+        var prepared = MatMul.Prepare(path, gate.Format, input.Pointer, m, k, scratch);
         float* h = scratch.Take<float>((long)m * inner);
         MatMul.RunGated(ThreadTeam.Shared, path, prepared, gate.View, up.View, h, inner);
         var hidden = MatMul.Prepare(path, down.Format, h, m, inner, scratch);
@@ -66,15 +77,15 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
 
     public Tensor Experts(Tensor x, Tensor expertIds, Tensor routingWeights, ExpertWeights experts)
     {
-        using var input = Float32(x);
+        using var input = new Float32(x);
         using var ids = expertIds.to(ScalarType.Int64).cpu().contiguous();
-        using var weights = Float32(routingWeights);
-        int m = (int)input.shape[0], d = (int)input.shape[1];
+        using var weights = new Float32(routingWeights);
+        int m = (int)input.Shape[0], d = (int)input.Shape[1];
         var output = zeros([m, d], ScalarType.Float32);
         if (m == 0) return output;
         fixed (byte* idBytes = ids.bytes)
         {
-            ExpertKernel.Run(ThreadTeam.Shared, path, Pointer(input), m, d, (long*)idBytes, (int)ids.shape[1], Pointer(weights), experts,
+            ExpertKernel.Run(ThreadTeam.Shared, path, input.Pointer, m, d, (long*)idBytes, (int)ids.shape[1], weights.Pointer, experts,
                 Pointer(output), KernelScratch.ForProduct());
         }
         return output;
@@ -83,28 +94,28 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
     public Tensor Attention(Tensor q, Tensor k, Tensor v, AttentionLayer layer, Tensor cos, Tensor sin, AttentionMetadata meta, KvCachePool pool)
     {
         // q and k are normalised and rotated in place: they are this step's own projections, used for nothing else.
-        using var query = Float32(q);
-        using var key = Float32(k);
-        using var value = Float32(v);
-        using var cosines = Float32(cos);
-        using var sines = Float32(sin);
-        using var qNorm = Float32(layer.QNormWeight);
-        using var kNorm = Float32(layer.KNormWeight);
-        var output = empty([query.shape[0], (long)layer.Heads * layer.HeadDim], ScalarType.Float32);
-        if (query.shape[0] == 0) return output;
+        using var query = new Float32(q);
+        using var key = new Float32(k);
+        using var value = new Float32(v);
+        using var cosines = new Float32(cos);
+        using var sines = new Float32(sin);
+        using var qNorm = new Float32(layer.QNormWeight);
+        using var kNorm = new Float32(layer.KNormWeight);
+        var output = empty([query.Shape[0], (long)layer.Heads * layer.HeadDim], ScalarType.Float32);
+        if (query.Shape[0] == 0) return output;
         var step = new AttentionKernel.Step(meta.Context, layer.SlidingWindow);
-        AttentionKernel.Run(ThreadTeam.Shared, path, layer, Pointer(query), Pointer(key), Pointer(value), Pointer(qNorm), Pointer(kNorm),
-            Pointer(cosines), Pointer(sines), BasePointer(pool.Keys(layer.Layer)), BasePointer(pool.Values(layer.Layer)), step, meta.Slots, Pointer(output));
+        AttentionKernel.Run(ThreadTeam.Shared, path, layer, query.Pointer, key.Pointer, value.Pointer, qNorm.Pointer, kNorm.Pointer,
+            cosines.Pointer, sines.Pointer, (float*)pool.KeysPointer(layer.Layer), (float*)pool.ValuesPointer(layer.Layer), step, meta.Slots, Pointer(output));
         return output;
     }
 
     public Tensor RmsNorm(Tensor x, Tensor weight, double eps)
     {
-        using var input = Float32(x);
-        using var w = Float32(weight);
-        var output = empty(input.shape, ScalarType.Float32);
-        long d = input.shape[^1], rows = input.numel() / Math.Max(1, d);
-        if (rows > 0) RowOps.RmsNorm(path, Pointer(input), Pointer(w), (int)rows, (int)d, (float)eps, Pointer(output));
+        using var input = new Float32(x);
+        using var w = new Float32(weight);
+        var output = empty(input.Shape, ScalarType.Float32);
+        long d = input.Shape[^1], rows = input.Tensor.numel() / Math.Max(1, d);
+        if (rows > 0) RowOps.RmsNorm(path, input.Pointer, w.Pointer, (int)rows, (int)d, (float)eps, Pointer(output));
         return output;
     }
 
@@ -117,21 +128,21 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
         if (t > 0)
         {
             fixed (byte* idBytes = ids.bytes)
-                RowOps.TopK((float*)Pointer(logits), t, e, topK, normalize, (long*)idBytes, Pointer(weights));
+                RowOps.TopK(Pointer(logits), t, e, topK, normalize, (long*)idBytes, Pointer(weights));
         }
         return new Routing(ids, weights);
     }
 
     public (long[] Argmax, float[] LogSumExp) Normalizers(Tensor logits)
     {
-        using var values = Float32(logits);
-        int n = (int)values.shape[0], v = (int)values.shape[1];
+        using var values = new Float32(logits);
+        int n = (int)values.Shape[0], v = (int)values.Shape[1];
         var argmax = new long[n];
         var logSumExp = new float[n];
         if (n == 0) return (argmax, logSumExp);
         // Each row in segments of at least 4096 logits, shared out over the team, then combined in order.
         int segments = Math.Clamp(v / 4096, 1, 32);
-        var job = new NormalizerJob(path, Pointer(values), n, v, segments);
+        var job = new NormalizerJob(path, values.Pointer, n, v, segments);
         ThreadTeam.Shared.Run(n * segments, job);
         for (int i = 0; i < n; i++)
         {

@@ -29,8 +29,7 @@ public sealed class Sampler
             chosen[i] = p.IsGreedy && !p.HasPenalties ? greedy[i] : SampleRow(f32[i], p, state);
         }
         int topN = rows.Max(r => r.Params.Logprobs);
-        var chosenIndex = tensor(chosen, device: logits.device).unsqueeze(-1);
-        var chosenLogits = f32.gather(1, chosenIndex).squeeze(-1).cpu().data<float>().ToArray();
+        var chosenLogits = ChosenLogits(f32, chosen);
         float[] topValues = [];
         long[] topIds = [];
         if (topN > 0)
@@ -48,6 +47,20 @@ public sealed class Sampler
             result[i] = new SampledToken((int)chosen[i], chosenLogits[i] - logSumExp[i], top);
         }
         return result;
+    }
+
+    /// <summary>logits[i, chosen[i]]: read in place from a CPU tensor, gathered on any other device.</summary>
+    static float[] ChosenLogits(Tensor logits, long[] chosen)
+    {
+        if (logits.device_type == DeviceType.CPU && logits.is_contiguous())
+        {
+            long width = logits.shape[1];
+            var values = logits.data<float>();
+            return [.. chosen.Select((c, i) => values[i * width + c])];
+        }
+        using var index = tensor(chosen, device: logits.device).unsqueeze(-1);
+        using var picked = logits.gather(1, index).squeeze(-1).cpu();
+        return picked.data<float>().ToArray();
     }
 
     static long SampleRow(Tensor row, SamplingParams p, SamplerState state)
