@@ -31,7 +31,7 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
 
         public Tensor Tensor { get; }
         public float* Pointer => CpuKernels.Pointer(Tensor);
-        public long[] Shape => Tensor.shape;
+        public int Size(int dim) => (int)Tensor.size(dim);
         public void Dispose() => _copy?.Dispose();
     }
 
@@ -43,7 +43,7 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
     public Tensor[] Linear(Tensor x, params MatrixWeight[] weights)
     {
         using var input = new Float32(x);
-        int m = (int)input.Shape[0], k = (int)input.Shape[1];
+        int m = input.Size(0), k = input.Size(1);
         var outputs = new Tensor[weights.Length];
         for (int i = 0; i < weights.Length; i++) outputs[i] = empty([m, weights[i].Rows], ScalarType.Float32);
         if (m == 0) return outputs;
@@ -63,7 +63,7 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
     public Tensor GatedMlp(Tensor x, MatrixWeight gate, MatrixWeight up, MatrixWeight down)
     {
         using var input = new Float32(x);
-        int m = (int)input.Shape[0], k = (int)input.Shape[1], inner = gate.Rows;
+        int m = input.Size(0), k = input.Size(1), inner = gate.Rows;
         var output = empty([m, down.Rows], ScalarType.Float32);
         if (m == 0) return output;
         var scratch = KernelScratch.ForProduct();
@@ -80,12 +80,12 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
         using var input = new Float32(x);
         using var ids = expertIds.to(ScalarType.Int64).cpu().contiguous();
         using var weights = new Float32(routingWeights);
-        int m = (int)input.Shape[0], d = (int)input.Shape[1];
+        int m = input.Size(0), d = input.Size(1);
         var output = zeros([m, d], ScalarType.Float32);
         if (m == 0) return output;
         fixed (byte* idBytes = ids.bytes)
         {
-            ExpertKernel.Run(ThreadTeam.Shared, path, input.Pointer, m, d, (long*)idBytes, (int)ids.shape[1], weights.Pointer, experts,
+            ExpertKernel.Run(ThreadTeam.Shared, path, input.Pointer, m, d, (long*)idBytes, (int)ids.size(1), weights.Pointer, experts,
                 Pointer(output), KernelScratch.ForProduct());
         }
         return output;
@@ -101,8 +101,8 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
         using var sines = new Float32(sin);
         using var qNorm = new Float32(layer.QNormWeight);
         using var kNorm = new Float32(layer.KNormWeight);
-        var output = empty([query.Shape[0], (long)layer.Heads * layer.HeadDim], ScalarType.Float32);
-        if (query.Shape[0] == 0) return output;
+        var output = empty([query.Size(0), (long)layer.Heads * layer.HeadDim], ScalarType.Float32);
+        if (query.Size(0) == 0) return output;
         var step = new AttentionKernel.Step(meta.Context, layer.SlidingWindow);
         AttentionKernel.Run(ThreadTeam.Shared, path, layer, query.Pointer, key.Pointer, value.Pointer, qNorm.Pointer, kNorm.Pointer,
             cosines.Pointer, sines.Pointer, (float*)pool.KeysPointer(layer.Layer), (float*)pool.ValuesPointer(layer.Layer), step, meta.Slots, Pointer(output));
@@ -113,8 +113,8 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
     {
         using var input = new Float32(x);
         using var w = new Float32(weight);
-        var output = empty(input.Shape, ScalarType.Float32);
-        long d = input.Shape[^1], rows = input.Tensor.numel() / Math.Max(1, d);
+        var output = empty_like(input.Tensor);
+        long d = input.Size(-1), rows = input.Tensor.numel() / Math.Max(1, d);
         if (rows > 0) RowOps.RmsNorm(path, input.Pointer, w.Pointer, (int)rows, (int)d, (float)eps, Pointer(output));
         return output;
     }
@@ -122,7 +122,7 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
     public Routing Route(Tensor x, MatrixWeight gate, int topK, bool normalize)
     {
         using var logits = Linear(x, gate)[0];                                      // [T, E]
-        int t = (int)logits.shape[0], e = (int)logits.shape[1];
+        int t = (int)logits.size(0), e = (int)logits.size(1);
         var ids = empty([t, topK], ScalarType.Int64);
         var weights = empty([t, topK], ScalarType.Float32);
         if (t > 0)
@@ -136,7 +136,7 @@ public sealed unsafe class CpuKernels(KernelPath path) : ITensorKernels
     public (long[] Argmax, float[] LogSumExp) Normalizers(Tensor logits)
     {
         using var values = new Float32(logits);
-        int n = (int)values.Shape[0], v = (int)values.Shape[1];
+        int n = values.Size(0), v = values.Size(1);
         var argmax = new long[n];
         var logSumExp = new float[n];
         if (n == 0) return (argmax, logSumExp);

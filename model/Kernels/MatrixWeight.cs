@@ -69,8 +69,15 @@ public sealed unsafe class MatrixWeight
         if (rows == 0) return blocks;
         if (arena is null) HugePages.Advise(blocks);
         using var first = blocks.narrow(0, 0, 1);
-        byte* target;
-        fixed (byte* p = first.bytes) target = p;
+        fixed (byte* target = first.bytes) QuantizeInto(source, dtype, rows, cols, target);
+        return blocks;
+    }
+
+    /// <summary>The Q8_0 rows of a stored matrix [rows, cols] written at <paramref name="target"/> (rows × RowBytes bytes).</summary>
+    public static void QuantizeInto(IntPtr source, Checkpoint.SafetensorsDType dtype, long rows, long cols, byte* target)
+    {
+        if (cols % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs rows of a multiple of 32 values, got {cols}.");
+        long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
         var row = new float[cols];
         for (long r = 0; r < rows; r++)
         {
@@ -90,7 +97,6 @@ public sealed unsafe class MatrixWeight
             }
             Q8.QuantizeRow(row, new Span<byte>(target + r * rowBytes, (int)rowBytes));
         }
-        return blocks;
     }
 
     /// <summary>Q8_0 blocks of a float32 or bfloat16 matrix [rows, cols] (cols a multiple of 32), as a uint8 tensor on the CPU.</summary>

@@ -65,6 +65,55 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
         return file.WithBytes(entry, (pointer, _) => MatrixWeight.QuantizeStored(pointer, entry.DType, rows, cols, _arena));
     }
 
+    /// <summary>
+    /// On the CPU each matrix goes straight from the file into its slot (copied at its width, or quantised), with no
+    /// matrix-sized copy on the way; elsewhere as <see cref="IWeightSource.LoadStacked"/> does it.
+    /// </summary>
+    public unsafe Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols)
+    {
+        if (_arena is null || names.Count == 0) return ((IWeightSource)this).LoadStacked(names, rows, cols);
+        bool quantise = storage == WeightStorage.Int8 && cols % WeightFormats.Q8Block == 0;
+        var dtype = quantise ? ScalarType.Byte : ResidentType(names[0]);
+        long width = quantise ? WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols) : cols;
+        var stacked = _arena.Take(dtype, [names.Count, rows, width]);
+        for (int e = 0; e < names.Count; e++)
+        {
+            progress?.Report(names[e]);
+            var (file, entry) = reader.Locate(names[e]);
+            if (!entry.Shape.SequenceEqual([rows, cols]))
+            {
+                throw new CheckpointException(
+                    $"{file.Path}: tensor '{names[e]}' has shape [{string.Join(", ", entry.Shape)}], expected [{rows}, {cols}].");
+            }
+            using var slot = stacked[e];
+            using var first = slot.narrow(0, 0, 1);
+            byte* target;
+            fixed (byte* p = first.bytes) target = p;
+            if (quantise)
+            {
+                file.WithBytes(entry, (pointer, _) =>
+                {
+                    MatrixWeight.QuantizeInto(pointer, entry.DType, rows, cols, target);
+                    return 0;
+                });
+            }
+            else if (TensorFactory.ScalarTypeOf(entry.DType) == dtype)
+            {
+                file.WithBytes(entry, (pointer, length) =>
+                {
+                    Buffer.MemoryCopy((void*)pointer, target, length, length);
+                    return 0;
+                });
+            }
+            else
+            {
+                using var converted = reader.Load(names[e], [rows, cols], dtype, device);
+                slot.copy_(converted);
+            }
+        }
+        return stacked;
+    }
+
     /// <summary>bfloat16 stays bfloat16 unless everything is float32; float32 and float16 are float32.</summary>
     ScalarType ResidentType(string name) =>
         storage != WeightStorage.Float32 && reader.Locate(name).Entry.DType == SafetensorsDType.BF16 ? ScalarType.BFloat16 : ScalarType.Float32;

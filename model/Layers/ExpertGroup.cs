@@ -44,18 +44,8 @@ public sealed class ExpertGroup : nn.Module
     public static string ExpertWeightName(int layer, int expert, string projection) =>
         $"model.layers.{layer}.mlp.experts.{expert}.{projection}.weight";
 
-    static Tensor Stack(IWeightSource weights, int layer, int lo, int hi, string projection, long rows, long cols)
-    {
-        Tensor? stacked = null;
-        for (int e = lo; e < hi; e++)
-        {
-            using var w = weights.LoadMatrix(ExpertWeightName(layer, e, projection), rows, cols);
-            stacked ??= empty([hi - lo, .. w.shape], w.dtype, weights.Device);
-            using var slot = stacked[e - lo];
-            if (weights.Device.type != DeviceType.META) slot.copy_(w);
-        }
-        return stacked!;
-    }
+    static Tensor Stack(IWeightSource weights, int layer, int lo, int hi, string projection, long rows, long cols) =>
+        weights.LoadStacked([.. Enumerable.Range(lo, hi - lo).Select(e => ExpertWeightName(layer, e, projection))], rows, cols);
 
     MatrixWeight[] Matrices(Tensor stacked, long rows, long cols) =>
         Enumerable.Range(0, Hi - Lo).Select(e => new MatrixWeight(stacked[e], rows, cols)).ToArray();

@@ -16,6 +16,23 @@ public interface IWeightSource
     /// </summary>
     Tensor LoadMatrix(string name, long rows, long cols) => Load(name, rows, cols);
 
+    /// <summary>
+    /// The matrices [rows, cols] stored under <paramref name="names"/>, stacked [n, rows, cols] (a group's experts) at
+    /// the width <see cref="LoadMatrix"/> gives them; each slot a matrix the kernels read.
+    /// </summary>
+    Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols)
+    {
+        Tensor? stacked = null;
+        for (int e = 0; e < names.Count; e++)
+        {
+            using var w = LoadMatrix(names[e], rows, cols);
+            stacked ??= empty([names.Count, .. w.shape], w.dtype, Device);
+            using var slot = stacked[e];
+            if (Device.type != TorchSharp.DeviceType.META) slot.copy_(w);
+        }
+        return stacked!;
+    }
+
     /// <summary>A table that is read by rows (the embedding): at the checkpoint's width, never quantised.</summary>
     Tensor LoadTable(string name, long rows, long cols) => Load(name, rows, cols);
 

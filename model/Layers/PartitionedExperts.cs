@@ -31,7 +31,7 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
     public async ValueTask<Tensor> RunAsync(int layer, Tensor x, Routing routing, CancellationToken cancellationToken)
     {
         var shares = Partition(routing.ExpertIds);
-        if (shares.Count == 1 && shares[0].Tokens.Length == x.shape[0])
+        if (shares.Count == 1 && shares[0].Tokens.Length == x.size(0))
             return await call(shares[0].Group, shares[0].Copy, layer, x, routing.ExpertIds, routing.Weights, cancellationToken);
 
         var inputs = shares.Select(s => Slice(s.Tokens, x, routing)).ToArray();
@@ -63,7 +63,7 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
     {
         using var host = expertIds.cpu();
         var ids = host.data<long>().ToArray();
-        int k = (int)expertIds.shape[1];
+        int k = (int)expertIds.size(1);
         int tokens = ids.Length / k;
         var shares = new List<(int, int, long[])>();
         var picked = new List<long>(tokens);

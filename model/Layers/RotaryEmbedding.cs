@@ -37,7 +37,7 @@ public sealed class RotaryEmbedding : IDisposable
     public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
     {
         using var scope = NewDisposeScope();
-        long half = x.shape[^1] / 2;
+        long half = x.size(-1) / 2;
         var x1 = x.narrow(-1, 0, half);
         var x2 = x.narrow(-1, half, half);
         var rotated = cat([-x2, x1], -1);

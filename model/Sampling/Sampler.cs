@@ -16,8 +16,8 @@ public sealed class Sampler
     {
         if (rows.Count == 0) return [];
         using var scope = NewDisposeScope();
-        if (logits.shape[0] != rows.Count)
-            throw new ArgumentException($"{logits.shape[0]} logit rows for {rows.Count} sequences.");
+        if (logits.size(0) != rows.Count)
+            throw new ArgumentException($"{logits.size(0)} logit rows for {rows.Count} sequences.");
         var f32 = logits.to(ScalarType.Float32);                                     // [N, V]
         var normalizersClock = KernelProfile.Measure("sample.normalizers");
         var (greedy, logSumExp) = TensorKernels.For(f32.device).Normalizers(f32);     // [N], [N]
@@ -54,7 +54,7 @@ public sealed class Sampler
     {
         if (logits.device_type == DeviceType.CPU && logits.is_contiguous())
         {
-            long width = logits.shape[1];
+            long width = logits.size(1);
             var values = logits.data<float>();
             return [.. chosen.Select((c, i) => values[i * width + c])];
         }
