@@ -3,19 +3,27 @@
 # top-4, vocab 151936 untied; 735M parameters, 227M read per decoded token), measured in one run so that the ratios
 # and the fractions of the bandwidth roofline are comparable on a shared machine:
 #   1. the read bandwidth and the matrix kernels (qwen3 kernels);
-#   2. qwen3 generate, one stream, 128 prompt tokens, 64 new tokens, with f32, bf16 and int8 weights: prefill and
-#      decode tok/s, the weight bytes each decoded token reads, and the fraction of the roofline that gives;
-#   3. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
-#   4. the three-process cluster (silos/local/run.sh) under the same load;
-#   5. constrained decoding (a JSON Schema) at 1 and 16 streams: each token's mask time against the step's;
+#   2. qwen3 generate, one stream, 128 prompt tokens, 64 new tokens, with f32, bf16 and int8 weights, in ROUNDS
+#      rounds, each round also running llama-bench on the same checkpoint as F16 and Q8_0 GGUFs when LLAMA_BENCH is
+#      given (interleaved: ours bf16, llama F16, ours int8, llama Q8_0, ours f32), with the read bandwidth measured
+#      again before every round: medians, ratios, and the fraction of the highest bandwidth seen that decode reaches;
+#   3. int8 against bf16 (qwen3 quantization-report);
+#   4. constrained decoding (a JSON Schema) at 1 and 16 streams: each token's mask time against the step's;
+#   5. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
+#   6. the three-process cluster (silos/local/run.sh) under the same load at 1 and 16;
 # with grain calls per decode step read from the cluster's own counters. Results go to bench/results/<time>/.
 #
 #   bench/run.sh [BF16_MODEL_DIR]     (default: makes bench-moe, bf16 and f32, under ~/.cache/qwen3cluster/)
-#   THREADS=2 (default)               kernel and libtorch threads
+#   THREADS=2 (default)               kernel and llama.cpp threads
+#   ROUNDS=3 (default)                rounds of step 2
+#   LLAMA_BENCH=/path/to/llama-bench  with LLAMA_GGUF_F16 and LLAMA_GGUF_Q8_0: llama.cpp's figures in the same rounds
+#   IK_LLAMA_BENCH=/path/to/llama-bench   ik_llama.cpp's too (run-time repacking, -rtr 1), on the same GGUFs
+#   SKIP_SERVING=1                    stop after step 4
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
 out="$here/results/$(date -u +%Y-%m-%dT%H%M)"
 mkdir -p "$out"
 say() { echo "$@" | tee -a "$out/summary.txt"; }
@@ -32,34 +40,38 @@ say "bench-moe, $THREADS threads, $(date -u +%Y-%m-%dT%H:%MZ), $(lscpu | sed -n 
 
 say "== read bandwidth and kernels (qwen3 kernels)"
 $QWEN3 kernels --threads "$THREADS" --json >"$out/kernels.json"
-bandwidth=$(python3 -c "import json; print(json.load(open('$out/kernels.json'))['read_g_bps'])")
 python3 - "$out/kernels.json" <<'PY' | tee -a "$out/summary.txt"
 import json, sys
 k = json.load(open(sys.argv[1]))
 print(f"read bandwidth {k['read_g_bps']} GB/s; libtorch GEMM f32 {k['torch_prefill_gflops']}, bf16 {k['torch_bf16_prefill_gflops']} GFLOP/s")
 for f in k['formats']:
-    print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}; {f['decode_cached_g_bps']} GB/s from cache), prefill product {f['prefill_gflops']} GFLOP/s")
+    print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}; {f['decode_cached_g_bps']} GB/s from cache), "
+          f"prefill product {f['prefill_gflops']} GFLOP/s; a layer's experts: decode {f['moe_decode_g_bps']} GB/s, prefill {f['moe_prefill_gflops']} GFLOP/s")
 PY
 
 prompt=$(python3 -c "import random; r = random.Random(1); print(','.join(str(r.randrange(1000, 150000)) for _ in range(128)))")
-say "== qwen3 generate: 128 prompt tokens, 64 new tokens, one stream"
-generate() { # name, model, quantize
+generate() { # name, model, quantize, round
   /usr/bin/time -v $QWEN3 generate --model "$2" --prompt-ids "$prompt" --max-tokens 64 --temperature 0 --threads "$THREADS" \
-    --quantize "$3" --json >"$out/generate-$1.json" 2>"$out/generate-$1.time"
-  python3 - "$out/generate-$1.json" "$out/generate-$1.time" "$1" "$bandwidth" "$2" <<'PY' | tee -a "$out/summary.txt"
-import json, os, re, sys
-g = json.load(open(sys.argv[1])); t = open(sys.argv[2]).read(); bw = float(sys.argv[4])
-rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1e6
-size = sum(os.path.getsize(os.path.join(sys.argv[5], f)) for f in os.listdir(sys.argv[5]) if f.endswith(".safetensors")) / 1e9
-gb = g["decode_bytes_per_token"] / 1e9
-print(f"{sys.argv[3]:5} prefill {g['prefill_tokens_per_s']:7.1f} tok/s  decode {g['decode_tokens_per_s']:6.1f} tok/s  "
-      f"{gb:.3f} GB/token  {g['decode_tokens_per_s'] * gb / bw:5.1%} of the {bw} GB/s roofline  "
-      f"peak RSS {rss:.2f} GB ({rss / size:.2f}x the {size:.2f} GB checkpoint)")
-PY
+    --quantize "$3" --json >"$out/generate-$1-r$4.json" 2>"$out/generate-$1-r$4.time"
 }
-generate f32 "$f32model" none
-generate bf16 "$model" none
-generate int8 "$model" int8
+llama() { # name, binary, gguf, round, extra args
+  "$2" -m "$3" -t "$THREADS" -p 128 -n 64 -r 1 -o json "${@:5}" >"$out/$1-r$4.json" 2>/dev/null
+}
+say "== qwen3 generate (128 prompt tokens, 64 new, one stream) in $ROUNDS rounds${LLAMA_BENCH:+, interleaved with llama-bench}"
+for round in $(seq "$ROUNDS"); do
+  echo "  round $round of $ROUNDS..." >&2
+  $QWEN3 kernels --threads "$THREADS" --bandwidth --json >"$out/bandwidth-r$round.json"
+  generate bf16 "$model" none "$round"
+  [[ -n "${LLAMA_BENCH:-}" ]] && llama llama-F16 "$LLAMA_BENCH" "$LLAMA_GGUF_F16" "$round"
+  generate int8 "$model" int8 "$round"
+  [[ -n "${LLAMA_BENCH:-}" ]] && llama llama-Q8_0 "$LLAMA_BENCH" "$LLAMA_GGUF_Q8_0" "$round"
+  generate f32 "$f32model" none "$round"
+  if [[ -n "${IK_LLAMA_BENCH:-}" ]]; then
+    llama ik-F16 "$IK_LLAMA_BENCH" "$LLAMA_GGUF_F16" "$round" -rtr 1
+    llama ik-Q8_0 "$IK_LLAMA_BENCH" "$LLAMA_GGUF_Q8_0" "$round" -rtr 1
+  fi
+done
+python3 "$here/summarize.py" "$out" "$model" "$f32model" | tee -a "$out/summary.txt"
 $QWEN3 quantization-report --model "$model" --threads "$THREADS" --json >"$out/quantization.json" 2>/dev/null
 python3 -c "import json; q = json.load(open('$out/quantization.json')); print(f\"int8 vs bf16: greedy agreement {q['greedy_agreement']:.1%} over {q['positions']} positions, top-5 log-prob difference max {q['max_top5_logprob_difference']}, mean {q['mean_top5_logprob_difference']}\")" | tee -a "$out/summary.txt"
 
@@ -75,6 +87,7 @@ print(f"  {sys.argv[2]:>2} streams: mask per token p50 {c['mask_us_p50']} us, p9
       f"step p50 {c['step_ms_p50']} ms, masks {c['mask_share_of_step']:.2%} of step time; {d['finish_reason']} after {len(d['tokens'])} tokens, JSON valid: {bool(json.loads(d['text']))}")
 PY
 done
+[[ "${SKIP_SERVING:-0}" == 1 ]] && { say "results in $out"; exit 0; }
 
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { print s + 0 }'; }
 
@@ -82,7 +95,7 @@ load() { # name, grpc port, http port, concurrencies...
   local name=$1 grpc=$2 http=$3
   shift 3
   for c in "$@"; do
-    local n=$(( c == 1 ? 4 : c * 2 ))
+    local n=$(( c == 1 ? 8 : c * 3 ))
     echo "  $name: $n requests at concurrency $c..." >&2
     local steps0 stage0 experts0
     steps0=$(metric "$http" qwen3_step_duration_seconds_count); stage0=$(metric "$http" qwen3_grain_calls_stage_total)
@@ -118,4 +131,10 @@ trap 'kill $cluster 2>/dev/null || true' EXIT
 wait_ready 8200
 load three-process 50251 8200 1 16
 kill -TERM $cluster; wait $cluster || true
+python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
+import json, sys, os
+tps = lambda n: json.load(open(os.path.join(sys.argv[1], n + ".json")))["output_tokens_per_second"]
+e1, e16, c1 = tps("embedded-c1"), tps("embedded-c16"), tps("three-process-c1")
+print(f"embedded at 16 streams / 1 stream: {e16 / e1:.2f}x; three processes / embedded at 1 stream: {c1 / e1:.2f}x")
+PY
 say "results in $out"

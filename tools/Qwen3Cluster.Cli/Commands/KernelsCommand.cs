@@ -21,12 +21,15 @@ public static class KernelsCommand
     {
         var threads = new Option<int?>("--threads") { Description = "Kernel threads (default: one per core)" };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
-        var command = new Command("kernels", "Measure read bandwidth and the CPU matrix kernels") { threads, json };
+        var bandwidthOnly = new Option<bool>("--bandwidth") { Description = "Measure the read bandwidth only (a second or two)" };
+        var command = new Command("kernels", "Measure read bandwidth and the CPU matrix kernels") { threads, json, bandwidthOnly };
         command.SetAction(parse =>
         {
             int n = parse.GetValue(threads) ?? Environment.ProcessorCount;
             ComputeThreads.Configure(n);
-            var report = Run(n);
+            var report = parse.GetValue(bandwidthOnly)
+                ? new Report(n, KernelPaths.Best.ToString(), Math.Round(ReadBandwidth(), 1), 0, 0, [])
+                : Run(n);
             if (parse.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
             else Print(report);
