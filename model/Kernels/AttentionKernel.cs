@@ -163,17 +163,9 @@ public static unsafe class AttentionKernel
                 for (int r = 0; r < rep; r++)
                 {
                     float* s = scores + r * Tile;
-                    float tileMax = s[0];
-                    for (int j = 1; j < n; j++) tileMax = MathF.Max(tileMax, s[j]);
-                    float next = MathF.Max(max[r], tileMax);
-                    float correction = MathF.Exp(max[r] - next);
-                    sum[r] *= correction;
+                    float next = fourAtOnce ? SoftmaxTile(s, n, max[r], ref sum[r], out float correction)
+                        : SoftmaxTileScalar(s, n, max[r], ref sum[r], out correction);
                     Scale(path, acc + r * dh, correction, dh);
-                    for (int j = 0; j < n; j++)
-                    {
-                        s[j] = MathF.Exp(s[j] - next);
-                        sum[r] += s[j];
-                    }
                     // Each value sits where its key does, in the values tensor.
                     int jv = 0;
                     if (fourAtOnce)
@@ -198,6 +190,46 @@ public static unsafe class AttentionKernel
                 for (int i = 0; i < dh; i++) target[i] = acc[r * dh + i] * inv;
             }
         }
+    }
+
+    /// <summary>
+    /// One tile's step of the online softmax for one head: the new running max, the factor the sums so far are scaled
+    /// by, the tile's scores s[0..n) replaced by exp(s - max), and the running sum updated.
+    /// </summary>
+    static float SoftmaxTileScalar(float* s, int n, float max, ref float sum, out float correction)
+    {
+        float tileMax = s[0];
+        for (int j = 1; j < n; j++) tileMax = MathF.Max(tileMax, s[j]);
+        float next = MathF.Max(max, tileMax);
+        correction = MathF.Exp(max - next);
+        sum *= correction;
+        for (int j = 0; j < n; j++)
+        {
+            s[j] = MathF.Exp(s[j] - next);
+            sum += s[j];
+        }
+        return next;
+    }
+
+    /// <summary><see cref="SoftmaxTileScalar"/> on the tile's 32 scores as two vectors, lanes past n left out.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float SoftmaxTile(float* s, int n, float max, ref float sum, out float correction)
+    {
+        var lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var in0 = Vector512.LessThan(lanes, Vector512.Create(n)).AsSingle();
+        var in1 = Vector512.LessThan(lanes, Vector512.Create(n - 16)).AsSingle();
+        var none = Vector512.Create(float.NegativeInfinity);
+        var s0 = Vector512.ConditionalSelect(in0, Vector512.Load(s), none);
+        var s1 = Vector512.ConditionalSelect(in1, Vector512.Load(s + 16), none);
+        float next = MathF.Max(max, RowOps.HorizontalMax(Vector512.Max(s0, s1)));
+        correction = MathF.Exp(max - next);
+        var top = Vector512.Create(next);
+        var e0 = VectorMath.Exp(s0 - top) & in0;
+        var e1 = VectorMath.Exp(s1 - top) & in1;
+        e0.Store(s);
+        e1.Store(s + 16);
+        sum = sum * correction + Vector512.Sum(e0 + e1);
+        return next;
     }
 
     /// <summary>Four queries (rows dh apart) against one key: the key is loaded once, the four sums reduced together.</summary>

@@ -19,14 +19,18 @@ static unsafe class F32Kernels
         int t = t0;
         if (path >= KernelPath.Avx512)
         {
-            for (; t + 4 <= t1; t += 4)
+            // Four tokens at a time; two or three left over run as four with the last repeated (each row is still read
+            // once for them: an expert's share of a batch is often two or three tokens), only theirs stored.
+            for (; t + 1 < t1; t += 4)
             {
+                int count = Math.Min(4, t1 - t);
                 float* yt = y + (t - t0) * ldy;
+                float* x0 = x.Row(t), x1 = x.Row(t + 1), x2 = x.Row(t + Math.Min(2, count - 1)), x3 = x.Row(t + Math.Min(3, count - 1));
                 int r = first;
                 for (; r + 2 <= last; r += 2)
-                    Tile2x4((float*)w.Row(r), (float*)w.Row(r + 1), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy, t == t0);
+                    Tile2x4((float*)w.Row(r), (float*)w.Row(r + 1), k, x0, x1, x2, x3, yt + (r - first), ldy, count, t == t0);
                 for (; r < last; r++)
-                    Tile1x4((float*)w.Row(r), k, x.Row(t), x.Row(t + 1), x.Row(t + 2), x.Row(t + 3), yt + (r - first), ldy);
+                    Tile1x4((float*)w.Row(r), k, x0, x1, x2, x3, yt + (r - first), ldy, count);
             }
             for (; t < t1; t++)
             {
@@ -91,7 +95,7 @@ static unsafe class F32Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Tile2x4(float* wa, float* wb, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy, bool fromMemory)
+    static void Tile2x4(float* wa, float* wb, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy, int count, bool fromMemory)
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         int i = 0;
@@ -126,12 +130,12 @@ static unsafe class F32Kernels
             sa += Vector128.Create(DotScalar(wa + i, x0 + i, k - i), DotScalar(wa + i, x1 + i, k - i), DotScalar(wa + i, x2 + i, k - i), DotScalar(wa + i, x3 + i, k - i));
             sb += Vector128.Create(DotScalar(wb + i, x0 + i, k - i), DotScalar(wb + i, x1 + i, k - i), DotScalar(wb + i, x2 + i, k - i), DotScalar(wb + i, x3 + i, k - i));
         }
-        ProductKernels.StoreColumn(sa, y, ldy);
-        ProductKernels.StoreColumn(sb, y + 1, ldy);
+        ProductKernels.StoreColumn(sa, y, ldy, count);
+        ProductKernels.StoreColumn(sb, y + 1, ldy, count);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Tile1x4(float* w, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy)
+    static void Tile1x4(float* w, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy, int count)
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         int i = 0;
@@ -146,6 +150,6 @@ static unsafe class F32Kernels
         var sums = ProductKernels.Sum4(a0, a1, a2, a3);
         if (i < k)
             sums += Vector128.Create(DotScalar(w + i, x0 + i, k - i), DotScalar(w + i, x1 + i, k - i), DotScalar(w + i, x2 + i, k - i), DotScalar(w + i, x3 + i, k - i));
-        ProductKernels.StoreColumn(sums, y, ldy);
+        ProductKernels.StoreColumn(sums, y, ldy, count);
     }
 }

@@ -53,13 +53,15 @@ public static unsafe class ProductKernels
         return Sse3.HorizontalAdd(ab, cd);
     }
 
-    /// <summary>Four token sums of one row stored down a column of y (one per token row, ldy apart).</summary>
+    /// <summary>The first <paramref name="count"/> of four token sums of one row stored down a column of y (ldy apart).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void StoreColumn(Vector128<float> sums, float* y, long ldy)
+    internal static void StoreColumn(Vector128<float> sums, float* y, long ldy, int count)
     {
         y[0] = sums.GetElement(0);
         y[ldy] = sums.GetElement(1);
+        if (count < 3) return;
         y[2 * ldy] = sums.GetElement(2);
+        if (count < 4) return;
         y[3 * ldy] = sums.GetElement(3);
     }
 }

@@ -23,13 +23,15 @@ static unsafe class Q8Kernels
         int t = t0;
         if (path == KernelPath.Avx512Vnni)
         {
-            for (; t + 4 <= t1; t += 4)
+            // Four tokens at a time; two or three left over run as four with the last repeated, only theirs stored.
+            for (; t + 1 < t1; t += 4)
             {
+                int count = Math.Min(4, t1 - t);
                 for (int r = first; r < last; r++)
                 {
                     byte* row = w.Row(r);
-                    for (int j = 0; j < 4; j++) Combine(path, (ushort*)(row + k), x.ScaleRow(t + j), blocks, combined + j * blocks);
-                    VnniTile1x4(row, blocks, x, t, combined, y + (t - t0) * ldy + (r - first), ldy, t == t0 ? w.RowBytes : 0);
+                    for (int j = 0; j < 4; j++) Combine(path, (ushort*)(row + k), x.ScaleRow(t + Math.Min(j, count - 1)), blocks, combined + j * blocks);
+                    VnniTile1x4(row, blocks, x, t, count, combined, y + (t - t0) * ldy + (r - first), ldy, t == t0 ? w.RowBytes : 0);
                 }
             }
             for (; t < t1; t++)
@@ -120,10 +122,11 @@ static unsafe class Q8Kernels
 
     /// <summary>One row, four tokens: each block of weights is loaded once for all four.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void VnniTile1x4(byte* w, int blocks, in PreparedInput x, int t, float* combined, float* y, long ldy, long ahead)
+    static void VnniTile1x4(byte* w, int blocks, in PreparedInput x, int t, int count, float* combined, float* y, long ldy, long ahead)
     {
-        sbyte* x0 = x.QuantizedRow(t), x1 = x.QuantizedRow(t + 1), x2 = x.QuantizedRow(t + 2), x3 = x.QuantizedRow(t + 3);
-        int* o0 = x.OffsetRow(t), o1 = x.OffsetRow(t + 1), o2 = x.OffsetRow(t + 2), o3 = x.OffsetRow(t + 3);
+        int t2 = t + Math.Min(2, count - 1), t3 = t + Math.Min(3, count - 1);
+        sbyte* x0 = x.QuantizedRow(t), x1 = x.QuantizedRow(t + 1), x2 = x.QuantizedRow(t2), x3 = x.QuantizedRow(t3);
+        int* o0 = x.OffsetRow(t), o1 = x.OffsetRow(t + 1), o2 = x.OffsetRow(t2), o3 = x.OffsetRow(t3);
         float* c0 = combined, c1 = combined + blocks, c2 = combined + 2 * blocks, c3 = combined + 3 * blocks;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         for (int b = 0; b < blocks; b++)
@@ -137,7 +140,7 @@ static unsafe class Q8Kernels
             a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o2 + lanes), wb, Avx.LoadVector256(x2 + at))), Vector256.Create(c2[b]), a2);
             a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o3 + lanes), wb, Avx.LoadVector256(x3 + at))), Vector256.Create(c3[b]), a3);
         }
-        ProductKernels.StoreColumn(ProductKernels.Sum4(a0, a1, a2, a3), y, ldy);
+        ProductKernels.StoreColumn(ProductKernels.Sum4(a0, a1, a2, a3), y, ldy, count);
     }
 
     /// <summary>Without VNNI: both sides widened to int16 (the weight's bias taken off), then vpmaddwd.</summary>

@@ -114,7 +114,7 @@ public static unsafe class RowOps
         sumExp = sum;
     }
 
-    static float HorizontalMax(Vector512<float> v)
+    internal static float HorizontalMax(Vector512<float> v)
     {
         var m8 = Vector256.Max(v.GetLower(), v.GetUpper());
         var m4 = Vector128.Max(m8.GetLower(), m8.GetUpper());

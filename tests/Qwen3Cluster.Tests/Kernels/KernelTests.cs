@@ -64,7 +64,7 @@ public sealed class KernelTests
         var kernels = new CpuKernels(path);
         foreach (int k in new[] { 1, 31, 33, 96, 512, 1000 })
         {
-            foreach (int m in new[] { 1, 3, 4, 5, 9 })
+            foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 9 })
             {
                 foreach (var format in new[] { WeightFormat.F32, WeightFormat.BF16 })
                 {
@@ -85,7 +85,7 @@ public sealed class KernelTests
         var reference = new CpuKernels(KernelPath.Scalar);
         foreach (int k in new[] { 32, 96, 1024 })
         {
-            foreach (int m in new[] { 1, 4, 7 })
+            foreach (int m in new[] { 1, 2, 4, 6, 7 })
             {
                 using var values = Random([29, k], seed: k + m);
                 using var x = Random([m, k], seed: 3 * k + m);
