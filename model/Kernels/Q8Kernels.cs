@@ -19,7 +19,7 @@ static unsafe class Q8Kernels
     public static void Rows(KernelPath path, in WeightView w, int first, int last, in PreparedInput x, int t0, int t1, float* y, long ldy)
     {
         int k = w.Cols, blocks = k / Block;
-        float* combined = stackalloc float[blocks * 4];
+        float* combined = stackalloc float[blocks * 8];
         int t = t0;
         if (path == KernelPath.Avx512Vnni)
         {
@@ -27,7 +27,19 @@ static unsafe class Q8Kernels
             for (; t + 1 < t1; t += 4)
             {
                 int count = Math.Min(4, t1 - t);
-                for (int r = first; r < last; r++)
+                int r = first;
+                for (; r + 2 <= last; r += 2)
+                {
+                    byte* rowA = w.Row(r), rowB = w.Row(r + 1);
+                    for (int j = 0; j < 4; j++)
+                    {
+                        float* scales = x.ScaleRow(t + Math.Min(j, count - 1));
+                        Combine(path, (ushort*)(rowA + k), scales, blocks, combined + j * blocks);
+                        Combine(path, (ushort*)(rowB + k), scales, blocks, combined + (4 + j) * blocks);
+                    }
+                    VnniTile2x4(rowA, rowB, blocks, x, t, count, combined, y + (t - t0) * ldy + (r - first), ldy, t == t0 ? 2 * w.RowBytes : 0);
+                }
+                for (; r < last; r++)
                 {
                     byte* row = w.Row(r);
                     for (int j = 0; j < 4; j++) Combine(path, (ushort*)(row + k), x.ScaleRow(t + Math.Min(j, count - 1)), blocks, combined + j * blocks);
@@ -141,6 +153,50 @@ static unsafe class Q8Kernels
             a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(Avx.LoadVector256(o3 + lanes), wb, Avx.LoadVector256(x3 + at))), Vector256.Create(c3[b]), a3);
         }
         ProductKernels.StoreColumn(ProductKernels.Sum4(a0, a1, a2, a3), y, ldy, count);
+    }
+
+    /// <summary>
+    /// Two rows, four tokens: each block of weights is loaded once for the four tokens and each block of activations
+    /// (and its offsets) once for the two rows. combined holds the four tokens' scales of row A, then of row B.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void VnniTile2x4(byte* wa, byte* wb, int blocks, in PreparedInput x, int t, int count, float* combined, float* y, long ldy, long ahead)
+    {
+        int t2 = t + Math.Min(2, count - 1), t3 = t + Math.Min(3, count - 1);
+        sbyte* x0 = x.QuantizedRow(t), x1 = x.QuantizedRow(t + 1), x2 = x.QuantizedRow(t2), x3 = x.QuantizedRow(t3);
+        int* o0 = x.OffsetRow(t), o1 = x.OffsetRow(t + 1), o2 = x.OffsetRow(t2), o3 = x.OffsetRow(t3);
+        float* ca = combined, cb = combined + 4 * blocks;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            // On the first four tokens the next two rows are asked for from memory (ahead is their distance, else 0).
+            if (ahead != 0 && (b & 1) == 0)
+            {
+                Sse.Prefetch0(wa + ahead + b * Block);
+                Sse.Prefetch0(wb + ahead + b * Block);
+            }
+            var va = Avx.LoadVector256(wa + b * Block);
+            var vb = Avx.LoadVector256(wb + b * Block);
+            int at = b * Block, lanes = b * 8;
+            var xv = Avx.LoadVector256(x0 + at);
+            var ov = Avx.LoadVector256(o0 + lanes);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, va, xv)), Vector256.Create(ca[b]), a0);
+            b0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, vb, xv)), Vector256.Create(cb[b]), b0);
+            xv = Avx.LoadVector256(x1 + at);
+            ov = Avx.LoadVector256(o1 + lanes);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, va, xv)), Vector256.Create(ca[blocks + b]), a1);
+            b1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, vb, xv)), Vector256.Create(cb[blocks + b]), b1);
+            xv = Avx.LoadVector256(x2 + at);
+            ov = Avx.LoadVector256(o2 + lanes);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, va, xv)), Vector256.Create(ca[2 * blocks + b]), a2);
+            b2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, vb, xv)), Vector256.Create(cb[2 * blocks + b]), b2);
+            xv = Avx.LoadVector256(x3 + at);
+            ov = Avx.LoadVector256(o3 + lanes);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, va, xv)), Vector256.Create(ca[3 * blocks + b]), a3);
+            b3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(ov, vb, xv)), Vector256.Create(cb[3 * blocks + b]), b3);
+        }
+        ProductKernels.StoreColumn(ProductKernels.Sum4(a0, a1, a2, a3), y, ldy, count);
+        ProductKernels.StoreColumn(ProductKernels.Sum4(b0, b1, b2, b3), y + 1, ldy, count);
     }
 
     /// <summary>Without VNNI: both sides widened to int16 (the weight's bias taken off), then vpmaddwd.</summary>
