@@ -54,18 +54,20 @@ public static unsafe class ExpertKernel
     static PreparedInput Gather(in PreparedInput all, List<int> tokens, WeightFormat format, KernelScratch scratch)
     {
         int n = tokens.Count, k = all.K;
-        if (format == WeightFormat.Q8_0)
+        if (format.IsQ8())
         {
             int blocks = k / WeightFormats.Q8Block;
             sbyte* q = scratch.Take<sbyte>((long)n * k);
             float* s = scratch.Take<float>((long)n * blocks);
             int* o = all.Offsets == null ? null : scratch.Take<int>((long)n * (k / 4));
-            var gathered = new PreparedInput(null, q, s, o, n, k);
+            int* sums = all.BlockSums == null ? null : scratch.Take<int>((long)n * blocks);
+            var gathered = new PreparedInput(null, q, s, o, sums, n, k);
             for (int i = 0; i < n; i++)
             {
                 Buffer.MemoryCopy(all.QuantizedRow(tokens[i]), gathered.QuantizedRow(i), k, k);
                 Buffer.MemoryCopy(all.ScaleRow(tokens[i]), gathered.ScaleRow(i), blocks * sizeof(float), blocks * sizeof(float));
                 if (o != null) Buffer.MemoryCopy(all.OffsetRow(tokens[i]), gathered.OffsetRow(i), k, k);
+                if (sums != null) Buffer.MemoryCopy(all.BlockSumRow(tokens[i]), gathered.BlockSumRow(i), blocks * sizeof(int), blocks * sizeof(int));
             }
             return gathered;
         }

@@ -25,17 +25,20 @@ public static unsafe class MatMul
         switch (format)
         {
             case WeightFormat.Q8_0:
+            case WeightFormat.Q8_0x8:
             {
                 if (k % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs K a multiple of 32, got {k}.");
                 sbyte* q = scratch.Take<sbyte>((long)m * k);
                 float* scales = scratch.Take<float>((long)m * (k / WeightFormats.Q8Block));
-                int* offsets = path == KernelPath.Avx512Vnni ? scratch.Take<int>((long)m * (k / 4)) : null;
-                var prepared = new PreparedInput(null, q, scales, offsets, m, k);
+                bool vnni = path == KernelPath.Avx512Vnni;
+                int* offsets = vnni ? scratch.Take<int>((long)m * (k / 4)) : null;
+                int* blockSums = vnni ? scratch.Take<int>((long)m * (k / WeightFormats.Q8Block)) : null;
+                var prepared = new PreparedInput(null, q, scales, offsets, blockSums, m, k);
                 for (int t = 0; t < m; t++)
                 {
                     if (path >= KernelPath.Avx512) Q8.QuantizeActivationAvx512(x + (long)t * k, k, prepared.QuantizedRow(t), prepared.ScaleRow(t));
                     else Q8.QuantizeActivation(x + (long)t * k, k, prepared.QuantizedRow(t), prepared.ScaleRow(t));
-                    if (offsets != null) Q8.Offsets(prepared.QuantizedRow(t), k, prepared.OffsetRow(t));
+                    if (vnni) Q8.Offsets(prepared.QuantizedRow(t), k, prepared.OffsetRow(t), prepared.BlockSumRow(t));
                 }
                 return prepared;
             }
@@ -77,8 +80,11 @@ public static unsafe class MatMul
         }
     }
 
-    /// <summary>Rows per chunk: enough chunks for every thread to take several, not so many that handing them out costs.</summary>
-    static int RowsPerChunk(long rows, int threads) => (int)Math.Clamp(rows / (threads * 8L) / 4 * 4, 4, 256);
+    /// <summary>
+    /// Rows per chunk: enough chunks for every thread to take several, not so many that handing them out costs; a
+    /// multiple of eight, so a chunk of interleaved Q8_0 holds whole groups.
+    /// </summary>
+    static int RowsPerChunk(long rows, int threads) => (int)Math.Clamp(rows / (threads * 8L) / 8 * 8, 8, 256);
 
     /// <summary>y_i = x W_iᵀ for every target i (all of the same format, against the same prepared x).</summary>
     public static void Run(ThreadTeam team, KernelPath path, in PreparedInput x, ProductTarget[] targets)

@@ -5,8 +5,8 @@ namespace Qwen3Cluster.Model.Kernels;
 
 /// <summary>
 /// A weight matrix W [Rows, Cols] as a layer holds it: one tensor at its resident width (float32, bfloat16, or uint8
-/// Q8_0 blocks of shape [Rows, Cols/32*34]), which is also the layer's state-dict entry, and on the CPU the view the
-/// kernels read from that tensor's memory.
+/// Q8_0 blocks: [Rows, Cols/32*34] row by row, or [Rows/8, 8*Cols/32*34] eight rows interleaved), which is also the
+/// layer's state-dict entry, and on the CPU the view the kernels read from that tensor's memory.
 /// </summary>
 public sealed unsafe class MatrixWeight
 {
@@ -19,7 +19,7 @@ public sealed unsafe class MatrixWeight
         {
             ScalarType.Float32 => WeightFormat.F32,
             ScalarType.BFloat16 => WeightFormat.BF16,
-            ScalarType.Byte => WeightFormat.Q8_0,
+            ScalarType.Byte => tensor.shape[0] == rows ? WeightFormat.Q8_0 : WeightFormat.Q8_0x8,
             _ => throw new NotSupportedException($"Weights of dtype {tensor.dtype} are not computed from; load them as float32 or bfloat16."),
         };
         if (tensor.device.type == DeviceType.CPU && tensor.numel() > 0)
@@ -45,9 +45,10 @@ public sealed unsafe class MatrixWeight
     /// <summary>The float32 values (for the torch path and for checks), [Rows, Cols].</summary>
     public Tensor Dequantized()
     {
-        if (Format != WeightFormat.Q8_0) return Tensor.to(ScalarType.Float32);
+        if (!Format.IsQ8()) return Tensor.to(ScalarType.Float32);
         var values = torch.empty([Rows, Cols], ScalarType.Float32);
-        using var blocks = Tensor.cpu();
+        using var stored = Tensor.cpu().contiguous();
+        using var blocks = Format == WeightFormat.Q8_0 ? stored.alias() : RowMajor(stored, Rows, Cols);
         for (int r = 0; r < Rows; r++)
         {
             using var source = blocks[r];
@@ -57,6 +58,31 @@ public sealed unsafe class MatrixWeight
         return Tensor.device.type == DeviceType.CPU ? values : values.to(Tensor.device);
     }
 
+    /// <summary>Whether Q8_0 rows of a matrix are interleaved in eights: where the VNNI kernel reads them that way.</summary>
+    public static bool Interleaves(long rows) => rows > 0 && rows % 8 == 0 && KernelPaths.Best == KernelPath.Avx512Vnni;
+
+    /// <summary>The shape of a quantised matrix [rows, cols] as stored: row by row, or in groups of eight rows.</summary>
+    public static long[] QuantizedShape(long rows, long cols, bool interleave)
+    {
+        long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
+        return interleave ? [rows / 8, 8 * rowBytes] : [rows, rowBytes];
+    }
+
+    static Tensor RowMajor(Tensor groups, int rows, int cols)
+    {
+        long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, cols);
+        var result = torch.empty([rows, rowBytes], ScalarType.Byte);
+        if (rows == 0) return result;
+        using var first = result.narrow(0, 0, 1);
+        using var firstGroup = groups.narrow(0, 0, 1);
+        fixed (byte* target = first.bytes)
+        fixed (byte* source = firstGroup.bytes)
+        {
+            for (int g = 0; g < rows / 8; g++) Q8.Deinterleave8(source + g * 8 * rowBytes, cols, target + g * 8 * rowBytes, rowBytes);
+        }
+        return result;
+    }
+
     /// <summary>
     /// Q8_0 blocks [rows, cols] made straight from a checkpoint's stored rows (float32, bfloat16 or float16 at
     /// <paramref name="source"/>), one row at a time: no widened copy of the matrix is ever held.
@@ -64,60 +90,81 @@ public sealed unsafe class MatrixWeight
     public static Tensor QuantizeStored(IntPtr source, Checkpoint.SafetensorsDType dtype, long rows, long cols, WeightArena? arena = null)
     {
         if (cols % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs rows of a multiple of 32 values, got {cols}.");
-        long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
-        var blocks = arena?.Take(ScalarType.Byte, [rows, rowBytes]) ?? torch.empty([rows, rowBytes], ScalarType.Byte);
+        bool interleave = Interleaves(rows);
+        var shape = QuantizedShape(rows, cols, interleave);
+        var blocks = arena?.Take(ScalarType.Byte, shape) ?? torch.empty(shape, ScalarType.Byte);
         if (rows == 0) return blocks;
         if (arena is null) HugePages.Advise(blocks);
         using var first = blocks.narrow(0, 0, 1);
-        fixed (byte* target = first.bytes) QuantizeInto(source, dtype, rows, cols, target);
+        fixed (byte* target = first.bytes) QuantizeInto(source, dtype, rows, cols, target, interleave);
         return blocks;
     }
 
-    /// <summary>The Q8_0 rows of a stored matrix [rows, cols] written at <paramref name="target"/> (rows × RowBytes bytes).</summary>
-    public static void QuantizeInto(IntPtr source, Checkpoint.SafetensorsDType dtype, long rows, long cols, byte* target)
+    /// <summary>
+    /// The Q8_0 rows of a stored matrix [rows, cols] written at <paramref name="target"/> (rows × RowBytes bytes), row by
+    /// row or eight rows interleaved.
+    /// </summary>
+    public static void QuantizeInto(IntPtr source, Checkpoint.SafetensorsDType dtype, long rows, long cols, byte* target, bool interleave)
     {
         if (cols % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs rows of a multiple of 32 values, got {cols}.");
+        if (interleave && rows % 8 != 0) throw new ArgumentException($"Interleaved Q8_0 needs a multiple of 8 rows, got {rows}.");
         long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
         var row = new float[cols];
-        for (long r = 0; r < rows; r++)
+        // Interleaved, each eight rows are packed here first, then woven into their group.
+        byte* eight = interleave ? (byte*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(8 * rowBytes)) : null;
+        try
         {
-            switch (dtype)
+            for (long r = 0; r < rows; r++)
             {
-                case Checkpoint.SafetensorsDType.F32:
-                    new ReadOnlySpan<float>((float*)source + r * cols, (int)cols).CopyTo(row);
-                    break;
-                case Checkpoint.SafetensorsDType.BF16:
-                    ushort* bf = (ushort*)source + r * cols;
-                    for (int i = 0; i < cols; i++) row[i] = BitConverter.Int32BitsToSingle(bf[i] << 16);
-                    break;
-                default:
-                    ushort* h = (ushort*)source + r * cols;
-                    for (int i = 0; i < cols; i++) row[i] = (float)BitConverter.UInt16BitsToHalf(h[i]);
-                    break;
+                byte* packed = interleave ? eight + r % 8 * rowBytes : target + r * rowBytes;
+                FillRow(source, dtype, r, cols, row);
+                Q8.QuantizeRow(row, new Span<byte>(packed, (int)rowBytes));
+                if (interleave && r % 8 == 7) Q8.Interleave8(eight, rowBytes, (int)cols, target + (r - 7) * rowBytes);
             }
-            Q8.QuantizeRow(row, new Span<byte>(target + r * rowBytes, (int)rowBytes));
+        }
+        finally
+        {
+            if (eight != null) System.Runtime.InteropServices.NativeMemory.Free(eight);
         }
     }
 
-    /// <summary>Q8_0 blocks of a float32 or bfloat16 matrix [rows, cols] (cols a multiple of 32), as a uint8 tensor on the CPU.</summary>
-    public static Tensor Quantize(Tensor matrix)
+    /// <summary>Row <paramref name="r"/> of a stored matrix as float32.</summary>
+    static void FillRow(IntPtr source, Checkpoint.SafetensorsDType dtype, long r, long cols, float[] row)
+    {
+        switch (dtype)
+        {
+            case Checkpoint.SafetensorsDType.F32:
+                new ReadOnlySpan<float>((float*)source + r * cols, (int)cols).CopyTo(row);
+                break;
+            case Checkpoint.SafetensorsDType.BF16:
+                ushort* bf = (ushort*)source + r * cols;
+                for (int i = 0; i < cols; i++) row[i] = BitConverter.Int32BitsToSingle(bf[i] << 16);
+                break;
+            default:
+                ushort* h = (ushort*)source + r * cols;
+                for (int i = 0; i < cols; i++) row[i] = (float)BitConverter.UInt16BitsToHalf(h[i]);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// Q8_0 blocks of a float32 or bfloat16 matrix [rows, cols] (cols a multiple of 32), as a uint8 tensor on the CPU:
+    /// eight rows interleaved where <paramref name="interleave"/> says (by default, where <see cref="Interleaves"/> does).
+    /// </summary>
+    public static Tensor Quantize(Tensor matrix, bool? interleave = null)
     {
         using var f32 = matrix.to(ScalarType.Float32).cpu().contiguous();
         long rows = matrix.shape[0], cols = matrix.shape[1];
-        if (cols % WeightFormats.Q8Block != 0) throw new ArgumentException($"Q8_0 needs rows of a multiple of 32 values, got {cols}.");
-        long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols);
-        var blocks = torch.empty([rows, rowBytes], ScalarType.Byte);
+        bool eights = interleave ?? Interleaves(rows);
+        var blocks = torch.empty(QuantizedShape(rows, cols, eights), ScalarType.Byte);
+        if (rows == 0) return blocks;
         HugePages.Advise(blocks);
-        const long rowsAtOnce = 1024;
-        for (long first = 0; first < rows; first += rowsAtOnce)
+        using var source = f32.narrow(0, 0, 1);
+        using var target = blocks.narrow(0, 0, 1);
+        fixed (byte* from = source.bytes)
+        fixed (byte* to = target.bytes)
         {
-            long n = Math.Min(rowsAtOnce, rows - first);
-            using var source = f32.narrow(0, first, n);
-            using var target = blocks.narrow(0, first, n);
-            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(source.bytes);
-            var bytes = target.bytes;
-            for (int r = 0; r < n; r++)
-                Q8.QuantizeRow(values.Slice(r * (int)cols, (int)cols), bytes.Slice(r * (int)rowBytes, (int)rowBytes));
+            QuantizeInto((IntPtr)from, Checkpoint.SafetensorsDType.F32, rows, cols, to, eights);
         }
         return blocks;
     }

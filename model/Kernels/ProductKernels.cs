@@ -29,6 +29,7 @@ public static unsafe class ProductKernels
             case WeightFormat.F32: F32Kernels.Rows(path, w, first, last, x, t0, t1, y, ldy); break;
             case WeightFormat.BF16: Bf16Kernels.Rows(path, w, first, last, x, t0, t1, y, ldy); break;
             case WeightFormat.Q8_0: Q8Kernels.Rows(path, w, first, last, x, t0, t1, y, ldy); break;
+            case WeightFormat.Q8_0x8: Q8x8Kernels.Rows(path, w, first, last, x, t0, t1, y, ldy); break;
             default: throw new ArgumentOutOfRangeException(nameof(w), w.Format, "No kernel reads this weight format.");
         }
     }

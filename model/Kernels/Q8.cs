@@ -59,10 +59,56 @@ public static unsafe class Q8
         }
     }
 
-    /// <summary>offsets[j] = -128 (q[4j] + q[4j+1] + q[4j+2] + q[4j+3]) for the K/4 groups of q [K].</summary>
-    public static void Offsets(sbyte* q, int k, int* offsets)
+    /// <summary>
+    /// offsets[j] = -128 (q[4j] + q[4j+1] + q[4j+2] + q[4j+3]) for the K/4 groups of q [K], and blockSums[b] = -128 times
+    /// the sum of block b's 32 values.
+    /// </summary>
+    public static void Offsets(sbyte* q, int k, int* offsets, int* blockSums)
     {
-        for (int j = 0; j < k / 4; j++) offsets[j] = -128 * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
+        for (int b = 0; b < k / Block; b++)
+        {
+            int sum = 0;
+            for (int j = b * 8; j < b * 8 + 8; j++)
+            {
+                offsets[j] = -128 * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
+                sum += offsets[j];
+            }
+            blockSums[b] = sum;
+        }
+    }
+
+    /// <summary>
+    /// Eight packed rows (row-major, <paramref name="rowBytes"/> apart, as <see cref="QuantizeRow"/> writes them) into one
+    /// group of <see cref="WeightFormat.Q8_0x8"/>: per block, 8 runs of 32 bytes (run q: each row's values 4q .. 4q+3,
+    /// row after row), then the 8 rows' scales.
+    /// </summary>
+    public static void Interleave8(byte* rows, long rowBytes, int k, byte* group)
+    {
+        int blocks = k / Block;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* target = group + b * 8 * WeightFormats.Q8BlockBytes;
+            for (int q = 0; q < 8; q++)
+            {
+                for (int r = 0; r < 8; r++) *(uint*)(target + q * 32 + r * 4) = *(uint*)(rows + r * rowBytes + b * Block + q * 4);
+            }
+            for (int r = 0; r < 8; r++) ((ushort*)(target + 256))[r] = ((ushort*)(rows + r * rowBytes + k))[b];
+        }
+    }
+
+    /// <summary>The inverse of <see cref="Interleave8"/>.</summary>
+    public static void Deinterleave8(byte* group, int k, byte* rows, long rowBytes)
+    {
+        int blocks = k / Block;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* source = group + b * 8 * WeightFormats.Q8BlockBytes;
+            for (int q = 0; q < 8; q++)
+            {
+                for (int r = 0; r < 8; r++) *(uint*)(rows + r * rowBytes + b * Block + q * 4) = *(uint*)(source + q * 32 + r * 4);
+            }
+            for (int r = 0; r < 8; r++) ((ushort*)(rows + r * rowBytes + k))[b] = ((ushort*)(source + 256))[r];
+        }
     }
 
     /// <summary>

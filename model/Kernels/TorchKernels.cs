@@ -16,7 +16,7 @@ public sealed class TorchKernels : ITensorKernels
     static Tensor Product(Tensor x, MatrixWeight w)
     {
         using var scope = NewDisposeScope();
-        var weight = w.Format == WeightFormat.Q8_0 ? w.Dequantized() : w.Tensor;
+        var weight = w.Format.IsQ8() ? w.Dequantized() : w.Tensor;
         var input = x.device.type == DeviceType.CPU ? x.to(ScalarType.Float32) : x.to(weight.dtype);
         if (weight.dtype != input.dtype) weight = weight.to(input.dtype);
         return nn.functional.linear(input, weight).to(x.dtype).MoveToOuterDisposeScope();

@@ -12,6 +12,13 @@ public enum WeightFormat
     /// w = scale * q; each row repacked as its int8 values then its scales (see <see cref="Q8"/>).
     /// </summary>
     Q8_0,
+    /// <summary>
+    /// Q8_0's blocks, eight rows interleaved (ik_llama.cpp's run-time repacking, Q8_0_R8): for each group of eight rows
+    /// and block of 32, the eight rows' 4-byte runs of each four values side by side, then their eight scales, so one
+    /// <c>vpdpbusd</c> adds four products to each of eight rows and the scales apply to eight rows at once. The same
+    /// 34 bytes a block; rows a multiple of eight (see <see cref="Q8"/>).
+    /// </summary>
+    Q8_0x8,
 }
 
 public static class WeightFormats
@@ -19,11 +26,14 @@ public static class WeightFormats
     public const int Q8Block = 32;
     public const int Q8BlockBytes = 2 + Q8Block;
 
+    /// <summary>The bytes one row takes (for <see cref="WeightFormat.Q8_0x8"/>, an eighth of a group's).</summary>
     public static long RowBytes(WeightFormat format, int cols) => format switch
     {
         WeightFormat.F32 => 4L * cols,
         WeightFormat.BF16 => 2L * cols,
-        WeightFormat.Q8_0 => (long)(cols / Q8Block) * Q8BlockBytes,
+        WeightFormat.Q8_0 or WeightFormat.Q8_0x8 => (long)(cols / Q8Block) * Q8BlockBytes,
         _ => throw new ArgumentOutOfRangeException(nameof(format)),
     };
+
+    public static bool IsQ8(this WeightFormat format) => format is WeightFormat.Q8_0 or WeightFormat.Q8_0x8;
 }

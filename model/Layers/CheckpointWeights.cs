@@ -73,9 +73,10 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
     {
         if (_arena is null || names.Count == 0) return ((IWeightSource)this).LoadStacked(names, rows, cols);
         bool quantise = storage == WeightStorage.Int8 && cols % WeightFormats.Q8Block == 0;
+        bool interleave = quantise && MatrixWeight.Interleaves(rows);
         var dtype = quantise ? ScalarType.Byte : ResidentType(names[0]);
-        long width = quantise ? WeightFormats.RowBytes(WeightFormat.Q8_0, (int)cols) : cols;
-        var stacked = _arena.Take(dtype, [names.Count, rows, width]);
+        long[] slot = quantise ? MatrixWeight.QuantizedShape(rows, cols, interleave) : [rows, cols];
+        var stacked = _arena.Take(dtype, [names.Count, .. slot]);
         for (int e = 0; e < names.Count; e++)
         {
             progress?.Report(names[e]);
@@ -85,15 +86,15 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
                 throw new CheckpointException(
                     $"{file.Path}: tensor '{names[e]}' has shape [{string.Join(", ", entry.Shape)}], expected [{rows}, {cols}].");
             }
-            using var slot = stacked[e];
-            using var first = slot.narrow(0, 0, 1);
+            using var matrix = stacked[e];
+            using var first = matrix.narrow(0, 0, 1);
             byte* target;
             fixed (byte* p = first.bytes) target = p;
             if (quantise)
             {
                 file.WithBytes(entry, (pointer, _) =>
                 {
-                    MatrixWeight.QuantizeInto(pointer, entry.DType, rows, cols, target);
+                    MatrixWeight.QuantizeInto(pointer, entry.DType, rows, cols, target, interleave);
                     return 0;
                 });
             }
@@ -108,7 +109,7 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
             else
             {
                 using var converted = reader.Load(names[e], [rows, cols], dtype, device);
-                slot.copy_(converted);
+                matrix.copy_(converted);
             }
         }
         return stacked;

@@ -83,23 +83,38 @@ public sealed class KernelTests
     {
         var kernels = new CpuKernels(path);
         var reference = new CpuKernels(KernelPath.Scalar);
-        foreach (int k in new[] { 32, 96, 1024 })
+        // Row by row (29 rows, and 40), and eight rows interleaved (40), the layout the VNNI kernel reads.
+        foreach (var (rows, interleave) in new[] { (29, false), (40, false), (40, true) })
         {
-            foreach (int m in new[] { 1, 2, 4, 6, 7 })
+            foreach (int k in new[] { 32, 96, 1024 })
             {
-                using var values = Random([29, k], seed: k + m);
-                using var x = Random([m, k], seed: 3 * k + m);
-                var w = Weight(values, WeightFormat.Q8_0);
-                using var y = kernels.Linear(x, w)[0];
-                using var scalar = reference.Linear(x, w)[0];
-                // Integer block products are exact; only the float sums of the blocks are ordered differently.
-                var ya = y.data<float>().ToArray();
-                var sa = scalar.data<float>().ToArray();
-                for (int i = 0; i < ya.Length; i++) Assert.True(Math.Abs(ya[i] - sa[i]) <= 1e-5 * Math.Max(1, Math.Abs(sa[i])), $"{path} K={k} M={m} [{i}]");
-                // Against the product of the dequantised weights and the unquantised activations: the activation's rounding.
-                AssertClose(Reference(x, w), y, 2e-2, $"Q8_0 {path} K={k} M={m}");
+                foreach (int m in new[] { 1, 2, 4, 6, 7 })
+                {
+                    using var values = Random([rows, k], seed: k + m);
+                    using var x = Random([m, k], seed: 3 * k + m);
+                    var w = new MatrixWeight(MatrixWeight.Quantize(values, interleave), rows, k);
+                    Assert.Equal(interleave ? WeightFormat.Q8_0x8 : WeightFormat.Q8_0, w.Format);
+                    string what = $"{w.Format} {path} K={k} M={m}";
+                    using var y = kernels.Linear(x, w)[0];
+                    using var scalar = reference.Linear(x, w)[0];
+                    // Integer block products are exact; only the float sums of the blocks are ordered differently.
+                    var ya = y.data<float>().ToArray();
+                    var sa = scalar.data<float>().ToArray();
+                    for (int i = 0; i < ya.Length; i++) Assert.True(Math.Abs(ya[i] - sa[i]) <= 1e-5 * Math.Max(1, Math.Abs(sa[i])), $"{what} [{i}]");
+                    // Against the product of the dequantised weights and the unquantised activations: the activation's rounding.
+                    AssertClose(Reference(x, w), y, 2e-2, what);
+                }
             }
         }
+    }
+
+    [Fact]
+    public void InterleavedQ8HoldsTheSameBlocksAsRowByRow()
+    {
+        using var values = Random([24, 96], seed: 17);
+        using var rows = new MatrixWeight(MatrixWeight.Quantize(values, interleave: false), 24, 96).Dequantized();
+        using var eights = new MatrixWeight(MatrixWeight.Quantize(values, interleave: true), 24, 96).Dequantized();
+        Assert.Equal(rows.data<float>().ToArray(), eights.data<float>().ToArray());
     }
 
     [Fact]
