@@ -141,10 +141,16 @@ public static unsafe class AttentionKernel
             for (int tileStart = first; tileStart <= position; tileStart += Tile)
             {
                 int n = Math.Min(Tile, position - tileStart + 1);
-                for (int j = 0; j < n; j++)
+                // Walk the block table (one division a tile, not two a key: the block size is not a constant).
+                int block = tileStart / blockSize, offset = tileStart - block * blockSize;
+                for (int j = 0; j < n; j++, offset++)
                 {
-                    int p = tileStart + j;
-                    long slot = (long)slice.BlockTable[p / blockSize] * blockSize + p % blockSize;
+                    if (offset == blockSize)
+                    {
+                        block++;
+                        offset = 0;
+                    }
+                    long slot = (long)slice.BlockTable[block] * blockSize + offset;
                     keys[j] = poolKeys + slot * keyStride + group * dh;
                     int r = 0;
                     if (fourAtOnce)
