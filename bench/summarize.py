@@ -1,7 +1,8 @@
 """Step 2 of bench/run.sh in one table: medians over the rounds of qwen3 generate (and llama-bench when it ran),
-the weight bytes a decoded token reads, the fraction of the roofline (the highest read bandwidth measured in the
-run: the conservative choice on a machine whose bandwidth moves between minutes), peak RSS against the checkpoint,
-and our figures over llama.cpp's at equal bytes per weight (bf16 / F16, int8 / Q8_0).
+the weight bytes a decoded token reads, the fraction of the roofline that the decode rate reaches (against the
+median of the read bandwidths measured in the run, and against the highest, the conservative choice on a machine
+whose bandwidth moves between minutes), peak RSS against the checkpoint, and our figures over llama.cpp's at equal
+bytes per weight (bf16 / F16, int8 / Q8_0).
 
     python3 bench/summarize.py RESULTS_DIR BF16_MODEL_DIR F32_MODEL_DIR
 """
@@ -28,7 +29,8 @@ kernels = os.path.join(out, "kernels.json")
 if os.path.exists(kernels):
     bandwidths.append(json.load(open(kernels))["read_g_bps"])
 roofline = max(bandwidths)
-print(f"read bandwidth over the run: {min(bandwidths)}-{roofline} GB/s (median {statistics.median(bandwidths)}); roofline {roofline} GB/s")
+median_bandwidth = statistics.median(bandwidths)
+print(f"read bandwidth over the run: {min(bandwidths)}-{roofline} GB/s, median {median_bandwidth}")
 
 ours = {}
 for name, directory in (("bf16", bf16_dir), ("int8", bf16_dir), ("f32", f32_dir)):
@@ -46,11 +48,12 @@ for name, directory in (("bf16", bf16_dir), ("int8", bf16_dir), ("f32", f32_dir)
         "rounds": len(runs),
     }
 
-print(f"{'qwen3 generate':16} {'prefill tok/s':>13} {'decode tok/s':>12} {'GB/token':>9} {'of roofline':>11} {'peak RSS':>20}")
+print(f"{'qwen3 generate':16} {'prefill tok/s':>13} {'decode tok/s':>12} {'GB/token':>9} {'GB/s':>6} "
+      f"{'of median bw':>12} {'of highest':>10} {'peak RSS':>20}")
 for name, r in ours.items():
-    fraction = r["decode"] * r["bytes"] / roofline
-    print(f"  {name:14} {r['prefill']:13.1f} {r['decode']:12.1f} {r['bytes']:9.3f} {fraction:11.1%} "
-          f"{r['rss']:6.2f} GB ({r['rss'] / r['size']:.2f}x {r['size']:.2f})")
+    gbps = r["decode"] * r["bytes"]
+    print(f"  {name:14} {r['prefill']:13.1f} {r['decode']:12.1f} {r['bytes']:9.3f} {gbps:6.1f} {gbps / median_bandwidth:12.1%} "
+          f"{gbps / roofline:10.1%} {r['rss']:6.2f} GB ({r['rss'] / r['size']:.2f}x {r['size']:.2f})")
 
 
 def llama(name):
@@ -65,9 +68,10 @@ def llama(name):
 pairs = (("llama-F16", "bf16"), ("llama-Q8_0", "int8"), ("ik-F16", "bf16"), ("ik-Q8_0", "int8"))
 rows = [(name, mine, llama(name)) for name, mine in pairs]
 if any(theirs for _, _, theirs in rows):
-    print(f"{'llama-bench':16} {'pp128 tok/s':>13} {'tg64 tok/s':>12}   ours / theirs: prefill, decode")
+    print(f"{'llama-bench':16} {'pp128 tok/s':>13} {'tg64 tok/s':>12} {'GB/s':>6} {'of median bw':>12}   ours / theirs: prefill, decode")
     for name, mine, theirs in rows:
         if theirs is None or mine not in ours:
             continue
-        print(f"  {name:14} {theirs['prefill']:13.1f} {theirs['decode']:12.1f}   {mine}: "
+        gbps = theirs["decode"] * ours[mine]["bytes"]
+        print(f"  {name:14} {theirs['prefill']:13.1f} {theirs['decode']:12.1f} {gbps:6.1f} {gbps / median_bandwidth:12.1%}   {mine}: "
               f"{ours[mine]['prefill'] / theirs['prefill']:.2f}x, {ours[mine]['decode'] / theirs['decode']:.2f}x")
