@@ -100,8 +100,10 @@ load() { # name, grpc port, http port, concurrencies...
     local steps0 stage0 experts0
     steps0=$(metric "$http" qwen3_step_duration_seconds_count); stage0=$(metric "$http" qwen3_grain_calls_stage_total)
     experts0=$(metric "$http" qwen3_grain_calls_experts_total)
-    $QWEN3 bench --endpoint "http://127.0.0.1:$grpc" --concurrency "$c" --requests "$n" --prompt-tokens 128 --max-tokens 64 \
-      --output "$out/$name-c$c.json" >"$out/$name-c$c.txt" 2>/dev/null
+    # One wave at the same concurrency first, not measured: a fresh server's first requests pay for JIT compilation,
+    # grain activations and (three processes) expert groups loading on their first call.
+    $QWEN3 bench --endpoint "http://127.0.0.1:$grpc" --concurrency "$c" --requests "$n" --warmup $(( c > 2 ? c : 2 )) \
+      --prompt-tokens 128 --max-tokens 64 --output "$out/$name-c$c.json" >"$out/$name-c$c.txt" 2>/dev/null
     local steps stage experts
     steps=$(( $(metric "$http" qwen3_step_duration_seconds_count) - steps0 ))
     stage=$(( $(metric "$http" qwen3_grain_calls_stage_total) - stage0 ))

@@ -56,4 +56,23 @@ public sealed class ToolTests(ServerFixture fixture)
         Assert.True(root.GetProperty("itl_ms").GetProperty("p99").GetDouble() >= root.GetProperty("itl_ms").GetProperty("p50").GetDouble());
         Assert.True(root.GetProperty("output_tokens_per_second").GetDouble() > 0);
     }
+
+    [Fact]
+    public async Task BenchWarmupRequestsRunFirstAndAreNotCounted()
+    {
+        string output = await Processes.RunQwen3Async("bench", "--endpoint", fixture.Server.GrpcAddress, "--api-key", ServerFixture.KeyA,
+            "--concurrency", "2", "--requests", "3", "--warmup", "2", "--prompt-tokens", "16", "--max-tokens", "4", "--json");
+        using var report = JsonDocument.Parse(output);
+        var root = report.RootElement;
+        Assert.Equal(2, root.GetProperty("settings").GetProperty("warmup").GetInt32());
+        Assert.Equal(3, root.GetProperty("completed").GetInt32());
+        Assert.Equal(3 * 4, root.GetProperty("output_tokens").GetInt64());
+        Assert.Equal(3 * 16, root.GetProperty("prompt_tokens").GetInt64());
+        // The warm-up's prompts are its own: the measured requests found nothing of them in the prefix cache.
+        Assert.Equal(0, root.GetProperty("cached_prompt_tokens").GetInt64());
+
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => Processes.RunQwen3Async("bench", "--endpoint",
+            fixture.Server.GrpcAddress, "--concurrency", "1", "--requests", "1", "--warmup", "-1"));
+        Assert.Contains("exited 2: --warmup must be 0 or more.", refused.Message);
+    }
 }

@@ -11,6 +11,8 @@ namespace Qwen3Cluster.Cli.Commands;
 /// <summary>
 /// <c>qwen3 bench</c>: a gRPC load generator. N workers send M requests in all (each, with --multi-turn K, a session
 /// of K turns), and it reports time to first token, inter-token latency, output tokens/s, requests/s and errors.
+/// With --warmup W, W requests run first at the same concurrency and are not measured (as llama-bench warms up): a
+/// server's first requests pay for JIT compilation, grain activations and lazily loaded weights.
 /// </summary>
 public static class BenchCommand
 {
@@ -26,17 +28,24 @@ public static class BenchCommand
         var apiKey = new Option<string?>("--api-key") { Description = "API key (default: $QWEN3_API_KEY)" };
         var output = new Option<string?>("--output") { Description = "Also write the results as JSON to this file" };
         var seed = new Option<int?>("--seed") { Description = "Seed of the random prompts (default: new prompts every run, so no run hits another's cache)" };
+        var warmup = new Option<int>("--warmup") { Description = "Requests run first, at the same concurrency, and not measured", DefaultValueFactory = _ => 0 };
         var command = new Command("bench", "Load-test a gateway over gRPC")
         {
-            endpoint, concurrency, requests, promptTokens, maxTokens, multiTurn, json, apiKey, output, seed,
+            endpoint, concurrency, requests, promptTokens, maxTokens, multiTurn, json, apiKey, output, seed, warmup,
         };
         command.SetAction(async (parse, ct) =>
         {
             var settings = new Settings(parse.GetValue(endpoint)!, parse.GetValue(concurrency), parse.GetValue(requests),
-                parse.GetValue(promptTokens), parse.GetValue(maxTokens), parse.GetValue(multiTurn), parse.GetValue(seed) ?? Random.Shared.Next());
+                parse.GetValue(promptTokens), parse.GetValue(maxTokens), parse.GetValue(multiTurn), parse.GetValue(seed) ?? Random.Shared.Next(),
+                parse.GetValue(warmup));
             if (settings.Concurrency < 1 || settings.Requests < 1 || settings.PromptTokens < 1 || settings.MaxTokens < 1 || settings.MultiTurn < 1)
             {
                 Console.Error.WriteLine("--concurrency, --requests, --prompt-tokens, --max-tokens and --multi-turn must be at least 1.");
+                return 2;
+            }
+            if (settings.Warmup < 0)
+            {
+                Console.Error.WriteLine("--warmup must be 0 or more.");
                 return 2;
             }
             using var channel = GrpcConnection.Open(settings.Endpoint, parse.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("QWEN3_API_KEY"));
@@ -50,7 +59,8 @@ public static class BenchCommand
         return command;
     }
 
-    public sealed record Settings(string Endpoint, int Concurrency, int Requests, int PromptTokens, int MaxTokens, int MultiTurn, int Seed);
+    public sealed record Settings(string Endpoint, int Concurrency, int Requests, int PromptTokens, int MaxTokens, int MultiTurn, int Seed,
+        int Warmup = 0);
 
     public sealed record Percentiles(double P50, double P90, double P99, double Mean);
 
@@ -67,9 +77,8 @@ public static class BenchCommand
         var ttft = new ConcurrentBag<double>();
         var itl = new ConcurrentBag<double>();
         long outputTokens = 0, promptTokens = 0, cached = 0;
-        int completed = 0, errors = 0, next = 0;
+        int completed = 0, errors = 0, next = 0, last = s.Requests;
         string? firstError = null;
-        var clock = Stopwatch.StartNew();
 
         async Task TurnAsync(AsyncServerStreamingCall<GenerateResponse> call)
         {
@@ -127,7 +136,7 @@ public static class BenchCommand
 
         async Task WorkerAsync(ProgressTask? progress)
         {
-            while (Interlocked.Increment(ref next) is int index && index <= s.Requests)
+            while (Interlocked.Increment(ref next) is int index && index <= last)
             {
                 try
                 {
@@ -143,6 +152,20 @@ public static class BenchCommand
             }
         }
 
+        if (s.Warmup > 0)
+        {
+            // Their own prompts (indices after the measured ones'), so the measured requests hit no cache they left.
+            next = s.Requests;
+            last = s.Requests + s.Warmup;
+            await Task.WhenAll(Enumerable.Range(0, s.Concurrency).Select(_ => WorkerAsync(null)));
+            ttft.Clear();
+            itl.Clear();
+            outputTokens = promptTokens = cached = 0;
+            completed = 0;
+            next = 0;
+            last = s.Requests;
+        }
+        var clock = Stopwatch.StartNew();
         if (!Console.IsErrorRedirected)
         {
             var err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
