@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Qwen3Cluster.Model.Engine;
 
 namespace Qwen3Cluster.Model.Kernels;
@@ -128,7 +129,6 @@ public static unsafe class AttentionKernel
             float* sum = stackalloc float[rep];
             float* acc = stackalloc float[rep * dh];
             float* scores = stackalloc float[rep * Tile];
-            float** keys = stackalloc float*[Tile];
             for (int r = 0; r < rep; r++)
             {
                 max[r] = float.NegativeInfinity;
@@ -138,20 +138,21 @@ public static unsafe class AttentionKernel
             float* query = q + ((long)token * heads + group * rep) * dh;
             bool fourAtOnce = path >= KernelPath.Avx512 && dh % 16 == 0;
 
+            // Key pointers of this tile and the next: the next tile's keys and values are asked for before this
+            // tile's are used, so their DRAM latency passes under this tile's arithmetic.
+            float** keys = stackalloc float*[2 * Tile];
+            float** ahead = keys + Tile;
+            int aheadCount = Locate(slice, blockSize, first, position, keyStride, group * dh, poolKeys, poolValues, dh, ahead);
             for (int tileStart = first; tileStart <= position; tileStart += Tile)
             {
-                int n = Math.Min(Tile, position - tileStart + 1);
-                // Walk the block table (one division a tile, not two a key: the block size is not a constant).
-                int block = tileStart / blockSize, offset = tileStart - block * blockSize;
-                for (int j = 0; j < n; j++, offset++)
+                int n = aheadCount;
+                float** swap = keys;
+                keys = ahead;
+                ahead = swap;
+                aheadCount = tileStart + Tile <= position
+                    ? Locate(slice, blockSize, tileStart + Tile, position, keyStride, group * dh, poolKeys, poolValues, dh, ahead) : 0;
+                for (int j = 0; j < n; j++)
                 {
-                    if (offset == blockSize)
-                    {
-                        block++;
-                        offset = 0;
-                    }
-                    long slot = (long)slice.BlockTable[block] * blockSize + offset;
-                    keys[j] = poolKeys + slot * keyStride + group * dh;
                     int r = 0;
                     if (fourAtOnce)
                     {
@@ -196,6 +197,39 @@ public static unsafe class AttentionKernel
                 for (int i = 0; i < dh; i++) target[i] = acc[r * dh + i] * inv;
             }
         }
+    }
+
+    /// <summary>
+    /// The keys of one tile, [tileStart, min(tileStart + Tile, position + 1)), as pointers into the pool's keys (this KV
+    /// head's part of each slot), found through the sequence's block table (one division a tile, not two a key: the
+    /// block size is not a constant); each key and its value is prefetched, since no prefetcher sees the walk coming.
+    /// Returns how many keys the tile has.
+    /// </summary>
+    static int Locate(SequenceSlice slice, int blockSize, int tileStart, int position, long keyStride, int headOffset,
+        float* poolKeys, float* poolValues, int dh, float** keys)
+    {
+        int n = Math.Min(Tile, position - tileStart + 1);
+        int block = tileStart / blockSize, offset = tileStart - block * blockSize;
+        for (int j = 0; j < n; j++, offset++)
+        {
+            if (offset == blockSize)
+            {
+                block++;
+                offset = 0;
+            }
+            long slot = (long)slice.BlockTable[block] * blockSize + offset;
+            keys[j] = poolKeys + slot * keyStride + headOffset;
+            if (Sse.IsSupported)
+            {
+                byte* key = (byte*)keys[j], value = (byte*)(poolValues + (keys[j] - poolKeys));
+                for (int b = 0; b < dh * sizeof(float); b += 64)
+                {
+                    Sse.Prefetch0(key + b);
+                    Sse.Prefetch0(value + b);
+                }
+            }
+        }
+        return n;
     }
 
     /// <summary>
