@@ -64,7 +64,7 @@ public sealed class KernelTests
         var kernels = new CpuKernels(path);
         foreach (int k in new[] { 1, 31, 33, 96, 512, 1000 })
         {
-            foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 9 })
+            foreach (int m in new[] { 1, 2, 3, 4, 5, 6, 9, 14, 16, 17 })
             {
                 foreach (var format in new[] { WeightFormat.F32, WeightFormat.BF16 })
                 {
