@@ -95,8 +95,10 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
         return shares;
     }
 
+    /// <summary>The rows of <paramref name="tokens"/>; a share of every token (each group's lot at one token) takes x as it is.</summary>
     static GroupInput Slice(long[] tokens, Tensor x, Routing routing)
     {
+        if (tokens.Length == x.size(0)) return new GroupInput(null, x, routing.ExpertIds, routing.Weights);
         using var scope = NewDisposeScope();
         var index = tensor(tokens, device: x.device);
         return new GroupInput(
@@ -112,16 +114,20 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
         var combined = zeros_like(x);
         for (int i = 0; i < inputs.Length; i++)
         {
-            combined.index_add_(0, inputs[i].Index, outputs[i], 1);
+            // A group's output has zero rows for the tokens none of its experts took.
+            if (inputs[i].Index is { } index) combined.index_add_(0, index, outputs[i], 1);
+            else combined.add_(outputs[i]);
             outputs[i].Dispose();
         }
         return combined.MoveToOuterDisposeScope();
     }
 
-    sealed record GroupInput(Tensor Index, Tensor X, Tensor Ids, Tensor Weights) : IDisposable
+    /// <summary>A share's rows; <see cref="Index"/> null when they are the step's own tensors (not this share's to dispose).</summary>
+    sealed record GroupInput(Tensor? Index, Tensor X, Tensor Ids, Tensor Weights) : IDisposable
     {
         public void Dispose()
         {
+            if (Index is null) return;
             Index.Dispose();
             X.Dispose();
             Ids.Dispose();
