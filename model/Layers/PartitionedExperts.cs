@@ -114,7 +114,7 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
         var combined = zeros_like(x);
         for (int i = 0; i < inputs.Length; i++)
         {
-            // A group's output has zero rows for the tokens none of its experts took.
+            // A share of every token is the step's rows in order: its output adds as it is.
             if (inputs[i].Index is { } index) combined.index_add_(0, index, outputs[i], 1);
             else combined.add_(outputs[i]);
             outputs[i].Dispose();

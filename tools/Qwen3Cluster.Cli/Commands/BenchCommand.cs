@@ -28,7 +28,7 @@ public static class BenchCommand
         var apiKey = new Option<string?>("--api-key") { Description = "API key (default: $QWEN3_API_KEY)" };
         var output = new Option<string?>("--output") { Description = "Also write the results as JSON to this file" };
         var seed = new Option<int?>("--seed") { Description = "Seed of the random prompts (default: new prompts every run, so no run hits another's cache)" };
-        var warmup = new Option<int>("--warmup") { Description = "Requests run first, at the same concurrency, and not measured", DefaultValueFactory = _ => 0 };
+        var warmup = new Option<int>("--warmup") { Description = "Requests run first, at the same concurrency, and not measured (a failed one still counts as an error)", DefaultValueFactory = _ => 0 };
         var command = new Command("bench", "Load-test a gateway over gRPC")
         {
             endpoint, concurrency, requests, promptTokens, maxTokens, multiTurn, json, apiKey, output, seed, warmup,
