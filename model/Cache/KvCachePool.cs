@@ -47,18 +47,10 @@ public sealed class KvCachePool : IDisposable
     public Tensor Values(int layer) => _values[layer - FirstLayer];
 
     /// <summary>Where a layer's keys start in memory (CPU pools: kernels read and write them there).</summary>
-    public nint KeysPointer(int layer) => Base(_keys[layer - FirstLayer]);
+    public unsafe nint KeysPointer(int layer) => (nint)Kernels.TensorMemory.Address(_keys[layer - FirstLayer]);
 
     /// <summary>Where a layer's values start in memory.</summary>
-    public nint ValuesPointer(int layer) => Base(_values[layer - FirstLayer]);
-
-    /// <summary>The storage of a large tensor, located through its first element: a span of all of it may not fit.</summary>
-    static unsafe nint Base(Tensor t)
-    {
-        using var flat = t.view(-1);
-        using var first = flat.narrow(0, 0, 1);
-        fixed (byte* p = first.bytes) return (nint)p;
-    }
+    public unsafe nint ValuesPointer(int layer) => (nint)Kernels.TensorMemory.Address(_values[layer - FirstLayer]);
 
     /// <summary>Stores keys and values [T, Hkv, Dh] of new tokens at their slots [T].</summary>
     public void Write(int layer, Tensor slots, Tensor keys, Tensor values)

@@ -73,10 +73,8 @@ public sealed class CheckpointReader : IDisposable
         return (file, file.Entry(name));
     }
 
-    /// <summary>
-    /// Loads one tensor, checking its shape, converted to <paramref name="dtype"/> on <paramref name="device"/>.
-    /// </summary>
-    public Tensor Load(string name, long[] expectedShape, ScalarType dtype, Device device, Kernels.WeightArena? arena = null)
+    /// <summary>As <see cref="Locate(string)"/>, and a tensor of another shape is an error that names its file.</summary>
+    public (SafetensorsFile File, TensorEntry Entry) Locate(string name, long[] expectedShape)
     {
         var (file, entry) = Locate(name);
         if (!entry.Shape.SequenceEqual(expectedShape))
@@ -84,7 +82,15 @@ public sealed class CheckpointReader : IDisposable
             throw new CheckpointException(
                 $"{file.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Shape)}], expected [{string.Join(", ", expectedShape)}].");
         }
+        return (file, entry);
+    }
 
+    /// <summary>
+    /// Loads one tensor, checking its shape, converted to <paramref name="dtype"/> on <paramref name="device"/>.
+    /// </summary>
+    public Tensor Load(string name, long[] expectedShape, ScalarType dtype, Device device, Kernels.WeightArena? arena = null)
+    {
+        var (file, entry) = Locate(name, expectedShape);
         return file.WithBytes(entry, (pointer, length) =>
             TensorFactory.FromBytes(pointer, length, entry.DType, entry.Shape, dtype, device, arena));
     }

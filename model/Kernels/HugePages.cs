@@ -22,9 +22,7 @@ public static partial class HugePages
         if (!Enabled || tensor.device.type != TorchSharp.DeviceType.CPU || !tensor.is_contiguous()) return;
         long bytes = tensor.numel() * tensor.ElementSize;
         if (bytes < 2 * Size) return;
-        using var flat = tensor.view(-1);
-        using var first = flat.narrow(0, 0, 1);
-        fixed (byte* p = first.bytes) Advise(p, bytes);
+        Advise(TensorMemory.Address(tensor), bytes);
     }
 
     /// <summary>Advises the whole 2 MiB pages inside [start, start + bytes).</summary>

@@ -25,9 +25,7 @@ public sealed unsafe class MatrixWeight
         if (tensor.device.type == DeviceType.CPU && tensor.numel() > 0)
         {
             if (!tensor.is_contiguous()) throw new ArgumentException("A resident weight must be contiguous.");
-            // The first row's bytes locate the storage: a span of the whole matrix may exceed what a span can count.
-            using var first = tensor.narrow(0, 0, 1);
-            fixed (byte* data = first.bytes) View = new WeightView(data, Rows, Cols, Format);
+            View = new WeightView(TensorMemory.Address(tensor), Rows, Cols, Format);
         }
     }
 
@@ -73,13 +71,8 @@ public sealed unsafe class MatrixWeight
         long rowBytes = WeightFormats.RowBytes(WeightFormat.Q8_0, cols);
         var result = torch.empty([rows, rowBytes], ScalarType.Byte);
         if (rows == 0) return result;
-        using var first = result.narrow(0, 0, 1);
-        using var firstGroup = groups.narrow(0, 0, 1);
-        fixed (byte* target = first.bytes)
-        fixed (byte* source = firstGroup.bytes)
-        {
-            for (int g = 0; g < rows / 8; g++) Q8.Deinterleave8(source + g * 8 * rowBytes, cols, target + g * 8 * rowBytes, rowBytes);
-        }
+        byte* target = TensorMemory.Address(result), source = TensorMemory.Address(groups);
+        for (int g = 0; g < rows / 8; g++) Q8.Deinterleave8(source + g * 8 * rowBytes, cols, target + g * 8 * rowBytes, rowBytes);
         return result;
     }
 
@@ -95,8 +88,7 @@ public sealed unsafe class MatrixWeight
         var blocks = arena?.Take(ScalarType.Byte, shape) ?? torch.empty(shape, ScalarType.Byte);
         if (rows == 0) return blocks;
         if (arena is null) HugePages.Advise(blocks);
-        using var first = blocks.narrow(0, 0, 1);
-        fixed (byte* target = first.bytes) QuantizeInto(source, dtype, rows, cols, target, interleave);
+        QuantizeInto(source, dtype, rows, cols, TensorMemory.Address(blocks), interleave);
         return blocks;
     }
 
@@ -159,13 +151,7 @@ public sealed unsafe class MatrixWeight
         var blocks = torch.empty(QuantizedShape(rows, cols, eights), ScalarType.Byte);
         if (rows == 0) return blocks;
         HugePages.Advise(blocks);
-        using var source = f32.narrow(0, 0, 1);
-        using var target = blocks.narrow(0, 0, 1);
-        fixed (byte* from = source.bytes)
-        fixed (byte* to = target.bytes)
-        {
-            QuantizeInto((IntPtr)from, Checkpoint.SafetensorsDType.F32, rows, cols, to, eights);
-        }
+        QuantizeInto((IntPtr)TensorMemory.Address(f32), Checkpoint.SafetensorsDType.F32, rows, cols, TensorMemory.Address(blocks), eights);
         return blocks;
     }
 }

@@ -56,12 +56,7 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
         if (device.type != TorchSharp.DeviceType.CPU)
             throw new NotSupportedException($"Int8 weights are computed on the CPU only; device {device} keeps the checkpoint's width.");
         progress?.Report(name);
-        var (file, entry) = reader.Locate(name);
-        if (!entry.Shape.SequenceEqual([rows, cols]))
-        {
-            throw new CheckpointException(
-                $"{file.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Shape)}], expected [{rows}, {cols}].");
-        }
+        var (file, entry) = reader.Locate(name, [rows, cols]);
         return file.WithBytes(entry, (pointer, _) => MatrixWeight.QuantizeStored(pointer, entry.DType, rows, cols, _arena));
     }
 
@@ -80,16 +75,9 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
         for (int e = 0; e < names.Count; e++)
         {
             progress?.Report(names[e]);
-            var (file, entry) = reader.Locate(names[e]);
-            if (!entry.Shape.SequenceEqual([rows, cols]))
-            {
-                throw new CheckpointException(
-                    $"{file.Path}: tensor '{names[e]}' has shape [{string.Join(", ", entry.Shape)}], expected [{rows}, {cols}].");
-            }
+            var (file, entry) = reader.Locate(names[e], [rows, cols]);
             using var matrix = stacked[e];
-            using var first = matrix.narrow(0, 0, 1);
-            byte* target;
-            fixed (byte* p = first.bytes) target = p;
+            byte* target = TensorMemory.Address(matrix);
             if (quantise)
             {
                 file.WithBytes(entry, (pointer, _) =>
