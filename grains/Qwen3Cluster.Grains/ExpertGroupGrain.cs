@@ -71,7 +71,9 @@ public sealed partial class ExpertGroupGrain(
         using (var hostIds = ids.cpu())
             _routed += ShardMetrics.Record(Key, layer, range.Lo, range.Hi, hostIds.data<long>().ToArray(), telemetry.Value.ExpertDetail);
         using var w = weights.ToTensor(model.Device);
+        long started = Stopwatch.GetTimestamp();
         using var output = group.Forward(xs, ids, w);
+        ShardMetrics.ComputeSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
         return output.ToPayload();
     }
 

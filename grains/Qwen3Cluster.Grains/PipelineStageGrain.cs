@@ -100,8 +100,11 @@ public sealed partial class PipelineStageGrain(
         var key = Key.ExpertGroup(group).WithCopy(copy);
         try
         {
+            long started = Stopwatch.GetTimestamp();
             var result = await GrainFactory.GetExpertGroup(key).Run(layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload(), cancellationToken);
-            return result.ToTensor(model.Device);
+            var output = result.ToTensor(model.Device);
+            ShardMetrics.CallSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            return output;
         }
         catch (Exception e) when (copy > 0 && !cancellationToken.IsCancellationRequested)
         {

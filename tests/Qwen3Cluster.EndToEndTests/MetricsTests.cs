@@ -112,6 +112,7 @@ public sealed class MetricsTests(ITestOutputHelper output)
             "qwen3_request_generation_tokens_bucket", "qwen3_prefix_cache_queries_total", "qwen3_prefix_cache_hits_total",
             "qwen3_kv_blocks_used", "qwen3_kv_blocks_total", "qwen3_sequences_running", "qwen3_sequences_waiting", "qwen3_requests_total",
             "qwen3_expert_routed_tokens_total", "qwen3_silos", "qwen3_grain_calls_stage_total",
+            "qwen3_expert_call_duration_seconds_bucket", "qwen3_expert_group_compute_duration_seconds_bucket",
         ];
         foreach (string name in names)
         {
@@ -130,6 +131,14 @@ public sealed class MetricsTests(ITestOutputHelper output)
             }
         }
         Assert.Equal(1, (await prometheus.QueryAsync("sum(qwen3_request_errors_total{kind=\"InvalidArgument\"})")).Single().Value);
+
+        // An expert-group call's round trip holds the group's computing for it: on average it takes at least as long.
+        double callMean = (await prometheus.QueryAsync(
+            "sum(qwen3_expert_call_duration_seconds_sum) / sum(qwen3_expert_call_duration_seconds_count)")).Single().Value;
+        double computeMean = (await prometheus.QueryAsync(
+            "sum(qwen3_expert_group_compute_duration_seconds_sum) / sum(qwen3_expert_group_compute_duration_seconds_count)")).Single().Value;
+        output.WriteLine($"expert-group call: round trip {callMean * 1000:F3} ms, computing {computeMean * 1000:F3} ms");
+        Assert.True(callMean >= computeMean && computeMean > 0, $"round trip {callMean} s, computing {computeMean} s");
 
         // Every panel of the Grafana dashboard, under a steady load: its query parses and returns numbers.
         using var stopLoad = new CancellationTokenSource();
