@@ -73,8 +73,10 @@ public sealed partial class ExpertGroupGrain(
         using var w = weights.ToTensor(model.Device);
         long started = Stopwatch.GetTimestamp();
         using var output = group.Forward(xs, ids, w);
+        // Through the copy to the host, which on a GPU waits for the kernels queued above.
+        var payload = output.ToPayload();
         ShardMetrics.ComputeSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
-        return output.ToPayload();
+        return payload;
     }
 
     /// <summary>An activation that a hand-over brought here starts with the weights this silo preloaded for it.</summary>

@@ -22,7 +22,7 @@ public static class ShardMetrics
         advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = CallBuckets });
 
     public static readonly Histogram<double> ComputeSeconds = EngineMetrics.Meter.CreateHistogram("qwen3.expert_group.compute_duration", "s",
-        "An expert group's computing for one call, on the silo that hosts it",
+        "An expert group's computing for one call, on the silo that hosts it (its output copied off the device included)",
         advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = CallBuckets });
 
     public static readonly Counter<long> RoutedTokens = EngineMetrics.Meter.CreateCounter<long>("qwen3.expert.routed_tokens",

@@ -17,12 +17,16 @@ public sealed class MetricsTests(ITestOutputHelper output)
         [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
          1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60];
 
-    /// <summary>Whether <paramref name="server"/> lies within one bucket of the bucket that holds <paramref name="client"/>.</summary>
-    static void WithinABucket(string what, double client, double server)
+    /// <summary>
+    /// Whether <paramref name="server"/> lies within one bucket of the bucket that holds <paramref name="client"/>, or
+    /// <paramref name="bucketsBelow"/> further below it: what the client sees includes what the server cannot.
+    /// </summary>
+    static void WithinABucket(string what, double client, double server, int bucketsBelow = 0)
     {
         int i = Array.FindIndex(Bounds, b => client <= b);
         if (i < 0) i = Bounds.Length - 1;
-        double lo = i >= 2 ? Bounds[i - 2] : 0, hi = Bounds[Math.Min(Bounds.Length - 1, i + 1)];
+        int low = i - 2 - bucketsBelow;
+        double lo = low >= 0 ? Bounds[low] : 0, hi = Bounds[Math.Min(Bounds.Length - 1, i + 1)];
         Assert.True(server >= lo && server <= hi, $"{what}: Prometheus says {server * 1000:F2} ms, the client measured {client * 1000:F2} ms");
     }
 
@@ -96,7 +100,10 @@ public sealed class MetricsTests(ITestOutputHelper output)
         double p50Itl = (await prometheus.QueryAsync("histogram_quantile(0.5, sum by (le) (qwen3_inter_token_latency_seconds_bucket))")).Single().Value;
         output.WriteLine($"TTFT p50: client {Median(ttft) * 1000:F2} ms, Prometheus {p50Ttft * 1000:F2} ms; " +
                          $"inter-token p50: client {Median(gaps) * 1000:F2} ms, Prometheus {p50Itl * 1000:F2} ms");
-        WithinABucket("TTFT p50", Median(ttft), p50Ttft);
+        // The gateway's first token is timed from the request's arrival to its hand-over to the stream; the client's
+        // adds the call's setup and the transport both ways, 3-6 ms on the 2-core VM against 5-8 ms of server time
+        // (client 10.4-14.1 ms, Prometheus 6.5-7.5 ms in six runs): one more bucket below is allowed for it.
+        WithinABucket("TTFT p50", Median(ttft), p50Ttft, bucketsBelow: 1);
         WithinABucket("inter-token p50", Median(gaps), p50Itl);
 
         // Counts agree exactly: one first token per request, the rest inter-token gaps.
