@@ -89,47 +89,44 @@ PY
 done
 [[ "${SKIP_SERVING:-0}" == 1 ]] && { say "results in $out"; exit 0; }
 
-metric() { # name, ports...: the sum of a metric's series over the /metrics of every port given
-  local name=$1 port
+scrape() { # file, ports...: the /metrics of every silo given, one after another
+  local file=$1 port
   shift
-  for port in "$@"; do curl -s "http://127.0.0.1:$port/metrics"; done | awk -v m="$name" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { printf "%.9g\n", s + 0 }'
+  for port in "$@"; do curl -s "http://127.0.0.1:$port/metrics"; done >"$file"
 }
+metric() { awk -v m="$1" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { printf "%.9g\n", s + 0 }' "$2"; } # name, scrape: summed over its series
+delta() { awk -v a="$(metric "$1" "$3")" -v b="$(metric "$1" "$2")" 'BEGIN { printf "%.9g\n", a - b }'; } # name, before, after
 
-load() { # name, grpc port, http port, the expert silos' metrics ports (comma-separated), concurrencies...
-  local name=$1 grpc=$2 http=$3
-  local -a expert_ports
-  IFS=, read -r -a expert_ports <<<"$4"
-  shift 4
+load() { # name, grpc port, the metrics ports of every silo (comma-separated), concurrencies...
+  local name=$1 grpc=$2
+  local -a ports
+  IFS=, read -r -a ports <<<"$3"
+  shift 3
   for c in "$@"; do
-    local n=$(( c == 1 ? 8 : c * 3 ))
+    local n=$(( c == 1 ? 8 : c * 3 )) before="$out/$name-c$c.before.prom" after="$out/$name-c$c.after.prom"
     echo "  $name: $n requests at concurrency $c..." >&2
     # One wave at the same concurrency first, not measured (nor counted below): a fresh server's first requests pay
     # for JIT compilation, grain activations and (three processes) expert groups loading on their first call.
     $QWEN3 bench --endpoint "http://127.0.0.1:$grpc" --concurrency "$c" --requests $(( c > 2 ? c : 2 )) \
       --prompt-tokens 128 --max-tokens 64 >/dev/null 2>&1
-    local steps0 stage0 experts0 call0 calls0 compute0 computes0
-    steps0=$(metric qwen3_step_duration_seconds_count "$http"); stage0=$(metric qwen3_grain_calls_stage_total "$http")
-    experts0=$(metric qwen3_grain_calls_experts_total "$http")
-    call0=$(metric qwen3_expert_call_duration_seconds_sum "$http"); calls0=$(metric qwen3_expert_call_duration_seconds_count "$http")
-    compute0=$(metric qwen3_expert_group_compute_duration_seconds_sum "${expert_ports[@]}")
-    computes0=$(metric qwen3_expert_group_compute_duration_seconds_count "${expert_ports[@]}")
+    scrape "$before" "${ports[@]}"
     $QWEN3 bench --endpoint "http://127.0.0.1:$grpc" --concurrency "$c" --requests "$n" \
       --prompt-tokens 128 --max-tokens 64 --output "$out/$name-c$c.json" >"$out/$name-c$c.txt" 2>/dev/null
+    scrape "$after" "${ports[@]}"
     # Per step: grain calls; per expert-group call: its mean round trip at the stage and the mean computing on the
     # experts' silo (the difference is what the call itself costs: transport and scheduling).
     awk -v name="$name" -v c="$c" -v tps="$(grep -o '"output_tokens_per_second": [0-9.]*' "$out/$name-c$c.json")" \
-      -v steps="$(metric qwen3_step_duration_seconds_count "$http")" -v steps0="$steps0" \
-      -v stage="$(metric qwen3_grain_calls_stage_total "$http")" -v stage0="$stage0" \
-      -v experts="$(metric qwen3_grain_calls_experts_total "$http")" -v experts0="$experts0" \
-      -v call="$(metric qwen3_expert_call_duration_seconds_sum "$http")" -v call0="$call0" \
-      -v calls="$(metric qwen3_expert_call_duration_seconds_count "$http")" -v calls0="$calls0" \
-      -v compute="$(metric qwen3_expert_group_compute_duration_seconds_sum "${expert_ports[@]}")" -v compute0="$compute0" \
-      -v computes="$(metric qwen3_expert_group_compute_duration_seconds_count "${expert_ports[@]}")" -v computes0="$computes0" \
+      -v steps="$(delta qwen3_step_duration_seconds_count "$before" "$after")" \
+      -v stage="$(delta qwen3_grain_calls_stage_total "$before" "$after")" \
+      -v experts="$(delta qwen3_grain_calls_experts_total "$before" "$after")" \
+      -v call="$(delta qwen3_expert_call_duration_seconds_sum "$before" "$after")" \
+      -v calls="$(delta qwen3_expert_call_duration_seconds_count "$before" "$after")" \
+      -v compute="$(delta qwen3_expert_group_compute_duration_seconds_sum "$before" "$after")" \
+      -v computes="$(delta qwen3_expert_group_compute_duration_seconds_count "$before" "$after")" \
       'function per(a, b) { return b > 0 ? a / b : 0 }
-       BEGIN { s = steps - steps0
-               printf "%s c=%-2s %s  steps=%d stage_calls/step=%.2f expert_calls/step=%.2f expert_call=%.3fms (computing %.3fms)\n",
-                 name, c, tps, s, per(stage - stage0, s), per(experts - experts0, s),
-                 1000 * per(call - call0, calls - calls0), 1000 * per(compute - compute0, computes - computes0) }' | tee -a "$out/summary.txt"
+       BEGIN { printf "%s c=%-2s %s  steps=%d stage_calls/step=%.2f expert_calls/step=%.2f expert_call=%.3fms (computing %.3fms)\n",
+                 name, c, tps, steps, per(stage, steps), per(experts, steps), 1000 * per(call, calls), 1000 * per(compute, computes) }' \
+      | tee -a "$out/summary.txt"
   done
 }
 
@@ -140,7 +137,7 @@ $QWEN3 serve --model "$model" --grpc-port 50151 --http-port 8100 --threads "$THR
 serve=$!
 trap 'kill $serve 2>/dev/null || true' EXIT
 wait_ready 8100
-load embedded 50151 8100 8100 1 4 16
+load embedded 50151 8100 1 4 16
 kill -TERM $serve; wait $serve || true
 
 say "== three processes (silos/local/run.sh, bf16)"
@@ -149,8 +146,8 @@ MODEL_DIR="$model" QWEN3="$QWEN3" GRPC_PORT=50251 HTTP_PORT=8200 SILO_PORT=11211
 cluster=$!
 trap 'kill $cluster 2>/dev/null || true' EXIT
 wait_ready 8200
-# Silos B and C (the expert groups) serve /metrics at METRICS_PORT + 1 and + 2 (silos/local/env.sh: 9465, 9466).
-load three-process 50251 8200 9465,9466 1 16
+# Silo A serves /metrics on HTTP_PORT, silos B and C (the expert groups) at METRICS_PORT + 1 and + 2 (silos/local/env.sh).
+load three-process 50251 8200,9465,9466 1 16
 kill -TERM $cluster; wait $cluster || true
 python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
 import json, sys, os
