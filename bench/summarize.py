@@ -30,7 +30,7 @@ if os.path.exists(kernels):
     bandwidths.append(json.load(open(kernels))["read_g_bps"])
 roofline = max(bandwidths)
 median_bandwidth = statistics.median(bandwidths)
-print(f"read bandwidth over the run: {min(bandwidths)}-{roofline} GB/s, median {median_bandwidth}")
+print(f"read bandwidth over the run: {min(bandwidths)}-{roofline} GB/s, median {median_bandwidth:.1f}")
 
 ours = {}
 for name, directory in (("bf16", bf16_dir), ("int8", bf16_dir), ("f32", f32_dir)):
