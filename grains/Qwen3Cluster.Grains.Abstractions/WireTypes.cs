@@ -40,6 +40,13 @@ public sealed record ShardHost(
     [property: Id(4)] int[]? Copies = null,
     [property: Id(5)] bool HandedOver = false);
 
+/// <summary>
+/// Where an expert-group activation takes calls over the experts' data plane: its silo's address and data port, and
+/// the silo (<c>SiloAddress.ToParsableString()</c>), so a caller can tell its own silo and drop a dead one's connections.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("qwen3.ExpertEndpoint")]
+public sealed record ExpertEndpoint([property: Id(0)] string Host, [property: Id(1)] int Port, [property: Id(2)] string Silo);
+
 /// <summary>A model replica as its replica grain describes it.</summary>
 [GenerateSerializer, Immutable, Alias("qwen3.ModelDescription")]
 public sealed record ModelDescription(

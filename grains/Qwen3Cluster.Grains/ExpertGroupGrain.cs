@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Qwen3Cluster.Grains.DataPlane;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
 using Qwen3Cluster.Model.Engine;
@@ -20,22 +21,26 @@ public sealed partial class ExpertGroupGrain(
     ShardLoader loader,
     IOptions<HotExpertOptions> hotExperts,
     IOptions<TelemetryOptions> telemetry,
+    ExpertDataPlane dataPlane,
     ILogger<ExpertGroupGrain> logger)
     : Grain, IExpertGroupGrain
 {
     ExpertGroupWeights? _weights;
+    ExpertCallee? _callee;
+    readonly object _computing = new();
     long _calls;
     long _routed;
     double _loadSeconds;
     bool _handedOver;
     long _lastCall = Stopwatch.GetTimestamp();
 
-    ExpertGroupKey Key => ModelGrainKey.Parse<ExpertGroupKey>(this.GetPrimaryKeyString());
+    ExpertGroupKey? _key;
+    ExpertGroupKey Key => _key ??= ModelGrainKey.Parse<ExpertGroupKey>(this.GetPrimaryKeyString());
 
     public async Task<ShardInfo> EnsureLoaded()
     {
         var key = Key;
-        _lastCall = Stopwatch.GetTimestamp();
+        Volatile.Write(ref _lastCall, Stopwatch.GetTimestamp());
         var range = model.ExpertGroups[key.Group];
         var stage = model.Stages[key.Stage];
         if (_weights is null)
@@ -46,6 +51,7 @@ public sealed partial class ExpertGroupGrain(
             else LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
             _weights = await loader.TakeOrLoadAsync<ExpertGroupWeights>(key);
             loader.Hosting(key);
+            if (dataPlane.Enabled) _callee = dataPlane.Register(key.ToString(), Compute);
             _loadSeconds = clock.Elapsed.TotalSeconds;
             LogLoaded(key.ToString(), _loadSeconds);
         }
@@ -57,26 +63,46 @@ public sealed partial class ExpertGroupGrain(
     {
         await EnsureLoaded();
         cancellationToken.ThrowIfCancellationRequested();
-        _calls++;
-        _lastCall = Stopwatch.GetTimestamp();
-        if (!_weights!.Layers.TryGetValue(layer, out var group))
-            throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {Key} holds no experts of layer {layer}.");
-        using var activity = Activity.Current is null ? null : EngineMetrics.ActivitySource.StartActivity("qwen3.experts");
-        activity?.SetTag("qwen3.expert_group", Key.ToString());
-        activity?.SetTag("qwen3.silo", model.Silo.Name);
-        activity?.SetTag("qwen3.layer", layer);
-        using var xs = x.ToTensor(model.Device);
-        using var ids = expertIds.ToTensor(model.Device);
-        var range = model.ExpertGroups[Key.Group];
-        using (var hostIds = ids.cpu())
-            _routed += ShardMetrics.Record(Key, layer, range.Lo, range.Hi, hostIds.data<long>().ToArray(), telemetry.Value.ExpertDetail);
-        using var w = weights.ToTensor(model.Device);
-        long started = Stopwatch.GetTimestamp();
-        using var output = group.Forward(xs, ids, w);
-        // Through the copy to the host, which on a GPU waits for the kernels queued above.
-        var payload = output.ToPayload();
-        ShardMetrics.ComputeSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
-        return payload;
+        return Compute(layer, x, expertIds, weights, default);
+    }
+
+    public async Task<ExpertEndpoint?> DataPlane()
+    {
+        await EnsureLoaded();
+        return _callee is null ? null : dataPlane.Endpoint;
+    }
+
+    /// <summary>
+    /// One call, from the grain (<see cref="Run"/>) or the silo's data plane, which calls it off the grain's scheduler:
+    /// one at a time, counted alike, traced under <paramref name="parent"/> when the caller's context came with it.
+    /// </summary>
+    TensorPayload Compute(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights, ActivityContext parent)
+    {
+        lock (_computing)
+        {
+            var key = Key;
+            _calls++;
+            Volatile.Write(ref _lastCall, Stopwatch.GetTimestamp());
+            if (!_weights!.Layers.TryGetValue(layer, out var group))
+                throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {key} holds no experts of layer {layer}.");
+            using var activity = parent != default ? EngineMetrics.ActivitySource.StartActivity("qwen3.experts", ActivityKind.Internal, parent)
+                : Activity.Current is null ? null : EngineMetrics.ActivitySource.StartActivity("qwen3.experts");
+            activity?.SetTag("qwen3.expert_group", key.ToString());
+            activity?.SetTag("qwen3.silo", model.Silo.Name);
+            activity?.SetTag("qwen3.layer", layer);
+            using var xs = x.ToTensor(model.Device);
+            using var ids = expertIds.ToTensor(model.Device);
+            var range = model.ExpertGroups[key.Group];
+            using (var hostIds = ids.cpu())
+                _routed += ShardMetrics.Record(key, layer, range.Lo, range.Hi, hostIds.data<long>().ToArray(), telemetry.Value.ExpertDetail);
+            using var w = weights.ToTensor(model.Device);
+            long started = Stopwatch.GetTimestamp();
+            using var output = group.Forward(xs, ids, w);
+            // Through the copy to the host, which on a GPU waits for the kernels queued above.
+            var payload = output.ToPayload();
+            ShardMetrics.ComputeSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            return payload;
+        }
     }
 
     /// <summary>An activation that a hand-over brought here starts with the weights this silo preloaded for it.</summary>
@@ -87,7 +113,7 @@ public sealed partial class ExpertGroupGrain(
             var idle = TimeSpan.FromSeconds(hotExperts.Value.IdleSeconds);
             this.RegisterGrainTimer(() =>
             {
-                if (Stopwatch.GetElapsedTime(_lastCall) < idle) return Task.CompletedTask;
+                if (Stopwatch.GetElapsedTime(Volatile.Read(ref _lastCall)) < idle) return Task.CompletedTask;
                 LogIdle(Key.ToString(), idle.TotalSeconds);
                 DeactivateOnIdle();
                 return Task.CompletedTask;
@@ -112,6 +138,9 @@ public sealed partial class ExpertGroupGrain(
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         if (_weights is not null) loader.Released(Key);
+        // Waits for a data-plane call in progress; later ones find the group gone and call the grain, wherever it is next.
+        _callee?.Dispose();
+        _callee = null;
         _weights?.Dispose();
         _weights = null;
         return Task.CompletedTask;

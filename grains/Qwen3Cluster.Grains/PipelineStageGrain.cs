@@ -3,6 +3,8 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 using Orleans.Runtime.MembershipService.SiloMetadata;
+using System.Collections.Concurrent;
+using Qwen3Cluster.Grains.DataPlane;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
 using Qwen3Cluster.Model.Cache;
@@ -26,6 +28,8 @@ public sealed partial class PipelineStageGrain(
     ClusterPlan plan,
     IClusterMembershipService membership,
     ISiloMetadataCache metadata,
+    ExpertDataPlane dataPlane,
+    ExpertDataPlaneClient dataClient,
     IOptions<HotExpertOptions> hotExperts,
     ILogger<PipelineStageGrain> logger)
     : Grain, IPipelineStageGrain
@@ -39,6 +43,10 @@ public sealed partial class PipelineStageGrain(
     int[] _copies = [];
     bool[] _warming = [];
     int _expertCalls;
+    // Where each expert group (copy) takes data-plane calls, as its grain last said (null: through the grain only).
+    readonly ConcurrentDictionary<ExpertGroupKey, ExpertEndpoint?> _routes = new();
+    // The dispatch's data-plane calls not yet sent, one frame per expert silo.
+    ExpertCallBatch _unsent = null!;
     long _calls;
     double _loadSeconds;
     bool _handedOver;
@@ -60,7 +68,8 @@ public sealed partial class PipelineStageGrain(
             int groups = model.ExpertGroups.Length;
             _copies = new int[groups];
             _warming = new bool[groups];
-            _experts = new PartitionedExperts(model.ExpertGroups, RunExpertGroupAsync, g => 1 + _copies[g]);
+            _unsent = new ExpertCallBatch(dataClient);
+            _experts = new PartitionedExperts(model.ExpertGroups, StartExpertGroupCallAsync, g => 1 + _copies[g]);
             _loadSeconds = clock.Elapsed.TotalSeconds;
             LogLoaded(Key.ToString(), _loadSeconds);
             var hot = hotExperts.Value;
@@ -93,26 +102,95 @@ public sealed partial class PipelineStageGrain(
         return new StageResult(output.ToPayload(), _pool!.Generation, _expertCalls);
     }
 
-    async ValueTask<TorchSharp.torch.Tensor> RunExpertGroupAsync(int group, int copy, int layer, TorchSharp.torch.Tensor x,
+    async ValueTask<ExpertGroupOutput> StartExpertGroupCallAsync(int group, int copy, int layer, TorchSharp.torch.Tensor x,
         TorchSharp.torch.Tensor ids, TorchSharp.torch.Tensor weights, CancellationToken cancellationToken)
     {
-        _expertCalls++;
+        Interlocked.Increment(ref _expertCalls);
         var key = Key.ExpertGroup(group).WithCopy(copy);
+        long started = Stopwatch.GetTimestamp();
         try
         {
-            long started = Stopwatch.GetTimestamp();
-            var result = await GrainFactory.GetExpertGroup(key).Run(layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload(), cancellationToken);
-            var output = result.ToTensor(model.Device);
-            ShardMetrics.CallSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
-            return output;
+            var reply = await StartCallAsync(key, layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload(), cancellationToken);
+            return async () =>
+            {
+                try
+                {
+                    // The first output asked for sends the dispatch's data-plane calls, before anything waits or computes here.
+                    await _unsent.SendAsync(cancellationToken);
+                    var (result, transport) = await reply();
+                    var output = result.ToTensor(model.Device);
+                    ShardMetrics.CallSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("transport", transport));
+                    return output;
+                }
+                catch (Exception e) when (copy > 0 && !cancellationToken.IsCancellationRequested)
+                {
+                    CopyFailed(group, copy, key, e);
+                    throw;
+                }
+            };
         }
         catch (Exception e) when (copy > 0 && !cancellationToken.IsCancellationRequested)
         {
-            // The step fails and is retried (its caches recomputed); from now on without this copy or those after it.
-            _copies[group] = Math.Min(_copies[group], copy - 1);
-            LogCopyFailed(e, key.ToString());
+            CopyFailed(group, copy, key, e);
             throw;
         }
+    }
+
+    /// <summary>The step fails and is retried (its caches recomputed); from now on without this copy or those after it.</summary>
+    void CopyFailed(int group, int copy, ExpertGroupKey key, Exception error)
+    {
+        _copies[group] = Math.Min(_copies[group], copy - 1);
+        LogCopyFailed(error, key.ToString());
+    }
+
+    /// <summary>
+    /// Starts one call to an expert group; what it returns waits for the output and says how the call went (the
+    /// <c>transport</c> of <see cref="ShardMetrics.CallSeconds"/>). A group hosted on this silo runs in place when its
+    /// output is asked for ("in-process"); one on a silo with a data plane joins that silo's frame of the dispatch,
+    /// sent when the first output is asked for, and its reply is waited for on this thread ("socket"); else, or when
+    /// the group is no longer where it was, the call goes through its grain ("grain"), which Orleans routes wherever
+    /// the group is now.
+    /// </summary>
+    async ValueTask<Func<ValueTask<(TensorPayload Output, string Transport)>>> StartCallAsync(ExpertGroupKey key, int layer,
+        TensorPayload x, TensorPayload ids, TensorPayload weights, CancellationToken cancellationToken)
+    {
+        var grain = GrainFactory.GetExpertGroup(key);
+        Func<ValueTask<(TensorPayload, string)>> ThroughGrain()
+        {
+            var call = grain.Run(layer, x, ids, weights, cancellationToken);
+            return async () => (await call, "grain");
+        }
+        if (!dataPlane.Enabled) return ThroughGrain();
+
+        string name = key.ToString();
+        if (dataPlane.Hosts(name))
+        {
+            return () => dataPlane.TryRun(name, layer, x, ids, weights, out var local)
+                ? new((local!, "in-process"))
+                : ThroughGrain()();
+        }
+        if (!_routes.TryGetValue(key, out var endpoint)) _routes[key] = endpoint = await grain.DataPlane();
+        if (endpoint is null || endpoint.Silo == dataPlane.Silo) return ThroughGrain();
+        var call = _unsent.Add(endpoint, name, layer, x, ids, weights, Activity.Current?.Id ?? "");
+        return () =>
+        {
+            try
+            {
+                return new((call.Output(cancellationToken), "socket"));
+            }
+            catch (ExpertDataPlaneUnavailableException e) when (!cancellationToken.IsCancellationRequested)
+            {
+                Missed(key, e);
+                return ThroughGrain()();
+            }
+        };
+    }
+
+    /// <summary>The group was not where its grain said (or its silo did not answer): asked again on the next call.</summary>
+    void Missed(ExpertGroupKey key, ExpertDataPlaneUnavailableException error)
+    {
+        _routes.TryRemove(key, out _);
+        LogDataPlaneMissed(key.ToString(), error.Message);
     }
 
     /// <summary>One window's routing: drops the copies of groups that cooled down and starts loading those hot groups earn.</summary>
@@ -214,6 +292,9 @@ public sealed partial class PipelineStageGrain(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Expert group copy {Key} failed; its group goes on without it")]
     partial void LogCopyFailed(Exception error, string key);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Expert group {Key}: called through its grain this time ({Reason})")]
+    partial void LogDataPlaneMissed(string key, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Stage {Key}: loading {Range} on silo {Silo}")]
     partial void LogLoading(string key, string range, string silo);

@@ -56,7 +56,7 @@ public sealed class LocalModel : IModelExecutor, IDisposable
                 .ToArray();
             var byLayer = experts.GroupBy(e => e.Layer).ToDictionary(g => g.Key, g => g.ToArray());
             var dispatcher = new PartitionedExperts(groups, (g, _, layer, x, ids, w, _) =>
-                ValueTask.FromResult(byLayer[layer][g].Forward(x, ids, w)));
+                ValueTask.FromResult<ExpertGroupOutput>(() => ValueTask.FromResult(byLayer[layer][g].Forward(x, ids, w))));
             return (stage, stage.CreatePool(options.NumBlocks, options.BlockSize), (IExpertDispatcher)dispatcher, experts);
         }).ToArray();
         return new LocalModel(config, device, stages);

@@ -3,11 +3,16 @@ using static TorchSharp.torch;
 
 namespace Qwen3Cluster.Model.Layers;
 
+/// <summary>Waits for a started expert-group call's output [Tg, D].</summary>
+public delegate ValueTask<Tensor> ExpertGroupOutput();
+
 /// <summary>
-/// Runs copy <paramref name="copy"/> of one expert group (0: the group itself) on tokens routed to it: x [Tg, D],
-/// ids [Tg, K], weights [Tg, K] -> [Tg, D].
+/// Starts copy <paramref name="copy"/> of one expert group (0: the group itself) on tokens routed to it: x [Tg, D],
+/// ids [Tg, K], weights [Tg, K]. It completes once the call is under way, with what waits for its output; a transport
+/// may do that waiting on the caller's thread, so the caller starts every group's call before it waits for any, and
+/// waits for every call it started.
 /// </summary>
-public delegate ValueTask<Tensor> ExpertGroupCall(int group, int copy, int layer, Tensor x, Tensor expertIds, Tensor weights,
+public delegate ValueTask<ExpertGroupOutput> ExpertGroupCall(int group, int copy, int layer, Tensor x, Tensor expertIds, Tensor weights,
     CancellationToken cancellationToken);
 
 /// <summary>
@@ -32,26 +37,53 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
     {
         var shares = Partition(routing.ExpertIds);
         if (shares.Count == 1 && shares[0].Tokens.Length == x.size(0))
-            return await call(shares[0].Group, shares[0].Copy, layer, x, routing.ExpertIds, routing.Weights, cancellationToken);
+        {
+            var output = await call(shares[0].Group, shares[0].Copy, layer, x, routing.ExpertIds, routing.Weights, cancellationToken);
+            return await output();
+        }
 
         var inputs = shares.Select(s => Slice(s.Tokens, x, routing)).ToArray();
         try
         {
-            var calls = shares.Select((s, i) =>
-                call(s.Group, s.Copy, layer, inputs[i].X, inputs[i].Ids, inputs[i].Weights, cancellationToken).AsTask()).ToArray();
-            try
+            var started = new ValueTask<ExpertGroupOutput>[shares.Count];
+            for (int i = 0; i < started.Length; i++)
+                started[i] = Start(shares[i].Group, shares[i].Copy, layer, inputs[i], cancellationToken);
+            // Every started call is waited for, failed or not, so none is left holding its transport.
+            var outputs = new Tensor?[started.Length];
+            Exception? error = null;
+            for (int i = 0; i < started.Length; i++)
             {
-                return Combine(x, inputs, await Task.WhenAll(calls));
+                try
+                {
+                    outputs[i] = await (await started[i])();
+                }
+                catch (Exception e)
+                {
+                    error ??= e;
+                }
             }
-            catch
+            if (error is not null)
             {
-                foreach (var done in calls.Where(c => c.IsCompletedSuccessfully)) done.Result.Dispose();
-                throw;
+                foreach (var output in outputs) output?.Dispose();
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
             }
+            return Combine(x, inputs, outputs!);
         }
         finally
         {
             foreach (var input in inputs) input.Dispose();
+        }
+    }
+
+    ValueTask<ExpertGroupOutput> Start(int group, int copy, int layer, GroupInput input, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return call(group, copy, layer, input.X, input.Ids, input.Weights, cancellationToken);
+        }
+        catch (Exception e)
+        {
+            return ValueTask.FromException<ExpertGroupOutput>(e);
         }
     }
 

@@ -7,6 +7,7 @@ using Orleans.Configuration;
 using Orleans.Dashboard;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Qwen3Cluster.Grains;
+using Qwen3Cluster.Grains.DataPlane;
 using Qwen3Cluster.Grains.Hosting;
 using Qwen3Cluster.Grains.Placement;
 
@@ -40,6 +41,11 @@ public static class SiloHosting
             section.GetSection("Telemetry").Get<TelemetryOptions>() ?? new TelemetryOptions()));
         silo.Services.AddSingleton<SiloMetrics>();
         silo.Services.AddHostedService(sp => sp.GetRequiredService<SiloMetrics>());
+        if (roles.DataPort is < -1 or > 65535)
+            throw new InvalidOperationException($"Qwen3:Silo:DataPort is {roles.DataPort}: 0 for any free port, -1 for none, or a port up to 65535.");
+        silo.Services.AddSingleton<ExpertDataPlane>();
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<ExpertDataPlane>());
+        silo.Services.AddSingleton<ExpertDataPlaneClient>();
         silo.Services.AddSingleton<ModelDeployment>();
         silo.Services.AddSingleton<ShardLoader>();
         silo.Services.AddHostedService<PlanKeeper>();

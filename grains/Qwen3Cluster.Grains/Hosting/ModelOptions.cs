@@ -49,4 +49,9 @@ public sealed record SiloRoleOptions
     public string Device { get; set; } = "cpu";
     /// <summary>Threads for tensor work (the kernels' team and libtorch's pool); 0 keeps one per core.</summary>
     public int Threads { get; set; }
+    /// <summary>
+    /// The port this silo's expert groups take calls on over the experts' data plane: 0 any free port (announced
+    /// through the grains), -1 none (every expert-group call through Orleans).
+    /// </summary>
+    public int DataPort { get; set; }
 }

@@ -33,10 +33,11 @@ public sealed class HotExpertSplitTests
     {
         var (groups, ranges, x, routing) = Setup(tokens, tokens);
         var seen = new List<(int Group, int Copy, long Tokens)>();
-        ValueTask<Tensor> Run(int g, int copy, int layer, Tensor xs, Tensor ids, Tensor w, CancellationToken _)
+        ValueTask<ExpertGroupOutput> Run(int g, int copy, int layer, Tensor xs, Tensor ids, Tensor w, CancellationToken _)
         {
             lock (seen) seen.Add((g, copy, xs.shape[0]));
-            return ValueTask.FromResult(groups[g].Forward(xs, ids, w));
+            var output = groups[g].Forward(xs, ids, w);
+            return ValueTask.FromResult<ExpertGroupOutput>(() => ValueTask.FromResult(output));
         }
 
         var plain = new PartitionedExperts(ranges, Run);
