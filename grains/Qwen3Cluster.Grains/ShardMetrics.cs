@@ -8,8 +8,10 @@ namespace Qwen3Cluster.Grains;
 /// <c>stage</c>, <c>group</c> and <c>copy</c> (0, or a hot group's copy), as <c>qwen3_expert_routed_tokens_total</c>;
 /// and, opted into with <c>Qwen3:Telemetry:ExpertDetail</c>, per <c>layer</c> and <c>expert</c> as
 /// <c>qwen3_expert_layer_routed_tokens_total</c>. Beside them, the time an expert-group call takes: its round trip as
-/// the calling stage sees it (<c>qwen3_expert_call_duration_seconds</c>) and the part the group spends computing on
-/// its silo (<c>qwen3_expert_group_compute_duration_seconds</c>); the difference is the call's transport and scheduling.
+/// the calling stage sees it (<c>qwen3_expert_call_duration_seconds</c>, labelled <c>transport</c>: <c>socket</c>,
+/// <c>in-process</c> or <c>grain</c>) and the part the group spends computing on its silo
+/// (<c>qwen3_expert_group_compute_duration_seconds</c>); the difference is the call's transport and scheduling, and
+/// over the data plane the silo's other groups of that layer, which share the call's frame.
 /// </summary>
 public static class ShardMetrics
 {
@@ -18,7 +20,7 @@ public static class ShardMetrics
         [5e-5, 1e-4, 2e-4, 3e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
     public static readonly Histogram<double> CallSeconds = EngineMetrics.Meter.CreateHistogram("qwen3.expert_call.duration", "s",
-        "A stage's call to an expert group, from the call to its result (round trip, as the stage sees it)",
+        "A stage's call to an expert group, from starting it to its output in hand (round trip, as the stage sees it; a silo's groups of one layer share one data-plane frame and run one after another), by transport",
         advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = CallBuckets });
 
     public static readonly Histogram<double> ComputeSeconds = EngineMetrics.Meter.CreateHistogram("qwen3.expert_group.compute_duration", "s",

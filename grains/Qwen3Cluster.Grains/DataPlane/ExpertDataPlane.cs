@@ -34,13 +34,19 @@ public sealed partial class ExpertDataPlane(IOptions<SiloRoleOptions> silo, ILoc
     Socket? _listener;
     ExpertEndpoint? _endpoint;
     bool _stopped;
+    bool _failed;
 
     public bool Enabled => silo.Value.DataPort >= 0;
 
-    /// <summary>The silo this runs on, as <see cref="ExpertEndpoint.Silo"/> names it.</summary>
-    public string Silo => local.SiloAddress.ToParsableString();
+    string? _silo;
 
-    /// <summary>Where other silos reach the groups registered here (the listener starts on first use); null when off or stopped.</summary>
+    /// <summary>The silo this runs on, as <see cref="ExpertEndpoint.Silo"/> names it.</summary>
+    public string Silo => _silo ??= local.SiloAddress.ToParsableString();
+
+    /// <summary>
+    /// Where other silos reach the groups registered here (the listener starts on first use); null when off, stopped,
+    /// or when it cannot listen (logged once: the groups then take every call through their grains).
+    /// </summary>
     public ExpertEndpoint? Endpoint
     {
         get
@@ -48,8 +54,17 @@ public sealed partial class ExpertDataPlane(IOptions<SiloRoleOptions> silo, ILoc
             if (!Enabled) return null;
             lock (_gate)
             {
-                if (_stopped) return null;
-                return _endpoint ??= Listen();
+                if (_stopped || _failed) return null;
+                try
+                {
+                    return _endpoint ??= Listen();
+                }
+                catch (InvalidOperationException e)
+                {
+                    _failed = true;
+                    LogCannotListen(e, silo.Value.Name);
+                    return null;
+                }
             }
         }
     }
@@ -217,6 +232,9 @@ public sealed partial class ExpertDataPlane(IOptions<SiloRoleOptions> silo, ILoc
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Silo {Silo}: expert groups take calls at {Address}:{Port}")]
     partial void LogListening(string silo, string address, int port);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Silo {Silo}: the expert data plane cannot listen; its expert groups take every call through Orleans")]
+    partial void LogCannotListen(Exception error, string silo);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Expert data plane: {Max} connections open, refusing another")]
     partial void LogTooManyConnections(int max);
