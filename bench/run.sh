@@ -97,13 +97,14 @@ scrape() { # file, ports...: the /metrics of every silo given, one after another
 metric() { awk -v m="$1" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { printf "%.9g\n", s + 0 }' "$2"; } # name, scrape: summed over its series
 delta() { awk -v a="$(metric "$1" "$3")" -v b="$(metric "$1" "$2")" 'BEGIN { printf "%.9g\n", a - b }'; } # name, before, after
 
-load() { # name, grpc port, the metrics ports of every silo (comma-separated), concurrencies...
-  local name=$1 grpc=$2
+load() { # name, grpc port, the metrics ports of every silo (comma-separated), round ("" or "-rN"), concurrencies...
+  local name=$1 grpc=$2 round=$4
   local -a ports
   IFS=, read -r -a ports <<<"$3"
-  shift 3
+  shift 4
   for c in "$@"; do
-    local n=$(( c == 1 ? 8 : c * 3 )) before="$out/$name-c$c.before.prom" after="$out/$name-c$c.after.prom"
+    local n=$(( c == 1 ? 8 : c * 3 )) run="$name-c$c$round"
+    local before="$out/$run.before.prom" after="$out/$run.after.prom"
     echo "  $name: $n requests at concurrency $c..." >&2
     # One wave at the same concurrency first, not measured (nor counted below): a fresh server's first requests pay
     # for JIT compilation, grain activations and (three processes) expert groups loading on their first call.
@@ -111,11 +112,11 @@ load() { # name, grpc port, the metrics ports of every silo (comma-separated), c
       --prompt-tokens 128 --max-tokens 64 >/dev/null 2>&1
     scrape "$before" "${ports[@]}"
     $QWEN3 bench --endpoint "http://127.0.0.1:$grpc" --concurrency "$c" --requests "$n" \
-      --prompt-tokens 128 --max-tokens 64 --output "$out/$name-c$c.json" >"$out/$name-c$c.txt" 2>/dev/null
+      --prompt-tokens 128 --max-tokens 64 --output "$out/$run.json" >"$out/$run.txt" 2>/dev/null
     scrape "$after" "${ports[@]}"
     # Per step: grain calls; per expert-group call: its mean round trip at the stage and the mean computing on the
     # experts' silo (the difference is what the call itself costs: transport and scheduling).
-    awk -v name="$name" -v c="$c" -v tps="$(grep -o '"output_tokens_per_second": [0-9.]*' "$out/$name-c$c.json")" \
+    awk -v name="$name$round" -v c="$c" -v tps="$(grep -o '"output_tokens_per_second": [0-9.]*' "$out/$run.json")" \
       -v steps="$(delta qwen3_step_duration_seconds_count "$before" "$after")" \
       -v stage="$(delta qwen3_grain_calls_stage_total "$before" "$after")" \
       -v experts="$(delta qwen3_grain_calls_experts_total "$before" "$after")" \
@@ -132,27 +133,38 @@ load() { # name, grpc port, the metrics ports of every silo (comma-separated), c
 
 wait_ready() { for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.5; done; return 1; }
 
-say "== embedded default (qwen3 serve, bf16)"
+# Both deployments up at once (an idle one costs next to nothing), so that their one-stream runs can take turns, as the
+# generate rounds above do: on this kind of machine the speed moves between minutes, and only turns compare.
+say "== embedded default (qwen3 serve, bf16) and three processes (silos/local/run.sh, bf16)"
 $QWEN3 serve --model "$model" --grpc-port 50151 --http-port 8100 --threads "$THREADS" >"$out/serve.log" 2>&1 &
 serve=$!
-trap 'kill $serve 2>/dev/null || true' EXIT
-wait_ready 8100
-load embedded 50151 8100 1 4 16
-kill -TERM $serve; wait $serve || true
-
-say "== three processes (silos/local/run.sh, bf16)"
 MODEL_DIR="$model" QWEN3="$QWEN3" GRPC_PORT=50251 HTTP_PORT=8200 SILO_PORT=11211 GATEWAY_PORT=30200 REDIS_PORT=6490 \
   LOG_DIR="$out/local-logs" "$root/silos/local/run.sh" >"$out/local.log" 2>&1 &
 cluster=$!
-trap 'kill $cluster 2>/dev/null || true' EXIT
+trap 'kill $serve $cluster 2>/dev/null || true' EXIT
+wait_ready 8100
 wait_ready 8200
 # Silo A serves /metrics on HTTP_PORT, silos B and C (the expert groups) at METRICS_PORT + 1 and + 2 (silos/local/env.sh).
-load three-process 50251 8200,9465,9466 1 16
-kill -TERM $cluster; wait $cluster || true
-python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
-import json, sys, os
+for r in $(seq "$ROUNDS"); do
+  echo "  one stream, round $r of $ROUNDS" >&2
+  load embedded 50151 8100 "-r$r" 1
+  load three-process 50251 8200,9465,9466 "-r$r" 1
+done
+load embedded 50151 8100 "" 4 16
+load three-process 50251 8200,9465,9466 "" 16
+kill -TERM $serve $cluster; wait $serve $cluster || true
+python3 - "$out" "$ROUNDS" <<'PY' | tee -a "$out/summary.txt"
+import json, sys, os, statistics
 tps = lambda n: json.load(open(os.path.join(sys.argv[1], n + ".json")))["output_tokens_per_second"]
-e1, e16, c1 = tps("embedded-c1"), tps("embedded-c16"), tps("three-process-c1")
-print(f"embedded at 16 streams / 1 stream: {e16 / e1:.2f}x; three processes / embedded at 1 stream: {c1 / e1:.2f}x")
+rounds = range(1, int(sys.argv[2]) + 1)
+e = [tps(f"embedded-c1-r{r}") for r in rounds]
+c = [tps(f"three-process-c1-r{r}") for r in rounds]
+ratios = [b / a for a, b in zip(e, c)]
+e1, c1 = statistics.median(e), statistics.median(c)
+print("one stream, by round (embedded / three processes):", ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(e, c)))
+print(f"embedded c=1 median {e1:.1f}, three processes c=1 median {c1:.1f}: {c1 / e1:.2f}x "
+      f"(by round {min(ratios):.2f}-{max(ratios):.2f}x, median {statistics.median(ratios):.2f}x)")
+print(f"embedded at 16 streams / 1 stream (median): {tps('embedded-c16') / e1:.2f}x; "
+      f"three processes at 16 / embedded at 16: {tps('three-process-c16') / tps('embedded-c16'):.2f}x")
 PY
 say "results in $out"
