@@ -147,7 +147,7 @@ public sealed partial class PipelineStageGrain(
     /// Starts one call to an expert group; what it returns waits for the output and says how the call went (the
     /// <c>transport</c> of <see cref="ShardMetrics.CallSeconds"/>). A group hosted on this silo runs in place when its
     /// output is asked for ("in-process"); one on a silo with a data plane joins that silo's frame of the dispatch,
-    /// sent when the first output is asked for, and its reply is waited for on this thread ("socket"); else, or when
+    /// sent when the first output is asked for ("socket"); else, or when
     /// the group is no longer where it was, the call goes through its grain ("grain"), which Orleans routes wherever
     /// the group is now.
     /// </summary>
@@ -172,16 +172,16 @@ public sealed partial class PipelineStageGrain(
         if (!_routes.TryGetValue(key, out var endpoint)) _routes[key] = endpoint = await grain.DataPlane();
         if (endpoint is null || endpoint.Silo == dataPlane.Silo) return ThroughGrain();
         var call = _unsent.Add(endpoint, name, layer, x, ids, weights, Activity.Current?.Id ?? "");
-        return () =>
+        return async () =>
         {
             try
             {
-                return new((call.Output(cancellationToken), "socket"));
+                return (await call.OutputAsync(cancellationToken), "socket");
             }
             catch (ExpertDataPlaneUnavailableException e) when (!cancellationToken.IsCancellationRequested)
             {
                 Missed(key, e);
-                return ThroughGrain()();
+                return await ThroughGrain()();
             }
         };
     }

@@ -12,7 +12,8 @@ public sealed class ExpertDataPlaneUnavailableException(string message, Exceptio
 /// <summary>
 /// A stage silo's side of the experts' data plane: connections to the expert silos' <see cref="ExpertDataPlane"/>,
 /// kept open and reused, one frame in flight on each. A stage gathers a layer's calls in an <see cref="ExpertCallBatch"/>
-/// (one frame per silo) and blocks on each reply, woken by the socket itself. A silo that membership declares dead
+/// (one frame per silo) and awaits each reply without holding a thread (the stage's silo has other work: a stage
+/// blocking on the socket held one of its pool threads for most of every step). A silo that membership declares dead
 /// has its connections closed, so a call waiting on it fails at once, as Orleans fails the grain calls to it.
 /// </summary>
 public sealed partial class ExpertDataPlaneClient(IClusterMembershipService membership, ILogger<ExpertDataPlaneClient> logger) : IDisposable
@@ -60,17 +61,19 @@ public sealed partial class ExpertDataPlaneClient(IClusterMembershipService memb
         }
     }
 
-    /// <summary>Waits for the reply to the frame sent on <paramref name="connection"/> (blocking this thread); the connection is free again after.</summary>
-    internal ExpertWire.Reply[] Receive(Connection connection, int calls, CancellationToken cancellationToken)
+    /// <summary>The reply to the frame sent on <paramref name="connection"/>; the connection is free again after.</summary>
+    internal async ValueTask<ExpertWire.Reply[]> ReceiveAsync(Connection connection, int calls, CancellationToken cancellationToken)
     {
         ExpertWire.Frame? frame;
-        using (cancellationToken.Register(() => Close(connection)))
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token))
         {
+            timeout.CancelAfter(ResponseTimeout);
             try
             {
-                frame = ExpertWire.Receive(connection.Socket);
+                frame = await ExpertWire.ReceiveAsync(connection.Socket, timeout.Token);
             }
-            catch (Exception e) when (e is SocketException or ObjectDisposedException or EndOfStreamException or InvalidDataException)
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or EndOfStreamException or InvalidDataException
+                                          or OperationCanceledException)
             {
                 Close(connection);
                 cancellationToken.ThrowIfCancellationRequested();
@@ -103,7 +106,7 @@ public sealed partial class ExpertDataPlaneClient(IClusterMembershipService memb
 
     async ValueTask<Connection> ConnectAsync(ExpertEndpoint endpoint, CancellationToken cancellationToken)
     {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true, ReceiveTimeout = (int)ResponseTimeout.TotalMilliseconds };
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
         timeout.CancelAfter(ConnectTimeout);
         try
@@ -192,7 +195,7 @@ public sealed class ExpertCallBatch(ExpertDataPlaneClient client)
         public ExpertDataPlaneUnavailableException? Error;
     }
 
-    /// <summary>A call in a batch: <see cref="Output"/> waits for its silo's reply.</summary>
+    /// <summary>A call in a batch: <see cref="OutputAsync"/> waits for its silo's reply.</summary>
     public sealed class Handle
     {
         readonly ExpertDataPlaneClient _client;
@@ -207,7 +210,7 @@ public sealed class ExpertCallBatch(ExpertDataPlaneClient client)
         }
 
         /// <summary>The call's output; <see cref="ExpertDataPlaneUnavailableException"/> when it must go through its grain instead.</summary>
-        public TensorPayload Output(CancellationToken cancellationToken)
+        public async ValueTask<TensorPayload> OutputAsync(CancellationToken cancellationToken)
         {
             if (_silo.Replies is null && _silo.Error is null)
             {
@@ -215,7 +218,7 @@ public sealed class ExpertCallBatch(ExpertDataPlaneClient client)
                     throw new InvalidOperationException("An expert call's output was asked for before its batch was sent.");
                 try
                 {
-                    _silo.Replies = _client.Receive(connection, _silo.Calls.Count, cancellationToken);
+                    _silo.Replies = await _client.ReceiveAsync(connection, _silo.Calls.Count, cancellationToken);
                 }
                 catch (ExpertDataPlaneUnavailableException e)
                 {

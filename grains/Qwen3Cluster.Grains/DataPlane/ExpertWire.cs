@@ -130,6 +130,39 @@ static class ExpertWire
         }
     }
 
+    /// <summary>As <see cref="Receive"/>, without holding a thread while the frame is on its way.</summary>
+    public static async ValueTask<Frame?> ReceiveAsync(Socket socket, CancellationToken cancellationToken)
+    {
+        var header = new byte[4];
+        int first = await socket.ReceiveAsync(header, SocketFlags.None, cancellationToken);
+        if (first == 0) return null;
+        await ReceiveExactlyAsync(socket, header.AsMemory(first), cancellationToken);
+        int length = BinaryPrimitives.ReadInt32LittleEndian(header);
+        if (length < 1 || length > MaxFrameBytes)
+            throw new InvalidDataException($"Expert data-plane frame of {length} bytes (at most {MaxFrameBytes}).");
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            await ReceiveExactlyAsync(socket, buffer.AsMemory(0, length), cancellationToken);
+            return new Frame(buffer, length);
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            throw;
+        }
+    }
+
+    static async ValueTask ReceiveExactlyAsync(Socket socket, Memory<byte> data, CancellationToken cancellationToken)
+    {
+        while (data.Length > 0)
+        {
+            int n = await socket.ReceiveAsync(data, SocketFlags.None, cancellationToken);
+            if (n == 0) throw new EndOfStreamException("The expert data-plane peer closed the connection within a frame.");
+            data = data[n..];
+        }
+    }
+
     static void ReceiveExactly(Socket socket, Span<byte> data)
     {
         while (data.Length > 0)
