@@ -15,8 +15,9 @@ public delegate TensorPayload ExpertGroupRun(int layer, TensorPayload x, TensorP
 /// <summary>
 /// The experts' data plane on this silo. An expert-group activation registers here once its weights are loaded;
 /// stages on other silos then call it over a socket of their own (<see cref="ExpertDataPlaneClient"/>), each
-/// connection served by one blocking thread that reads a request, runs the group and writes its output: no
-/// message queue, socket loop or grain scheduler between them, each of which costs a thread hand-off per call.
+/// connection served by one blocking thread that reads a frame (a layer's calls to this silo's groups), runs them
+/// and writes their outputs: no message queue, socket loop or grain scheduler on this side, each of which costs a
+/// thread hand-off per call.
 /// Orleans still places, activates, hands over and fails over the groups: a call that finds its group gone
 /// (moved, unloaded) or its silo unreachable goes through the grain instead. A stage on this silo runs a
 /// registered group in place (<see cref="TryRun"/>). <c>Qwen3:Silo:DataPort</c> sets the port (0: any free
@@ -25,7 +26,7 @@ public delegate TensorPayload ExpertGroupRun(int layer, TensorPayload x, TensorP
 public sealed partial class ExpertDataPlane(IOptions<SiloRoleOptions> silo, ILocalSiloDetails local, ILogger<ExpertDataPlane> logger)
     : ILifecycleParticipant<ISiloLifecycle>, IDisposable
 {
-    /// <summary>Connections served at once; a stage holds one per group call in flight, so this is far more than a cluster uses.</summary>
+    /// <summary>Connections served at once; a stage holds one per expert silo per step in flight, so this is far more than a cluster uses.</summary>
     const int MaxConnections = 1024;
 
     readonly ConcurrentDictionary<string, ExpertCallee> _callees = new();

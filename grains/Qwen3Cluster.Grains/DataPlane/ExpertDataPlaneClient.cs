@@ -249,15 +249,21 @@ public sealed class ExpertCallBatch(ExpertDataPlaneClient client)
         if (_unsent.Count == 0) return;
         var silos = _unsent.Values.ToArray();
         _unsent.Clear();
-        foreach (var silo in silos)
+        for (int i = 0; i < silos.Length; i++)
         {
             try
             {
-                silo.Connection = await client.SendAsync(silo.Endpoint, silo.Calls, cancellationToken);
+                silos[i].Connection = await client.SendAsync(silos[i].Endpoint, silos[i].Calls, cancellationToken);
             }
             catch (ExpertDataPlaneUnavailableException e)
             {
-                silo.Error = e;
+                silos[i].Error = e;
+            }
+            catch (Exception e)
+            {
+                // Cancelled while connecting: this silo's calls and those not sent yet are not under way.
+                for (int j = i; j < silos.Length; j++) silos[j].Error = new ExpertDataPlaneUnavailableException($"Not sent: {e.Message}", e);
+                throw;
             }
         }
     }
