@@ -37,7 +37,9 @@ static unsafe class Q8x8Kernels
             float* yt = y + (t - t0) * ldy;
             if (t + 1 < t1)
             {
-                for (int g = first / 8; g < last / 8; g++) Group2(w.Group(g), blocks, x, t, yt + 8 * g - first, ldy, t == t0);
+                int g = first / 8;
+                for (; g + 4 <= last / 8; g += 4) Groups4x2(w.Group(g), 8 * w.RowBytes, blocks, x, t, yt + 8 * g - first, ldy, t == t0);
+                for (; g < last / 8; g++) Group2(w.Group(g), blocks, x, t, yt + 8 * g - first, ldy, t == t0);
             }
             else
             {
@@ -111,6 +113,104 @@ static unsafe class Q8x8Kernels
             a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(BlockDot(block, xq + b * 8, sums[b])), Scales(block) * Vector256.Create(dx[b]), a0);
         }
         (a0 + a1).Store(y);
+    }
+
+    /// <summary>
+    /// Four groups of 8 rows (<paramref name="stride"/> apart), two tokens: each run's activation values are broadcast
+    /// once for all four groups, and each run of weights is read once for both tokens, so a block takes 6 loads per
+    /// 8 <c>vpdpbusd</c> where <see cref="Group2"/> takes 29 per 16. Eight independent sums per block; each lane's
+    /// float sum is accumulated block after block exactly as <see cref="Group2"/> accumulates it. On the 2-core Zen 5
+    /// VM, against four <see cref="Group2"/> calls: a 1536-row product of 128 tokens 427 against 322 GFLOP/s, a
+    /// bench-moe layer's experts at 128 tokens 6.0 against 7.2 ms, the 16-row int8 LM head 13.3 against 15.7 ms.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Groups4x2(byte* group, long stride, int blocks, in PreparedInput x, int t, float* y, long ldy, bool fromMemory)
+    {
+        int* x0 = (int*)x.QuantizedRow(t), x1 = (int*)x.QuantizedRow(t + 1);
+        int* s0 = x.BlockSumRow(t), s1 = x.BlockSumRow(t + 1);
+        float* d0 = x.ScaleRow(t), d1 = x.ScaleRow(t + 1);
+        byte* g0 = group, g1 = group + stride, g2 = group + 2 * stride, g3 = group + 3 * stride;
+        Vector256<float> f00 = default, f01 = default, f10 = default, f11 = default, f20 = default, f21 = default, f30 = default, f31 = default;
+        // From memory the four groups stream in side by side: each is asked for Ahead blocks before it is read, and the
+        // last blocks ask for the start of the next four groups (read next), so the stream does not stall between calls.
+        const int Ahead = 4;
+        if (fromMemory)
+        {
+            for (int b = 0; b < Math.Min(Ahead, blocks); b++)
+            {
+                AskBlock(g0 + b * BlockBytes);
+                AskBlock(g1 + b * BlockBytes);
+                AskBlock(g2 + b * BlockBytes);
+                AskBlock(g3 + b * BlockBytes);
+            }
+        }
+        for (int b = 0; b < blocks; b++)
+        {
+            long o = (long)b * BlockBytes;
+            if (fromMemory)
+            {
+                long ahead = o + Ahead * BlockBytes + (b + Ahead >= blocks ? 3 * stride : 0);
+                AskBlock(g0 + ahead);
+                AskBlock(g1 + ahead);
+                AskBlock(g2 + ahead);
+                AskBlock(g3 + ahead);
+            }
+            var start0 = Vector256.Create(s0[b]);
+            var start1 = Vector256.Create(s1[b]);
+            Vector256<int> a00 = start0, a01 = start1, a10 = start0, a11 = start1, a20 = start0, a21 = start1, a30 = start0, a31 = start1;
+            int* xb0 = x0 + b * 8, xb1 = x1 + b * 8;
+            for (int q = 0; q < 8; q++)
+            {
+                var v0 = Vector256.Create(xb0[q]).AsSByte();
+                var v1 = Vector256.Create(xb1[q]).AsSByte();
+                long run = o + q * 32;
+                var w = Avx.LoadVector256(g0 + run);
+                a00 = AvxVnni.MultiplyWideningAndAdd(a00, w, v0);
+                a01 = AvxVnni.MultiplyWideningAndAdd(a01, w, v1);
+                w = Avx.LoadVector256(g1 + run);
+                a10 = AvxVnni.MultiplyWideningAndAdd(a10, w, v0);
+                a11 = AvxVnni.MultiplyWideningAndAdd(a11, w, v1);
+                w = Avx.LoadVector256(g2 + run);
+                a20 = AvxVnni.MultiplyWideningAndAdd(a20, w, v0);
+                a21 = AvxVnni.MultiplyWideningAndAdd(a21, w, v1);
+                w = Avx.LoadVector256(g3 + run);
+                a30 = AvxVnni.MultiplyWideningAndAdd(a30, w, v0);
+                a31 = AvxVnni.MultiplyWideningAndAdd(a31, w, v1);
+            }
+            var e0 = Vector256.Create(d0[b]);
+            var e1 = Vector256.Create(d1[b]);
+            var scales = Scales(g0 + o);
+            f00 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a00), scales * e0, f00);
+            f01 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a01), scales * e1, f01);
+            scales = Scales(g1 + o);
+            f10 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a10), scales * e0, f10);
+            f11 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a11), scales * e1, f11);
+            scales = Scales(g2 + o);
+            f20 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a20), scales * e0, f20);
+            f21 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a21), scales * e1, f21);
+            scales = Scales(g3 + o);
+            f30 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a30), scales * e0, f30);
+            f31 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(a31), scales * e1, f31);
+        }
+        f00.Store(y);
+        f01.Store(y + ldy);
+        f10.Store(y + 8);
+        f11.Store(y + ldy + 8);
+        f20.Store(y + 16);
+        f21.Store(y + ldy + 16);
+        f30.Store(y + 24);
+        f31.Store(y + ldy + 24);
+    }
+
+    /// <summary>Asks for the 272 bytes of one block at <paramref name="at"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void AskBlock(byte* at)
+    {
+        Sse.Prefetch0(at);
+        Sse.Prefetch0(at + 64);
+        Sse.Prefetch0(at + 128);
+        Sse.Prefetch0(at + 192);
+        Sse.Prefetch0(at + 256);
     }
 
     /// <summary>One group of 8 rows, two tokens: each block's runs are read once (from the cache the second time) for both.</summary>

@@ -108,6 +108,46 @@ public sealed class KernelTests
         }
     }
 
+    [Theory, MemberData(nameof(Paths))]
+    public unsafe void InterleavedQ8OverWholeRowRangesEqualsTheScalarPath(KernelPath path)
+    {
+        // Ranges of 4 to 13 groups of eight rows, from the first group and from the second: four groups at a time for
+        // two tokens, the groups left over one at a time, and an odd last token alone.
+        foreach (var (first, last) in new[] { (0, 32), (0, 40), (8, 104), (0, 104) })
+        {
+            foreach (int k in new[] { 32, 96, 1024 })
+            {
+                using var values = Random([last, k], seed: 11 * k + last);
+                var w = new MatrixWeight(MatrixWeight.Quantize(values, interleave: true), last, k);
+                foreach (int m in new[] { 1, 2, 3, 4, 5, 8, 9 })
+                {
+                    using var x = Random([m, k], seed: 5 * k + m);
+                    var fast = Rows(path, w, first, last, x);
+                    var scalar = Rows(KernelPath.Scalar, w, first, last, x);
+                    for (int i = 0; i < fast.Length; i++)
+                    {
+                        Assert.True(Math.Abs(fast[i] - scalar[i]) <= 1e-5 * Math.Max(1, Math.Abs(scalar[i])),
+                            $"{path} rows [{first}, {last}) K={k} M={m} [{i}]: {fast[i]} against {scalar[i]}");
+                    }
+                }
+            }
+        }
+
+        static float[] Rows(KernelPath path, MatrixWeight w, int first, int last, Tensor x)
+        {
+            int m = (int)x.shape[0], k = (int)x.shape[1], n = last - first;
+            var y = new float[m * n];
+            var values = x.contiguous().data<float>().ToArray();
+            fixed (float* xp = values)
+            fixed (float* yp = y)
+            {
+                var prepared = MatMul.Prepare(path, w.Format, xp, m, k, KernelScratch.ForProduct());
+                ProductKernels.Rows(path, w.View, first, last, prepared, 0, m, yp, n);
+            }
+            return y;
+        }
+    }
+
     [Fact]
     public void InterleavedQ8HoldsTheSameBlocksAsRowByRow()
     {
