@@ -9,29 +9,38 @@ namespace Qwen3Cluster.Tests.Kernels;
 /// <summary>The paged attention kernel against the padded torch attention, on a step of prefill and decode slices.</summary>
 public sealed class AttentionKernelTests
 {
-    public static TheoryData<KernelPath, int> Cases()
+    public static TheoryData<KernelPath, int, int, int, int> Cases()
     {
-        var data = new TheoryData<KernelPath, int>();
+        var data = new TheoryData<KernelPath, int, int, int, int>();
         foreach (var path in KernelPaths.Available)
         {
-            data.Add(path, 0);
-            data.Add(path, 6);
+            foreach (int window in new[] { 0, 6, 37 })
+            {
+                // Head sizes the vector paths take in blocks of tokens (64, 128: four and two query heads a KV head,
+                // and eight) and one they do not (24).
+                data.Add(path, window, 4, 2, 24);
+                data.Add(path, window, 8, 2, 64);
+                data.Add(path, window, 4, 2, 128);
+                data.Add(path, window, 8, 1, 64);
+            }
         }
         return data;
     }
 
     [Theory, MemberData(nameof(Cases))]
-    public void PagedAttentionEqualsThePaddedTorchAttention(KernelPath path, int window)
+    public void PagedAttentionEqualsThePaddedTorchAttention(KernelPath path, int window, int heads, int kvHeads, int dh)
     {
-        const int heads = 4, kvHeads = 2, dh = 24, blocks = 16, blockSize = 4;
+        const int blocks = 40, blockSize = 4;
         using var generator = new Generator(17);
-        // A prefill chunk from 0, a decode token at 20 over cached keys, and a later chunk of a prompt.
+        // A prefill chunk from 0 over several tiles of keys, a decode token at 20 over cached keys, a later chunk of a
+        // prompt, and a chunk of one token.
         var context = new ForwardContext(
         [
-            new SequenceSlice(0, 7, [3, 9]),
+            new SequenceSlice(0, 45, [3, 9, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]),
             new SequenceSlice(20, 1, [0, 5, 6, 1, 12, 2]),
             new SequenceSlice(5, 3, [7, 15]),
-        ], blockSize, [6, 7, 10]);
+            new SequenceSlice(70, 1, [26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 4, 8, 10, 11]),
+        ], blockSize, [44, 45, 48, 49]);
         int t = context.TokenCount;
         using var q = randn([t, heads * dh], generator: generator);
         using var k = randn([t, kvHeads * dh], generator: generator);
@@ -58,7 +67,7 @@ public sealed class AttentionKernelTests
         using var actual = new CpuKernels(path).Attention(q.clone(), k.clone(), v.clone(), layer, cos, sin, meta, fastPool);
 
         double worst = (expected - actual).abs().max().item<float>();
-        Assert.True(worst < 1e-4, $"max |difference| {worst}");
+        Assert.True(worst < 1e-4, $"{path} window {window} heads {heads}/{kvHeads} of {dh}: max |difference| {worst}");
         Assert.True((referencePool.Keys(0) - fastPool.Keys(0)).abs().max().item<float>() < 1e-5, "the new keys differ in the pool");
         Assert.Equal(referencePool.Values(0).data<float>().ToArray(), fastPool.Values(0).data<float>().ToArray());
         cos.Dispose();
