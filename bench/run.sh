@@ -7,7 +7,8 @@
 #      rounds, each round also running llama-bench on the same checkpoint as F16 and Q8_0 GGUFs when LLAMA_BENCH is
 #      given (interleaved: ours bf16, llama F16, ours int8, llama Q8_0, ours f32), with the read bandwidth measured
 #      again before every round: medians, ratios, and the fraction of the highest bandwidth seen that decode reaches;
-#   3. int8 against bf16 (qwen3 quantization-report);
+#   3. int8 against bf16 (qwen3 quantization-report), and a prefill of a LONG_PROMPT-token prompt (2048 by default)
+#      with bf16 and int8 weights (and llama-bench -p LONG_PROMPT -n 0 on the same GGUFs when given);
 #   4. constrained decoding (a JSON Schema) at 1 and 16 streams: each token's mask time against the step's;
 #   5. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
 #   6. the three-process cluster (silos/local/run.sh) under the same load at 1 and 16;
@@ -74,6 +75,33 @@ done
 python3 "$here/summarize.py" "$out" "$model" "$f32model" | tee -a "$out/summary.txt"
 $QWEN3 quantization-report --model "$model" --threads "$THREADS" --json >"$out/quantization.json" 2>/dev/null
 python3 -c "import json; q = json.load(open('$out/quantization.json')); print(f\"int8 vs bf16: greedy agreement {q['greedy_agreement']:.1%} over {q['positions']} positions, top-5 log-prob difference max {q['max_top5_logprob_difference']}, mean {q['mean_top5_logprob_difference']}\")" | tee -a "$out/summary.txt"
+
+say "== prefill of a ${LONG_PROMPT:-2048}-token prompt (once each${LLAMA_BENCH:+, llama-bench -p ${LONG_PROMPT:-2048} -n 0 between})"
+long_prompt=$(python3 -c "import random; r = random.Random(2); print(','.join(str(r.randrange(1000, 150000)) for _ in range(${LONG_PROMPT:-2048})))")
+for quantize in none int8; do
+  $QWEN3 generate --model "$model" --prompt-ids "$long_prompt" --max-tokens 1 --temperature 0 --threads "$THREADS" \
+    --quantize "$quantize" --json >"$out/long-$quantize.json" 2>/dev/null
+  gguf=$([[ $quantize == none ]] && echo "${LLAMA_GGUF_F16:-}" || echo "${LLAMA_GGUF_Q8_0:-}")
+  if [[ -n "${LLAMA_BENCH:-}" ]]; then
+    "$LLAMA_BENCH" -m "$gguf" -t "$THREADS" -p "${LONG_PROMPT:-2048}" -n 0 -r 1 -o json >"$out/long-llama-$quantize.json" 2>/dev/null
+  fi
+  if [[ -n "${IK_LLAMA_BENCH:-}" ]]; then
+    "$IK_LLAMA_BENCH" -m "$gguf" -t "$THREADS" -p "${LONG_PROMPT:-2048}" -n 0 -r 1 -o json -rtr 1 >"$out/long-ik-$quantize.json" 2>/dev/null
+  fi
+done
+python3 - "$out" <<'PY' | tee -a "$out/summary.txt"
+import json, os, sys
+out = sys.argv[1]
+def theirs(name):
+    path = os.path.join(out, name)
+    return json.load(open(path))[0]["avg_ts"] if os.path.exists(path) and os.path.getsize(path) else None
+for quantize, weights, format in (("none", "bf16", "F16"), ("int8", "int8", "Q8_0")):
+    ours = json.load(open(os.path.join(out, f"long-{quantize}.json")))["prefill_tokens_per_s"]
+    line = f"  {weights:5} prefill {ours:.1f} tok/s"
+    for who, name in (("llama.cpp", f"long-llama-{quantize}.json"), ("ik_llama.cpp", f"long-ik-{quantize}.json")):
+        if (t := theirs(name)) is not None: line += f"; {who} {format} {t:.1f} ({ours / t:.2f}x)"
+    print(line)
+PY
 
 say "== constrained decoding (qwen3 generate --json-schema, bf16): mask cost against the step, 1 and 16 streams"
 schema='{"type": "object", "properties": {"title": {"type": "string"}, "year": {"type": "integer", "minimum": 1900, "maximum": 2100}, "tags": {"type": "array", "items": {"type": "string"}}}, "required": ["title", "year", "tags"]}'
