@@ -37,7 +37,12 @@ public sealed class KvCachePool : IDisposable
     {
         var tensor = empty(shape, ScalarType.Float32, device);
         Kernels.HugePages.Advise(tensor);
-        return tensor.zero_();
+        // zero_() hands back a second wrapper of the same tensor, and TorchSharp passes the native handle bare: `tensor`
+        // must stay reachable until the call returns, or a collection during it runs its finalizer, which frees the
+        // storage being zeroed (a silo crashed in THSTensor_zeros_out so while loading a stage, with tiered compilation
+        // off, whose fully optimised code lets a local die at its last use).
+        tensor.zero_().Dispose();
+        return tensor;
     }
 
     /// <summary>A layer's keys [NumBlocks × BlockSize, Hkv, Dh] (float32): what kernels read and write in place.</summary>
