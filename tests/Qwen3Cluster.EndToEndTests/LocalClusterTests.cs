@@ -205,16 +205,22 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
         string[] targets = [$"127.0.0.1:{fixture.HttpPort}", $"127.0.0.1:{ports + 9}", $"127.0.0.1:{ports + 10}"];
         await using var prometheus = await PrometheusServer.StartAsync(targets);
         // Each expert silo reports the tokens its groups ran: four groups over silos B and C, with stage and group labels.
-        // (Right after start-up the plan may still be moving groups to the silo that joined second: keep asking.)
-        const string query = "sum by (instance, stage, group) (qwen3_expert_routed_tokens_total)";
+        // Counted over the last 20 s: right after start-up silo A may run groups until B and C have joined (other tests'
+        // requests in this cluster, or this one's while the plan settles), and its counters keep what it ran.
+        const string query = "sum by (instance, stage, group) (increase(qwen3_expert_routed_tokens_total[20s])) > 0";
         var clock = Stopwatch.StartNew();
         List<(Dictionary<string, string> Labels, double Value)> routed;
         while (true)
         {
             await GenerateAsync(Prompt(3), 8);
             routed = await prometheus.QueryAsync(query);
-            if (routed.Select(r => r.Labels["instance"]).Distinct().Count() == 2) break;
-            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), $"routed tokens from {string.Join(", ", routed.Select(r => r.Labels["instance"]).Distinct())} only");
+            if (routed.Select(r => r.Labels["instance"]).Distinct().Order().SequenceEqual(targets[1..].Order())
+                && routed.Select(r => r.Labels["group"]).Distinct().Count() == 4)
+            {
+                break;
+            }
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90),
+                $"tokens routed in the last 20 s by {string.Join(", ", routed.Select(r => $"{r.Labels["instance"]} (group {r.Labels["group"]})"))} only");
             await Task.Delay(500);
         }
         Assert.Equal(targets[1..], routed.Select(r => r.Labels["instance"]).Distinct().Order());
