@@ -121,6 +121,10 @@ public static unsafe class AttentionKernel
         }
     }
 
+    /// <summary>
+    /// A chunk per (token, KV head), for the paths <see cref="BlockJob"/> does not take (256-bit and scalar, head sizes
+    /// not a multiple of 16): one query head at a time against each key.
+    /// </summary>
     sealed class HeadsJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output) : TeamJob
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -145,58 +149,24 @@ public static unsafe class AttentionKernel
             }
             new Span<float>(acc, rep * dh).Clear();
             float* query = q + ((long)token * heads + group * rep) * dh;
-            bool fourAtOnce = path >= KernelPath.Avx512 && dh % 16 == 0;
+            long values = poolValues - poolKeys;
 
-            // Key pointers of this tile and the next: the next tile's keys and values are asked for before this
-            // tile's are used, so their DRAM latency passes under this tile's arithmetic.
-            float** keys = stackalloc float*[2 * Tile];
-            float** ahead = keys + Tile;
-            int aheadCount = Locate(slice, blockSize, first, position, keyStride, group * dh, poolKeys, poolValues, dh, ahead);
+            float** buffer = stackalloc float*[2 * Tile];
+            var tiles = new KeyTiles(slice, blockSize, first, position, keyStride, group * dh, poolKeys, poolValues, dh, buffer);
             for (int tileStart = first; tileStart <= position; tileStart += Tile)
             {
-                int n = aheadCount;
-                float** swap = keys;
-                keys = ahead;
-                ahead = swap;
-                aheadCount = tileStart + Tile <= position
-                    ? Locate(slice, blockSize, tileStart + Tile, position, keyStride, group * dh, poolKeys, poolValues, dh, ahead) : 0;
+                int n = tiles.Next(tileStart, out float** keys);
                 for (int j = 0; j < n; j++)
                 {
-                    int r = 0;
-                    if (fourAtOnce)
-                    {
-                        for (; r + 4 <= rep; r += 4)
-                        {
-                            var four = Dots4(query + r * dh, dh, keys[j], dh) * scale;
-                            scores[r * Tile + j] = four.GetElement(0);
-                            scores[(r + 1) * Tile + j] = four.GetElement(1);
-                            scores[(r + 2) * Tile + j] = four.GetElement(2);
-                            scores[(r + 3) * Tile + j] = four.GetElement(3);
-                        }
-                    }
-                    for (; r < rep; r++) scores[r * Tile + j] = Dot(path, query + r * dh, keys[j], dh) * scale;
+                    for (int r = 0; r < rep; r++) scores[r * Tile + j] = Dot(path, query + r * dh, keys[j], dh) * scale;
                 }
                 for (int r = 0; r < rep; r++)
                 {
                     float* s = scores + r * Tile;
-                    float next = fourAtOnce ? SoftmaxTile(s, n, max[r], ref sum[r], out float correction)
-                        : SoftmaxTileScalar(s, n, max[r], ref sum[r], out correction);
+                    max[r] = SoftmaxTileScalar(s, n, max[r], ref sum[r], out float correction);
                     Scale(path, acc + r * dh, correction, dh);
                     // Each value sits where its key does, in the values tensor.
-                    int jv = 0;
-                    if (fourAtOnce)
-                    {
-                        for (; jv + 4 <= n; jv += 4)
-                        {
-                            AddScaled4(acc + r * dh, dh, poolValues + (keys[jv] - poolKeys), poolValues + (keys[jv + 1] - poolKeys),
-                                poolValues + (keys[jv + 2] - poolKeys), poolValues + (keys[jv + 3] - poolKeys), s + jv);
-                        }
-                    }
-                    for (; jv < n; jv++)
-                    {
-                        AddScaled(path, acc + r * dh, poolValues + (keys[jv] - poolKeys), s[jv], dh);
-                    }
-                    max[r] = next;
+                    for (int j = 0; j < n; j++) AddScaled(path, acc + r * dh, keys[j] + values, s[j], dh);
                 }
             }
             for (int r = 0; r < rep; r++)
@@ -293,17 +263,11 @@ public static unsafe class AttentionKernel
             new Span<float>(acc, rows * dh).Clear();
             long values = _poolValues - _poolKeys;
 
-            float** keys = stackalloc float*[2 * Tile];
-            float** ahead = keys + Tile;
-            int aheadCount = Locate(slice, blockSize, from, to, keyStride, group * dh, _poolKeys, _poolValues, dh, ahead);
+            float** buffer = stackalloc float*[2 * Tile];
+            var tiles = new KeyTiles(slice, blockSize, from, to, keyStride, group * dh, _poolKeys, _poolValues, dh, buffer);
             for (int tileStart = from; tileStart <= to; tileStart += Tile)
             {
-                int n = aheadCount;
-                float** swap = keys;
-                keys = ahead;
-                ahead = swap;
-                aheadCount = tileStart + Tile <= to
-                    ? Locate(slice, blockSize, tileStart + Tile, to, keyStride, group * dh, _poolKeys, _poolValues, dh, ahead) : 0;
+                int n = tiles.Next(tileStart, out float** keys);
 
                 // Scores: four rows against each key, the key read once for them.
                 for (int j = 0; j < n; j++)
@@ -444,6 +408,50 @@ public static unsafe class AttentionKernel
     }
 
     /// <summary>
+    /// A sequence's keys up to <c>to</c>, a tile at a time from where it starts, as pointers (<see cref="Locate"/>):
+    /// each tile is located, and its keys and values asked for, while the tile before it is used, so their DRAM latency
+    /// passes under that tile's arithmetic. <c>buffer</c> holds 2 × <see cref="Tile"/> pointers.
+    /// </summary>
+    ref struct KeyTiles
+    {
+        readonly SequenceSlice _slice;
+        readonly int _blockSize, _to, _headOffset, _span;
+        readonly long _keyStride;
+        readonly float* _poolKeys, _poolValues;
+        float** _current, _ahead;
+        int _aheadCount;
+
+        public KeyTiles(SequenceSlice slice, int blockSize, int from, int to, long keyStride, int headOffset, float* poolKeys,
+            float* poolValues, int span, float** buffer)
+        {
+            _slice = slice;
+            _blockSize = blockSize;
+            _to = to;
+            _keyStride = keyStride;
+            _headOffset = headOffset;
+            _poolKeys = poolKeys;
+            _poolValues = poolValues;
+            _span = span;
+            _current = buffer;
+            _ahead = buffer + Tile;
+            _aheadCount = Locate(slice, blockSize, from, to, keyStride, headOffset, poolKeys, poolValues, span, _ahead);
+        }
+
+        /// <summary>The tile at <paramref name="tileStart"/> (tiles are taken in order, Tile apart): its keys and how many.</summary>
+        public int Next(int tileStart, out float** keys)
+        {
+            int n = _aheadCount;
+            float** located = _ahead;
+            _ahead = _current;
+            _current = located;
+            _aheadCount = tileStart + Tile <= _to
+                ? Locate(_slice, _blockSize, tileStart + Tile, _to, _keyStride, _headOffset, _poolKeys, _poolValues, _span, _ahead) : 0;
+            keys = _current;
+            return n;
+        }
+    }
+
+    /// <summary>
     /// The keys of one tile, [tileStart, min(tileStart + Tile, position + 1)), as pointers into the pool's keys (this KV
     /// head's part of each slot), found through the sequence's block table (one division a tile, not two a key: the
     /// block size is not a constant); each key and its value is prefetched, since no prefetcher sees the walk coming.
@@ -514,39 +522,6 @@ public static unsafe class AttentionKernel
         e1.Store(s + 16);
         sum = sum * correction + Vector512.Sum(e0 + e1);
         return next;
-    }
-
-    /// <summary>Four queries (rows dh apart) against one key: the key is loaded once, the four sums reduced together.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static Vector128<float> Dots4(float* queries, int stride, float* key, int dh)
-    {
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        for (int i = 0; i < dh; i += 16)
-        {
-            var kv = Vector512.Load(key + i);
-            a0 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + i), kv, a0);
-            a1 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + stride + i), kv, a1);
-            a2 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + 2 * stride + i), kv, a2);
-            a3 = Vector512.FusedMultiplyAdd(Vector512.Load(queries + 3 * stride + i), kv, a3);
-        }
-        return ProductKernels.Sum4(a0, a1, a2, a3);
-    }
-
-    /// <summary>acc += w[0] v0 + w[1] v1 + w[2] v2 + w[3] v3: one load and store of the accumulator for four values.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void AddScaled4(float* acc, int dh, float* v0, float* v1, float* v2, float* v3, float* w)
-    {
-        var w0 = Vector512.Create(w[0]);
-        var w1 = Vector512.Create(w[1]);
-        var w2 = Vector512.Create(w[2]);
-        var w3 = Vector512.Create(w[3]);
-        for (int i = 0; i < dh; i += 16)
-        {
-            var a = Vector512.FusedMultiplyAdd(Vector512.Load(v0 + i), w0, Vector512.Load(acc + i));
-            a = Vector512.FusedMultiplyAdd(Vector512.Load(v1 + i), w1, a);
-            a = Vector512.FusedMultiplyAdd(Vector512.Load(v2 + i), w2, a);
-            Vector512.FusedMultiplyAdd(Vector512.Load(v3 + i), w3, a).Store(acc + i);
-        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -225,10 +225,7 @@ static unsafe class Q8x8Kernels
         {
             byte* block = group + b * BlockBytes;
             // On the first two tokens the group comes from memory: what follows it is asked for as it is read.
-            if (fromMemory)
-            {
-                for (int line = 0; line < BlockBytes; line += 64) Sse.Prefetch0(block + ProductKernels.PrefetchDistance + line);
-            }
+            if (fromMemory) AskBlock(block + ProductKernels.PrefetchDistance);
             var scales = Scales(block);
             a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(BlockDot(block, x0 + b * 8, s0[b])), scales * Vector256.Create(d0[b]), a0);
             a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(BlockDot(block, x1 + b * 8, s1[b])), scales * Vector256.Create(d1[b]), a1);
