@@ -51,7 +51,7 @@ public sealed partial class ExpertGroupGrain(
             else LogLoading(key.ToString(), range.ToString(), model.Silo.Name);
             _weights = await loader.TakeOrLoadAsync<ExpertGroupWeights>(key);
             loader.Hosting(key);
-            if (dataPlane.Enabled) _callee = dataPlane.Register(key.ToString(), Compute);
+            if (dataPlane.Enabled) _callee = dataPlane.Register(key.ToString(), Compute, Compute);
             _loadSeconds = clock.Elapsed.TotalSeconds;
             LogLoaded(key.ToString(), _loadSeconds);
         }
@@ -78,6 +78,17 @@ public sealed partial class ExpertGroupGrain(
     /// </summary>
     TensorPayload Compute(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights, ActivityContext parent)
     {
+        using var xs = x.ToTensor(model.Device);
+        using var ids = expertIds.ToTensor(model.Device);
+        using var w = weights.ToTensor(model.Device);
+        using var output = Compute(layer, xs, ids, w, parent);
+        // Through the copy to the host, which on a GPU waits for the kernels queued by the compute.
+        return output.ToPayload();
+    }
+
+    /// <summary>As the payload call, on tensors (a stage on this silo, through the data plane): the output is new, the caller's to dispose.</summary>
+    TorchSharp.torch.Tensor Compute(int layer, TorchSharp.torch.Tensor xs, TorchSharp.torch.Tensor ids, TorchSharp.torch.Tensor w, ActivityContext parent)
+    {
         lock (_computing)
         {
             var key = Key;
@@ -90,18 +101,14 @@ public sealed partial class ExpertGroupGrain(
             activity?.SetTag("qwen3.expert_group", key.ToString());
             activity?.SetTag("qwen3.silo", model.Silo.Name);
             activity?.SetTag("qwen3.layer", layer);
-            using var xs = x.ToTensor(model.Device);
-            using var ids = expertIds.ToTensor(model.Device);
             var range = model.ExpertGroups[key.Group];
             using (var hostIds = ids.cpu())
                 _routed += ShardMetrics.Record(key, layer, range.Lo, range.Hi, hostIds.data<long>().ToArray(), telemetry.Value.ExpertDetail);
-            using var w = weights.ToTensor(model.Device);
             long started = Stopwatch.GetTimestamp();
-            using var output = group.Forward(xs, ids, w);
-            // Through the copy to the host, which on a GPU waits for the kernels queued above.
-            var payload = output.ToPayload();
+            var output = group.Forward(xs, ids, w);
+            // On a GPU this is the host's part (kernels queued may still run); the payload call's copy to the host waits for them.
             ShardMetrics.ComputeSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
-            return payload;
+            return output;
         }
     }
 

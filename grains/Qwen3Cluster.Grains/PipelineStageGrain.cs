@@ -47,6 +47,9 @@ public sealed partial class PipelineStageGrain(
     readonly ConcurrentDictionary<ExpertGroupKey, ExpertEndpoint?> _routes = new();
     // The dispatch's data-plane calls not yet sent, one frame per expert silo.
     ExpertCallBatch _unsent = null!;
+    // The arrays this stage's outputs are written into, by length: the replica has read an output before it sends the
+    // next step (TensorPayloads.ToPayload), so each is reused instead of a new large object every step.
+    readonly Dictionary<long, byte[]> _outputs = [];
     long _calls;
     double _loadSeconds;
     bool _handedOver;
@@ -99,7 +102,7 @@ public sealed partial class PipelineStageGrain(
         _expertCalls = 0;
         using var input = step.Input.ToTensor(model.Device);
         using var output = await _stage!.ForwardAsync(input, step.Context, _pool!, _experts!, cancellationToken);
-        return new StageResult(output.ToPayload(), _pool!.Generation, _expertCalls);
+        return new StageResult(output.ToPayload(_outputs), _pool!.Generation, _expertCalls);
     }
 
     async ValueTask<ExpertGroupOutput> StartExpertGroupCallAsync(int group, int copy, int layer, TorchSharp.torch.Tensor x,
@@ -110,15 +113,14 @@ public sealed partial class PipelineStageGrain(
         long started = Stopwatch.GetTimestamp();
         try
         {
-            var reply = await StartCallAsync(key, layer, x.ToPayload(), ids.ToPayload(), weights.ToPayload(), cancellationToken);
+            var reply = await StartCallAsync(key, layer, x, ids, weights, cancellationToken);
             return async () =>
             {
                 try
                 {
                     // The first output asked for sends the dispatch's data-plane calls, before anything waits or computes here.
                     await _unsent.SendAsync(cancellationToken);
-                    var (result, transport) = await reply();
-                    var output = result.ToTensor(model.Device);
+                    var (output, transport) = await reply();
                     ShardMetrics.CallSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("transport", transport));
                     return output;
                 }
@@ -145,20 +147,24 @@ public sealed partial class PipelineStageGrain(
 
     /// <summary>
     /// Starts one call to an expert group; what it returns waits for the output and says how the call went (the
-    /// <c>transport</c> of <see cref="ShardMetrics.CallSeconds"/>). A group hosted on this silo runs in place when its
-    /// output is asked for ("in-process"); one on a silo with a data plane joins that silo's frame of the dispatch,
-    /// sent when the first output is asked for ("socket"); else, or when
-    /// the group is no longer where it was, the call goes through its grain ("grain"), which Orleans routes wherever
-    /// the group is now.
+    /// <c>transport</c> of <see cref="ShardMetrics.CallSeconds"/>). A group hosted on this silo runs in place, on the
+    /// tensors themselves, when its output is asked for ("in-process"); one on a silo with a data plane joins that
+    /// silo's frame of the dispatch, sent when the first output is asked for ("socket"); else, or when the group is
+    /// no longer where it was, the call goes through its grain ("grain"), which Orleans routes wherever the group is
+    /// now. Only the calls that leave the process copy the tensors into payloads (those in place made most of a
+    /// serving silo's allocations).
     /// </summary>
-    async ValueTask<Func<ValueTask<(TensorPayload Output, string Transport)>>> StartCallAsync(ExpertGroupKey key, int layer,
-        TensorPayload x, TensorPayload ids, TensorPayload weights, CancellationToken cancellationToken)
+    async ValueTask<Func<ValueTask<(TorchSharp.torch.Tensor Output, string Transport)>>> StartCallAsync(ExpertGroupKey key, int layer,
+        TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor ids, TorchSharp.torch.Tensor weights, CancellationToken cancellationToken)
     {
         var grain = GrainFactory.GetExpertGroup(key);
-        Func<ValueTask<(TensorPayload, string)>> ThroughGrain()
+        (TensorPayload X, TensorPayload Ids, TensorPayload Weights)? payloads = null;
+        (TensorPayload X, TensorPayload Ids, TensorPayload Weights) Payloads() => payloads ??= (x.ToPayload(), ids.ToPayload(), weights.ToPayload());
+        Func<ValueTask<(TorchSharp.torch.Tensor, string)>> ThroughGrain()
         {
-            var call = grain.Run(layer, x, ids, weights, cancellationToken);
-            return async () => (await call, "grain");
+            var (px, pids, pweights) = Payloads();
+            var call = grain.Run(layer, px, pids, pweights, cancellationToken);
+            return async () => ((await call).ToTensor(model.Device), "grain");
         }
         if (!dataPlane.Enabled) return ThroughGrain();
 
@@ -171,12 +177,13 @@ public sealed partial class PipelineStageGrain(
         }
         if (!_routes.TryGetValue(key, out var endpoint)) _routes[key] = endpoint = await grain.DataPlane();
         if (endpoint is null || endpoint.Silo == dataPlane.Silo) return ThroughGrain();
-        var call = _unsent.Add(endpoint, name, layer, x, ids, weights, Activity.Current?.Id ?? "");
+        var (sx, sids, sweights) = Payloads();
+        var call = _unsent.Add(endpoint, name, layer, sx, sids, sweights, Activity.Current?.Id ?? "");
         return async () =>
         {
             try
             {
-                return (await call.OutputAsync(cancellationToken), "socket");
+                return ((await call.OutputAsync(cancellationToken)).ToTensor(model.Device), "socket");
             }
             catch (ExpertDataPlaneUnavailableException e) when (!cancellationToken.IsCancellationRequested)
             {

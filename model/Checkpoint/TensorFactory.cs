@@ -47,7 +47,18 @@ public static class TensorFactory
     /// <summary>The raw little-endian bytes of a tensor (any device), as safetensors stores them.</summary>
     public static byte[] ToBytes(Tensor tensor)
     {
-        using var cpu = tensor.device.type == DeviceType.CPU ? tensor.contiguous() : tensor.cpu().contiguous();
+        using var cpu = ContiguousOnCpu(tensor);
         return cpu.bytes.ToArray();
+    }
+
+    /// <summary>
+    /// The tensor's values contiguous in CPU memory, as a new tensor to dispose (sharing storage where it can). The copy
+    /// to the CPU is disposed here: a temporary left to the finalizer can be freed while the native call that reads it runs.
+    /// </summary>
+    public static Tensor ContiguousOnCpu(Tensor tensor)
+    {
+        if (tensor.device.type == DeviceType.CPU) return tensor.contiguous();
+        using var cpu = tensor.cpu();
+        return cpu.contiguous();
     }
 }

@@ -12,6 +12,10 @@ namespace Qwen3Cluster.Grains.DataPlane;
 /// <summary>Runs one call on a loaded expert group: layer, x, expert ids, weights, the caller's trace context (or default).</summary>
 public delegate TensorPayload ExpertGroupRun(int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights, ActivityContext parent);
 
+/// <summary>As <see cref="ExpertGroupRun"/> for a stage on the same silo: tensors in, a new tensor out (the caller's to dispose), no copies through payloads.</summary>
+public delegate TorchSharp.torch.Tensor ExpertGroupLocalRun(int layer, TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor expertIds,
+    TorchSharp.torch.Tensor weights, ActivityContext parent);
+
 /// <summary>
 /// The experts' data plane on this silo. An expert-group activation registers here once its weights are loaded;
 /// stages on other silos then call it over a socket of their own (<see cref="ExpertDataPlaneClient"/>), each
@@ -95,9 +99,9 @@ public sealed partial class ExpertDataPlane(IOptions<SiloRoleOptions> silo, ILoc
     }
 
     /// <summary>Takes calls for the group <paramref name="key"/> (replacing an earlier activation's) until the registration is disposed.</summary>
-    public ExpertCallee Register(string key, ExpertGroupRun run)
+    public ExpertCallee Register(string key, ExpertGroupRun run, ExpertGroupLocalRun local)
     {
-        var callee = new ExpertCallee(this, key, run);
+        var callee = new ExpertCallee(this, key, run, local);
         _callees[key] = callee;
         return callee;
     }
@@ -108,7 +112,8 @@ public sealed partial class ExpertDataPlane(IOptions<SiloRoleOptions> silo, ILoc
     public bool Hosts(string key) => Enabled && _callees.ContainsKey(key);
 
     /// <summary>Runs the group <paramref name="key"/> in place when it is registered on this silo; false when it is not (or the data plane is off).</summary>
-    public bool TryRun(string key, int layer, TensorPayload x, TensorPayload expertIds, TensorPayload weights, out TensorPayload? output)
+    public bool TryRun(string key, int layer, TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor expertIds, TorchSharp.torch.Tensor weights,
+        out TorchSharp.torch.Tensor? output)
     {
         output = null;
         return Enabled && _callees.TryGetValue(key, out var callee) && callee.TryRun(layer, x, expertIds, weights, Activity.Current?.Context ?? default, out output);
@@ -255,13 +260,15 @@ public sealed class ExpertCallee : IDisposable
 {
     readonly ExpertDataPlane _plane;
     readonly ExpertGroupRun _run;
+    readonly ExpertGroupLocalRun _local;
     readonly object _gate = new();
     bool _closed;
 
-    internal ExpertCallee(ExpertDataPlane plane, string key, ExpertGroupRun run)
+    internal ExpertCallee(ExpertDataPlane plane, string key, ExpertGroupRun run, ExpertGroupLocalRun local)
     {
         _plane = plane;
         _run = run;
+        _local = local;
         Key = key;
     }
 
@@ -273,6 +280,17 @@ public sealed class ExpertCallee : IDisposable
         lock (_gate)
         {
             output = _closed ? null : _run(layer, x, expertIds, weights, parent);
+            return !_closed;
+        }
+    }
+
+    /// <summary>The in-process call (a stage on this silo): as the other, on tensors.</summary>
+    public bool TryRun(int layer, TorchSharp.torch.Tensor x, TorchSharp.torch.Tensor expertIds, TorchSharp.torch.Tensor weights, ActivityContext parent,
+        out TorchSharp.torch.Tensor? output)
+    {
+        lock (_gate)
+        {
+            output = _closed ? null : _local(layer, x, expertIds, weights, parent);
             return !_closed;
         }
     }
