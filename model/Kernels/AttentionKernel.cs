@@ -164,9 +164,7 @@ public static unsafe class AttentionKernel
                 {
                     float* s = scores + r * Tile;
                     max[r] = SoftmaxTileScalar(s, n, max[r], ref sum[r], out float correction);
-                    Scale(path, acc + r * dh, correction, dh);
-                    // Each value sits where its key does, in the values tensor.
-                    for (int j = 0; j < n; j++) AddScaled(path, acc + r * dh, keys[j] + values, s[j], dh);
+                    AccumulateRow(path, acc + r * dh, correction, s, keys, values, n, dh);
                 }
             }
             for (int r = 0; r < rep; r++)
@@ -304,12 +302,7 @@ public static unsafe class AttentionKernel
                 int q4 = 0;
                 for (; q4 + 4 <= rows; q4 += 4)
                     AccumulateValues(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
-                for (; q4 < rows; q4++)
-                {
-                    float* a = acc + q4 * dh;
-                    Scale(KernelPath.Avx512, a, correction[q4], dh);
-                    for (int j = 0; j < n; j++) AddScaled(KernelPath.Avx512, a, keys[j] + values, scores[q4 * Tile + j], dh);
-                }
+                for (; q4 < rows; q4++) AccumulateRow(KernelPath.Avx512, acc + q4 * dh, correction[q4], scores + q4 * Tile, keys, values, n, dh);
             }
             for (int r = 0; r < rows; r++)
             {
@@ -543,6 +536,16 @@ public static unsafe class AttentionKernel
         }
         for (; i < n; i++) sum += a[i] * b[i];
         return sum;
+    }
+
+    /// <summary>
+    /// One row's value step over a tile: its accumulator rescaled by the softmax's <paramref name="correction"/>, then each
+    /// of the tile's n values added at its weight. Each value sits where its key does, <paramref name="values"/> further on.
+    /// </summary>
+    static void AccumulateRow(KernelPath path, float* acc, float correction, float* weights, float** keys, long values, int n, int dh)
+    {
+        Scale(path, acc, correction, dh);
+        for (int j = 0; j < n; j++) AddScaled(path, acc, keys[j] + values, weights[j], dh);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
