@@ -10,7 +10,7 @@ namespace Qwen3Cluster.EndToEndTests;
 public sealed class FailoverClusterFixture : IAsyncLifetime
 {
     public const int Streams = 6;
-    public const int Tokens = 64;
+    public const int Tokens = 128;
 
     public Processes.Running Script { get; private set; } = null!;
     public GrpcChannel Channel { get; private set; } = null!;
@@ -65,11 +65,19 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         public double LongestPauseSeconds => Arrivals.Zip(Arrivals.Skip(1), (a, b) => Stopwatch.GetElapsedTime(a, b).TotalSeconds).DefaultIfEmpty().Max();
     }
 
-    /// <summary>Runs the six streams; <paramref name="disturb"/> starts once every stream has a few tokens.</summary>
-    async Task<Stream[]> RunStreamsAsync(Func<Task> disturb)
+    /// <summary>
+    /// Runs the six streams; <paramref name="disturb"/> starts from the reader that sees every stream with a few tokens
+    /// (not from a poll: on two busy cores a poll can wake after the tiny model has decoded most of a stream), and each
+    /// stream must then still have tokens to come, so the disturbance lands mid-stream.
+    /// </summary>
+    async Task<Stream[]> RunStreamsAsync(Func<Task>? disturb = null)
     {
         var client = new Inference.InferenceClient(fixture.Channel);
         var streams = Enumerable.Range(0, FailoverClusterFixture.Streams).Select(_ => new Stream([], [], [])).ToArray();
+        int Count(Stream s) { lock (s) return s.Ids.Count; }
+        int fired = 0;
+        int[]? countsWhenDisturbed = null;
+        Task disturbed = Task.CompletedTask;
         using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         var running = streams.Select(async (s, i) =>
         {
@@ -91,12 +99,21 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
                         s.Arrivals.Add(Stopwatch.GetTimestamp());
                     }
                 }
+                if (disturb is not null && Volatile.Read(ref fired) == 0 && streams.All(x => Count(x) >= 3)
+                    && Interlocked.Exchange(ref fired, 1) == 0)
+                {
+                    countsWhenDisturbed = [.. streams.Select(Count)];
+                    disturbed = Task.Run(disturb);
+                }
             }
         }).ToArray();
-        while (streams.Any(s => { lock (s) return s.Ids.Count < 3; }) && !running.Any(t => t.IsCompleted)) await Task.Delay(5);
-        Assert.All(streams, s => { lock (s) Assert.InRange(s.Ids.Count, 3, FailoverClusterFixture.Tokens - 10); });
-        await disturb();
         await Task.WhenAll(running);
+        await disturbed;
+        if (disturb is not null)
+        {
+            Assert.True(countsWhenDisturbed is not null, "a stream ended before every stream had 3 tokens");
+            Assert.All(countsWhenDisturbed, n => Assert.InRange(n, 3, FailoverClusterFixture.Tokens - 10));
+        }
         return streams;
     }
 
@@ -165,7 +182,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         while (!servesOnD.IsMatch(join.Output))
         {
             Assert.True(placed.Elapsed < TimeSpan.FromSeconds(90), $"silo D got no expert group in 90 s after silo C died:\n{join.Output}");
-            await RunStreamsAsync(() => Task.CompletedTask);
+            await RunStreamsAsync();
         }
 
         // SIGTERM: silo D leaves the cluster gracefully while streams run; its group is placed again on the others.
@@ -217,7 +234,7 @@ public sealed class FailoverTests(FailoverClusterFixture fixture, ITestOutputHel
         {
             Assert.False(join.Process.HasExited, join.Output);
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), $"silo E got no expert group in 90 s:\n{join.Output}");
-            var streams = await RunStreamsAsync(() => Task.CompletedTask);
+            var streams = await RunStreamsAsync();
             AssertUndisturbed(streams, $"round {++rounds} while silo E joins");
             if (serving is not null) after++;
             else if (join.Output.Contains("handed over to silo silo-e") || PlacedFresh.IsMatch(join.Output)) serving = clock.Elapsed;
