@@ -243,7 +243,7 @@ public sealed class MidStreamStageFailureTests
         await using var engine = GenerationEngine.Start(local, new SchedulerOptions { NumBlocks = 256, BlockSize = 4, PrefixCaching = false }, []);
 
         int[] Prompt(int i) => Enumerable.Range(0, 4 + 3 * i).Select(j => (j * 53 + i * 211) % 400 + 1).ToArray();
-        const int tokens = 40;
+        const int tokens = 120;
         var expected = new List<EngineRunner.Result>();
         for (int i = 0; i < 6; i++) expected.Add(await EngineRunner.RunAsync(engine, EngineRunner.Greedy(Prompt(i), tokens, logprobs: 1)));
 
