@@ -41,7 +41,9 @@ public sealed class ModelDeployment
     public Qwen3Tokenizer? Tokenizer => _tokenizer.Value;
     /// <summary>The tokenizer's vocabulary as output constraints see it (and their compiled cache), or null without a tokenizer.</summary>
     public TokenVocabulary? Vocabulary => _vocabulary.Value;
-    public torch.Device Device => new(Silo.Device);
+    /// <summary>The silo's device, parsed once: every tensor a call brings in is made on it.</summary>
+    public torch.Device Device => _device ??= new(Silo.Device);
+    torch.Device? _device;
 
     /// <summary>How this silo keeps the matrices it hosts (<c>Qwen3:Model:Quantize</c>).</summary>
     public WeightStorage Storage => WeightStorages.Parse(Options.Quantize, "Qwen3:Model:Quantize");
