@@ -97,7 +97,7 @@ public sealed partial class ExpertGroupGrain(
             if (!_weights!.Layers.TryGetValue(layer, out var group))
                 throw new ArgumentOutOfRangeException(nameof(layer), $"Expert group {key} holds no experts of layer {layer}.");
             using var activity = parent != default ? EngineMetrics.ActivitySource.StartActivity("qwen3.experts", ActivityKind.Internal, parent)
-                : Activity.Current is null ? null : EngineMetrics.ActivitySource.StartActivity("qwen3.experts");
+                : Activity.Current is { Recorded: true } ? EngineMetrics.ActivitySource.StartActivity("qwen3.experts") : null;
             activity?.SetTag("qwen3.expert_group", key.ToString());
             activity?.SetTag("qwen3.silo", model.Silo.Name);
             activity?.SetTag("qwen3.layer", layer);

@@ -111,7 +111,9 @@ public sealed partial class PipelineStageGrain(
             return new StageResult(null, _pool.Generation, 0);
         step.Context.Validate();
         // A child of the step's span when the step is traced (its context comes with the grain call).
-        using var activity = Activity.Current is null ? null : EngineMetrics.ActivitySource.StartActivity("qwen3.stage");
+        // Only under a span that is recorded (a sampled step): Orleans gives every grain call an activity that carries
+        // the context on, and spans under one that is not recorded would only cost (the sampler drops them anyway).
+        using var activity = Activity.Current is { Recorded: true } ? EngineMetrics.ActivitySource.StartActivity("qwen3.stage") : null;
         activity?.SetTag("qwen3.stage", Key.ToString());
         activity?.SetTag("qwen3.silo", model.Silo.Name);
         activity?.SetTag("qwen3.tokens", step.Context.TokenCount);
@@ -194,7 +196,7 @@ public sealed partial class PipelineStageGrain(
         if (!_routes.TryGetValue(key, out var endpoint)) _routes[key] = endpoint = await grain.DataPlane();
         if (endpoint is null || endpoint.Silo == dataPlane.Silo) return ThroughGrain();
         var (sx, sids, sweights) = Payloads();
-        var call = _unsent.Add(endpoint, name, layer, sx, sids, sweights, Activity.Current?.Id ?? "");
+        var call = _unsent.Add(endpoint, name, layer, sx, sids, sweights, Activity.Current is { Recorded: true } traced ? traced.Id ?? "" : "");
         return async () =>
         {
             try

@@ -116,7 +116,8 @@ public sealed partial class ExpertDataPlane(IOptions<SiloRoleOptions> silo, ILoc
         out TorchSharp.torch.Tensor? output)
     {
         output = null;
-        return Enabled && _callees.TryGetValue(key, out var callee) && callee.TryRun(layer, x, expertIds, weights, Activity.Current?.Context ?? default, out output);
+        return Enabled && _callees.TryGetValue(key, out var callee) && callee.TryRun(layer, x, expertIds, weights,
+            Activity.Current is { Recorded: true } traced ? traced.Context : default, out output);
     }
 
     void Accept(Socket listener)
