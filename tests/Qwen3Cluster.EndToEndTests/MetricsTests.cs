@@ -101,9 +101,11 @@ public sealed class MetricsTests(ITestOutputHelper output)
         output.WriteLine($"TTFT p50: client {Median(ttft) * 1000:F2} ms, Prometheus {p50Ttft * 1000:F2} ms; " +
                          $"inter-token p50: client {Median(gaps) * 1000:F2} ms, Prometheus {p50Itl * 1000:F2} ms");
         // The gateway's first token is timed from the request's arrival to its hand-over to the stream; the client's
-        // adds the call's setup and the transport both ways, 3-6 ms on the 2-core VM against 5-8 ms of server time
-        // (client 10.4-14.1 ms, Prometheus 6.5-7.5 ms in six runs): one more bucket below is allowed for it.
-        WithinABucket("TTFT p50", Median(ttft), p50Ttft, bucketsBelow: 1);
+        // adds the call's setup and the transport both ways, a fixed 3-7 ms on the 2-core VM against 4-8 ms of server
+        // time (client 10.4-14.1 ms, Prometheus 6.5-7.5 ms in six runs; since the serving thread stopped making grain
+        // references and trace activities on every expert call, client 11.4 ms and Prometheus 4.4 ms): the fixed part
+        // spans up to two buckets below the client's.
+        WithinABucket("TTFT p50", Median(ttft), p50Ttft, bucketsBelow: 2);
         WithinABucket("inter-token p50", Median(gaps), p50Itl);
 
         // Counts agree exactly: one first token per request, the rest inter-token gaps.
