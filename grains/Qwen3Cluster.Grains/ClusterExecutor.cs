@@ -22,9 +22,9 @@ public sealed class ClusterExecutor(IReadOnlyList<IPipelineStageGrain> stages, D
     public async ValueTask<Tensor> ExecuteAsync(ForwardContext context, int[] inputIds, CancellationToken cancellationToken)
     {
         // A step belongs to no single request: the engine's loop inherited the Orleans request context of the call that
-        // started it (the first request's trace parent among it), which every stage call would carry on, so that each
-        // step's grain and expert calls were traced (propagation only) under that request. Its own span, when sampled,
-        // is Activity.Current and goes with the calls as usual.
+        // started it (that request's trace parent among it), which every stage call would carry on, so that every
+        // step's stage and expert calls joined that request's trace (recorded when it was sampled). The step's own
+        // span, when sampled, is Activity.Current and goes with the calls as usual.
         Orleans.Runtime.RequestContext.Clear();
         var payload = TensorPayloads.FromIds(inputIds);
         for (int s = 0; s < stages.Count; s++)
