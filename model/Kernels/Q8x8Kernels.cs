@@ -32,14 +32,24 @@ static unsafe class Q8x8Kernels
             }
             return;
         }
+        // Blocks of four groups (32 rows), each against every pair of tokens before the next block: the first pair
+        // streams the block in and the others find it in the cache. Walking every block for one pair first read each
+        // block from memory with only that pair's work to hide it (a bench-moe layer's experts at 128 tokens, from
+        // memory, on the 2-core VM: 308-353 against 243-246 GFLOP/s).
+        int g4 = first / 8;
+        for (; g4 + 4 <= last / 8; g4 += 4)
+        {
+            for (int t = t0; t + 1 < t1; t += 2)
+            {
+                Groups4x2(w.Group(g4), 8 * w.RowBytes, blocks, x, t, y + (t - t0) * ldy + 8 * g4 - first, ldy, t == t0);
+            }
+        }
         for (int t = t0; t < t1; t += 2)
         {
             float* yt = y + (t - t0) * ldy;
             if (t + 1 < t1)
             {
-                int g = first / 8;
-                for (; g + 4 <= last / 8; g += 4) Groups4x2(w.Group(g), 8 * w.RowBytes, blocks, x, t, yt + 8 * g - first, ldy, t == t0);
-                for (; g < last / 8; g++) Group2(w.Group(g), blocks, x, t, yt + 8 * g - first, ldy, t == t0);
+                for (int g = g4; g < last / 8; g++) Group2(w.Group(g), blocks, x, t, yt + 8 * g - first, ldy, t == t0);
             }
             else
             {
