@@ -26,7 +26,7 @@ static unsafe class Bf16Kernels
             // Four tokens at a time; two or three left over run as four with the last repeated (each row is still read
             // once for them: an expert's share of a batch is often two or three tokens), only theirs stored.
             int r = first;
-            if (k % Chunk == 0)
+            if (k % Chunk == 0 && t + 1 < t1)
             {
                 // Blocks of four rows, each against every group of four tokens before the next block: while a block
                 // is multiplied from the cache the next one streams in (asked for on the first group), where walking
