@@ -13,7 +13,7 @@ namespace Qwen3Cluster.Model.Kernels;
 /// for the query heads that share that KV head.
 /// </summary>
 [SkipLocalsInit]
-public static unsafe class AttentionKernel
+public static unsafe partial class AttentionKernel
 {
     const int Tile = 32;
 
@@ -58,9 +58,9 @@ public static unsafe class AttentionKernel
         var prepare = new PrepareJob(path, layer, q, k, v, qNorm, kNorm, cos, sin, poolKeys, poolValues, slots);
         if (t >= 8) team.Run(t, prepare);
         else for (int i = 0; i < t; i++) prepare.Execute(i);
-        if (path >= KernelPath.Avx512 && layer.HeadDim % 16 == 0)
+        if (BlockJob.Takes(path, layer.HeadDim))
         {
-            var blocks = new BlockJob(layer, q, poolKeys, poolValues, step, output);
+            var blocks = new BlockJob(path, layer, q, poolKeys, poolValues, step, output);
             team.Run(blocks.Chunks, blocks);
         }
         else
@@ -106,6 +106,24 @@ public static unsafe class AttentionKernel
                 var b = Vector512.Load(weight + i + half) * (Vector512.Load(x + i + half) * scale);
                 (a * Vector512.Load(cos + i) - b * Vector512.Load(sin + i)).Store(x + i);
                 (b * Vector512.Load(cos + i + half) + a * Vector512.Load(sin + i + half)).Store(x + i + half);
+            }
+            return;
+        }
+        if (path == KernelPath.Vector256 && half % 8 == 0)
+        {
+            var acc = Vector256<float>.Zero;
+            for (int i = 0; i < dh; i += 8)
+            {
+                var xv = Vector256.Load(x + i);
+                acc = Vector256.FusedMultiplyAdd(xv, xv, acc);
+            }
+            var scale = Vector256.Create(1f / MathF.Sqrt(Vector256.Sum(acc) / dh + eps));
+            for (int i = 0; i < half; i += 8)
+            {
+                var a = Vector256.Load(weight + i) * (Vector256.Load(x + i) * scale);
+                var b = Vector256.Load(weight + i + half) * (Vector256.Load(x + i + half) * scale);
+                (a * Vector256.Load(cos + i) - b * Vector256.Load(sin + i)).Store(x + i);
+                (b * Vector256.Load(cos + i + half) + a * Vector256.Load(sin + i + half)).Store(x + i + half);
             }
             return;
         }
@@ -192,13 +210,18 @@ public static unsafe class AttentionKernel
     /// </summary>
     sealed class BlockJob : TeamJob
     {
+        readonly KernelPath _path;
         readonly AttentionLayer _layer;
         readonly float* _q, _poolKeys, _poolValues, _output;
         readonly Step _step;
         readonly int[] _firstToken, _tokenCount;
 
-        public BlockJob(AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output)
+        /// <summary>Whether this job runs on <paramref name="path"/> for heads of <paramref name="dh"/>: whole vectors of a head, 16 or 8 wide.</summary>
+        public static bool Takes(KernelPath path, int dh) => path >= KernelPath.Avx512 ? dh % 16 == 0 : path == KernelPath.Vector256 && dh % 8 == 0;
+
+        public BlockJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output)
         {
+            _path = path;
             _layer = layer;
             _q = q;
             _poolKeys = poolKeys;
@@ -229,6 +252,7 @@ public static unsafe class AttentionKernel
         {
             int kv = _layer.KvHeads, heads = _layer.Heads, dh = _layer.HeadDim, rep = heads / kv;
             int block = chunk / kv, group = chunk % kv;
+            bool wide = _path >= KernelPath.Avx512;
             int t0 = _firstToken[block], tokens = _tokenCount[block], rows = tokens * rep;
             var slice = _step.Context.Slices[_step.Slice[t0]];
             int blockSize = _step.Context.BlockSize;
@@ -275,8 +299,8 @@ public static unsafe class AttentionKernel
                     // summed the same way whichever rows share its block (a decode token's and a prompt's alike).
                     for (int r = 0; r < rows; r += 4)
                     {
-                        var four = Dots4(query[r], query[Math.Min(r + 1, rows - 1)], query[Math.Min(r + 2, rows - 1)],
-                            query[Math.Min(r + 3, rows - 1)], key, dh) * scale;
+                        float* q1 = query[Math.Min(r + 1, rows - 1)], q2 = query[Math.Min(r + 2, rows - 1)], q3 = query[Math.Min(r + 3, rows - 1)];
+                        var four = (wide ? Dots4(query[r], q1, q2, q3, key, dh) : Dots4Vector256(query[r], q1, q2, q3, key, dh)) * scale;
                         scores[r * Tile + j] = four.GetElement(0);
                         if (r + 1 < rows) scores[(r + 1) * Tile + j] = four.GetElement(1);
                         if (r + 2 < rows) scores[(r + 2) * Tile + j] = four.GetElement(2);
@@ -296,13 +320,17 @@ public static unsafe class AttentionKernel
                     }
                     for (int j = 0; j < lo - tileStart; j++) s[j] = float.NegativeInfinity;
                     for (int j = hi - tileStart + 1; j < n; j++) s[j] = float.NegativeInfinity;
-                    max[r] = SoftmaxTile(s, n, max[r], ref sum[r], out correction[r]);
+                    max[r] = wide ? SoftmaxTile(s, n, max[r], ref sum[r], out correction[r])
+                        : SoftmaxTileVector256(s, n, max[r], ref sum[r], out correction[r]);
                 }
                 // Values: four rows' accumulators over the tile, each value read once for them.
                 int q4 = 0;
                 for (; q4 + 4 <= rows; q4 += 4)
-                    AccumulateValues(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
-                for (; q4 < rows; q4++) AccumulateRow(KernelPath.Avx512, acc + q4 * dh, correction[q4], scores + q4 * Tile, keys, values, n, dh);
+                {
+                    if (wide) AccumulateValues(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
+                    else AccumulateValuesVector256(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
+                }
+                for (; q4 < rows; q4++) AccumulateRow(_path, acc + q4 * dh, correction[q4], scores + q4 * Tile, keys, values, n, dh);
             }
             for (int r = 0; r < rows; r++)
             {

@@ -61,20 +61,22 @@ static unsafe class Bf16Kernels
             }
             return;
         }
+        if (path == KernelPath.Vector256)
+        {
+            Bf16Avx2Kernels.Rows(w, first, last, x, t0, t1, y, ldy);
+            return;
+        }
         for (; t < t1; t++)
         {
             float* yt = y + (t - t0) * ldy, xt = x.Row(t);
-            if (path == KernelPath.Vector256)
-                for (int r = first; r < last; r++) yt[r - first] = DotVector256((ushort*)w.Row(r), k, xt);
-            else
-                for (int r = first; r < last; r++) yt[r - first] = Tail((ushort*)w.Row(r), xt, 0, k);
+            for (int r = first; r < last; r++) yt[r - first] = Tail((ushort*)w.Row(r), xt, 0, k);
         }
     }
 
     static float ToFloat(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
 
     /// <summary>Σ w[i] x[i] for i in [from, k), in order, unpermuted: the scalar path, and the tail of the others.</summary>
-    static float Tail(ushort* w, float* x, int from, int k)
+    internal static float Tail(ushort* w, float* x, int from, int k)
     {
         float sum = 0;
         for (int i = from; i < k; i++) sum += ToFloat(w[i]) * x[i];
@@ -106,27 +108,6 @@ static unsafe class Bf16Kernels
             a1 = Avx512F.FusedMultiplyAdd((l0 & high).AsSingle(), Avx512F.LoadVector512(x + c * Chunk + 16), a1);
         }
         float sum = Vector512.Sum((a0 + a1) + (a2 + a3));
-        return chunks * Chunk == k ? sum : sum + Tail(w, x, chunks * Chunk, k);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float DotVector256(ushort* w, int k, float* x)
-    {
-        var high = Vector256.Create(0xFFFF0000u);
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        int chunks = k / Chunk;
-        for (int c = 0; c < chunks; c++)
-        {
-            // Lanes 0-7 hold weights 0-15 of the chunk, lanes 8-15 weights 16-31: evens at x[0..16), odds at x[16..32).
-            var lo = Vector256.Load((uint*)(w + c * Chunk));
-            var hi = Vector256.Load((uint*)(w + c * Chunk + 16));
-            float* xc = x + c * Chunk;
-            a0 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(lo, 16).AsSingle(), Vector256.Load(xc), a0);
-            a1 = Vector256.FusedMultiplyAdd((lo & high).AsSingle(), Vector256.Load(xc + 16), a1);
-            a2 = Vector256.FusedMultiplyAdd(Vector256.ShiftLeft(hi, 16).AsSingle(), Vector256.Load(xc + 8), a2);
-            a3 = Vector256.FusedMultiplyAdd((hi & high).AsSingle(), Vector256.Load(xc + 24), a3);
-        }
-        float sum = Vector256.Sum((a0 + a1) + (a2 + a3));
         return chunks * Chunk == k ? sum : sum + Tail(w, x, chunks * Chunk, k);
     }
 

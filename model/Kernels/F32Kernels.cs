@@ -39,6 +39,20 @@ static unsafe class F32Kernels
             }
             return;
         }
+        if (path == KernelPath.Vector256)
+        {
+            for (; t + 1 < t1; t += 4)
+            {
+                int count = Math.Min(4, t1 - t);
+                float* yt = y + (t - t0) * ldy;
+                float* x0 = x.Row(t), x1 = x.Row(t + 1), x2 = x.Row(t + Math.Min(2, count - 1)), x3 = x.Row(t + Math.Min(3, count - 1));
+                int r = first;
+                for (; r + 2 <= last; r += 2)
+                    Tile2x4Vector256((float*)w.Row(r), (float*)w.Row(r + 1), k, x0, x1, x2, x3, yt + (r - first), ldy, count, t == t0);
+                for (; r < last; r++)
+                    Tile1x4Vector256((float*)w.Row(r), k, x0, x1, x2, x3, yt + (r - first), ldy, count);
+            }
+        }
         for (; t < t1; t++)
         {
             float* yt = y + (t - t0) * ldy, xt = x.Row(t);
@@ -85,6 +99,7 @@ static unsafe class F32Kernels
         int i = 0;
         for (; i + 16 <= k; i += 16)
         {
+            Sse.Prefetch0((byte*)(w + i) + ProductKernels.PrefetchDistance);
             a0 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i), Vector256.Load(x + i), a0);
             a1 = Vector256.FusedMultiplyAdd(Vector256.Load(w + i + 8), Vector256.Load(x + i + 8), a1);
         }
@@ -146,6 +161,65 @@ static unsafe class F32Kernels
             a1 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x1 + i), a1);
             a2 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x2 + i), a2);
             a3 = Avx512F.FusedMultiplyAdd(wv, Avx512F.LoadVector512(x3 + i), a3);
+        }
+        var sums = ProductKernels.Sum4(a0, a1, a2, a3);
+        if (i < k)
+            sums += Vector128.Create(DotScalar(w + i, x0 + i, k - i), DotScalar(w + i, x1 + i, k - i), DotScalar(w + i, x2 + i, k - i), DotScalar(w + i, x3 + i, k - i));
+        ProductKernels.StoreColumn(sums, y, ldy, count);
+    }
+
+    /// <summary>As <see cref="Tile2x4"/> on 256-bit vectors: 8 accumulators, two weight vectors and an activation.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Tile2x4Vector256(float* wa, float* wb, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy, int count, bool fromMemory)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int i = 0;
+        long ahead = 2L * k;
+        for (; i + 8 <= k; i += 8)
+        {
+            if (fromMemory && (i & 15) == 0)
+            {
+                Sse.Prefetch0(wa + ahead + i);
+                Sse.Prefetch0(wb + ahead + i);
+            }
+            var va = Vector256.Load(wa + i);
+            var vb = Vector256.Load(wb + i);
+            var xv = Vector256.Load(x0 + i);
+            a0 = Fma.MultiplyAdd(va, xv, a0);
+            b0 = Fma.MultiplyAdd(vb, xv, b0);
+            xv = Vector256.Load(x1 + i);
+            a1 = Fma.MultiplyAdd(va, xv, a1);
+            b1 = Fma.MultiplyAdd(vb, xv, b1);
+            xv = Vector256.Load(x2 + i);
+            a2 = Fma.MultiplyAdd(va, xv, a2);
+            b2 = Fma.MultiplyAdd(vb, xv, b2);
+            xv = Vector256.Load(x3 + i);
+            a3 = Fma.MultiplyAdd(va, xv, a3);
+            b3 = Fma.MultiplyAdd(vb, xv, b3);
+        }
+        var sa = ProductKernels.Sum4(a0, a1, a2, a3);
+        var sb = ProductKernels.Sum4(b0, b1, b2, b3);
+        if (i < k)
+        {
+            sa += Vector128.Create(DotScalar(wa + i, x0 + i, k - i), DotScalar(wa + i, x1 + i, k - i), DotScalar(wa + i, x2 + i, k - i), DotScalar(wa + i, x3 + i, k - i));
+            sb += Vector128.Create(DotScalar(wb + i, x0 + i, k - i), DotScalar(wb + i, x1 + i, k - i), DotScalar(wb + i, x2 + i, k - i), DotScalar(wb + i, x3 + i, k - i));
+        }
+        ProductKernels.StoreColumn(sa, y, ldy, count);
+        ProductKernels.StoreColumn(sb, y + 1, ldy, count);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Tile1x4Vector256(float* w, int k, float* x0, float* x1, float* x2, float* x3, float* y, long ldy, int count)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int i = 0;
+        for (; i + 8 <= k; i += 8)
+        {
+            var wv = Vector256.Load(w + i);
+            a0 = Fma.MultiplyAdd(wv, Vector256.Load(x0 + i), a0);
+            a1 = Fma.MultiplyAdd(wv, Vector256.Load(x1 + i), a1);
+            a2 = Fma.MultiplyAdd(wv, Vector256.Load(x2 + i), a2);
+            a3 = Fma.MultiplyAdd(wv, Vector256.Load(x3 + i), a3);
         }
         var sums = ProductKernels.Sum4(a0, a1, a2, a3);
         if (i < k)

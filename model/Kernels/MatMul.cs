@@ -37,6 +37,7 @@ public static unsafe class MatMul
                 for (int t = 0; t < m; t++)
                 {
                     if (path >= KernelPath.Avx512) Q8.QuantizeActivationAvx512(x + (long)t * k, k, prepared.QuantizedRow(t), prepared.ScaleRow(t));
+                    else if (path == KernelPath.Vector256) Q8.QuantizeActivationVector256(x + (long)t * k, k, prepared.QuantizedRow(t), prepared.ScaleRow(t));
                     else Q8.QuantizeActivation(x + (long)t * k, k, prepared.QuantizedRow(t), prepared.ScaleRow(t));
                     if (vnni) Q8.Offsets(prepared.QuantizedRow(t), k, prepared.OffsetRow(t), prepared.BlockSumRow(t));
                 }
@@ -61,6 +62,22 @@ public static unsafe class MatMul
                             var hi = Avx512F.LoadVector512(src + c * 32 + 16);
                             Avx512F.PermuteVar16x32x2(lo, evens, hi).Store(dst + c * 32);
                             Avx512F.PermuteVar16x32x2(lo, odds, hi).Store(dst + c * 32 + 16);
+                        }
+                    }
+                    else if (path == KernelPath.Vector256)
+                    {
+                        // Within each 128-bit lane: evens then odds of its four pairs; then the 64-bit quarters in order.
+                        for (; c < chunks; c++)
+                        {
+                            for (int half = 0; half < 32; half += 16)
+                            {
+                                var a = Avx.LoadVector256(src + c * 32 + half);
+                                var b = Avx.LoadVector256(src + c * 32 + half + 8);
+                                var evens = Avx.Shuffle(a, b, 0b10_00_10_00).AsDouble();
+                                var odds = Avx.Shuffle(a, b, 0b11_01_11_01).AsDouble();
+                                Avx2.Permute4x64(evens, 0b11_01_10_00).AsSingle().Store(dst + c * 32 + half / 2);
+                                Avx2.Permute4x64(odds, 0b11_01_10_00).AsSingle().Store(dst + c * 32 + 16 + half / 2);
+                            }
                         }
                     }
                     for (; c < chunks; c++)

@@ -61,6 +61,11 @@ static unsafe class Q8Kernels
             }
             return;
         }
+        if (path == KernelPath.Vector256)
+        {
+            Q8Avx2Kernels.Rows(w, first, last, x, t0, t1, y, ldy);
+            return;
+        }
         for (; t < t1; t++)
         {
             float* yt = y + (t - t0) * ldy;
@@ -75,7 +80,7 @@ static unsafe class Q8Kernels
                     continue;
                 }
                 Combine(path, (ushort*)(row + k), scales, blocks, combined);
-                yt[r - first] = path == KernelPath.Avx512 ? DotAvx512(row, blocks, xq, combined) : DotVector256(row, blocks, xq, combined);
+                yt[r - first] = DotAvx512(row, blocks, xq, combined);
             }
         }
     }
@@ -222,22 +227,5 @@ static unsafe class Q8Kernels
             a0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(d0), Vector512.Create(combined[b]), a0);
         }
         return Vector512.Sum(a0 + a1);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float DotVector256(byte* w, int blocks, sbyte* x, float* combined)
-    {
-        var bias = Vector256.Create((short)128);
-        Vector256<float> acc = default;
-        for (int b = 0; b < blocks; b++)
-        {
-            var (wLo, wHi) = Vector256.Widen(Vector256.Load(w + b * Block));               // 2 x 16 uint16
-            var (xLo, xHi) = Vector256.Widen(Vector256.Load(x + b * Block));               // 2 x 16 int16
-            // Exact in int16: |q_w| <= 128 and |q_x| <= 127.
-            var (p0, p1) = Vector256.Widen((wLo.AsInt16() - bias) * xLo);
-            var (p2, p3) = Vector256.Widen((wHi.AsInt16() - bias) * xHi);
-            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle((p0 + p1) + (p2 + p3)), Vector256.Create(combined[b]), acc);
-        }
-        return Vector256.Sum(acc);
     }
 }

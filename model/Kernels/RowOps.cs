@@ -25,6 +25,18 @@ public static unsafe class RowOps
                 }
                 squares = Vector512.Sum(acc);
             }
+            else if (path == KernelPath.Vector256)
+            {
+                Vector256<float> a0 = default, a1 = default;
+                for (; i + 16 <= d; i += 16)
+                {
+                    var v = Vector256.Load(xr + i);
+                    var u = Vector256.Load(xr + i + 8);
+                    a0 = Vector256.FusedMultiplyAdd(v, v, a0);
+                    a1 = Vector256.FusedMultiplyAdd(u, u, a1);
+                }
+                squares = Vector256.Sum(a0 + a1);
+            }
             for (; i < d; i++) squares += xr[i] * xr[i];
             float inv = 1f / MathF.Sqrt(squares / d + eps);
             i = 0;
@@ -32,6 +44,11 @@ public static unsafe class RowOps
             {
                 var scale = Vector512.Create(inv);
                 for (; i + 16 <= d; i += 16) (Vector512.Load(weight + i) * (Vector512.Load(xr + i) * scale)).Store(yr + i);
+            }
+            else if (path == KernelPath.Vector256)
+            {
+                var scale = Vector256.Create(inv);
+                for (; i + 8 <= d; i += 8) (Vector256.Load(weight + i) * (Vector256.Load(xr + i) * scale)).Store(yr + i);
             }
             for (; i < d; i++) yr[i] = weight[i] * (xr[i] * inv);
         }
@@ -83,6 +100,13 @@ public static unsafe class RowOps
             for (; i + 16 <= n; i += 16) m = Vector512.Max(m, Vector512.Load(x + i));
             max = HorizontalMax(m);
         }
+        else if (path == KernelPath.Vector256 && n >= 8)
+        {
+            var m = Vector256.Create(float.NegativeInfinity);
+            for (; i + 8 <= n; i += 8) m = Vector256.Max(m, Vector256.Load(x + i));
+            var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
+            max = MathF.Max(MathF.Max(m4.GetElement(0), m4.GetElement(1)), MathF.Max(m4.GetElement(2), m4.GetElement(3)));
+        }
         for (; i < n; i++) max = MathF.Max(max, x[i]);
         argmax = 0;
         int at = 0;
@@ -90,6 +114,11 @@ public static unsafe class RowOps
         {
             var top = Vector512.Create(max);
             while (at + 16 <= n && !Vector512.EqualsAny(Vector512.Load(x + at), top)) at += 16;
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var top = Vector256.Create(max);
+            while (at + 8 <= n && !Vector256.EqualsAny(Vector256.Load(x + at), top)) at += 8;
         }
         for (; at < n; at++)
         {
@@ -109,6 +138,17 @@ public static unsafe class RowOps
                 a1 += VectorMath.Exp(Vector512.Load(x + i + 16) - top);
             }
             sum = Vector512.Sum(a0 + a1);
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var top = Vector256.Create(max);
+            Vector256<float> a0 = default, a1 = default;
+            for (; i + 16 <= n; i += 16)
+            {
+                a0 += VectorMath.Exp(Vector256.Load(x + i) - top);
+                a1 += VectorMath.Exp(Vector256.Load(x + i + 8) - top);
+            }
+            sum = Vector256.Sum(a0 + a1);
         }
         for (; i < n; i++) sum += MathF.Exp(x[i] - max);
         sumExp = sum;

@@ -27,4 +27,26 @@ public static class VectorMath
         p = Avx512F.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
         return Avx512F.Scale(p, n);
     }
+
+    /// <summary>
+    /// e^x, 8 at a time, by the same polynomial as the 16-wide one, with 2^n made in the exponent bits (AVX2 has no
+    /// vscalefps): x is held to [-87.33654, 88] so that n stays a normal float's exponent; above 88 it gives e^88.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Exp(Vector256<float> x)
+    {
+        x = Vector256.Min(Vector256.Max(x, Vector256.Create(-87.33654f)), Vector256.Create(88f));
+        var n = Avx.RoundToNearestInteger(x * Vector256.Create(1.44269504088896341f));
+        var r = Fma.MultiplyAdd(n, Vector256.Create(-0.693359375f), x);
+        r = Fma.MultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
+        var p = Vector256.Create(1.9875691500E-4f);
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(1.3981999507E-3f));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(8.3334519073E-3f));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(4.1665795894E-2f));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(1.6666665459E-1f));
+        p = Fma.MultiplyAdd(p, r, Vector256.Create(5.0000001201E-1f));
+        p = Fma.MultiplyAdd(p, r * r, r + Vector256<float>.One);
+        var scale = Avx2.ShiftLeftLogical(Avx.ConvertToVector256Int32(n) + Vector256.Create(127), 23).AsSingle();
+        return p * scale;
+    }
 }

@@ -17,7 +17,7 @@ public sealed class AttentionKernelTests
             foreach (int window in new[] { 0, 6, 37 })
             {
                 // Head sizes the vector paths take in blocks of tokens (64, 128: four and two query heads a KV head,
-                // and eight) and one they do not (24).
+                // and eight) and one the AVX-512 path does not (24: the 256-bit path takes it, in vectors of 8).
                 data.Add(path, window, 4, 2, 24);
                 data.Add(path, window, 8, 2, 64);
                 data.Add(path, window, 4, 2, 128);
