@@ -56,8 +56,8 @@ public sealed unsafe class MatrixWeight
         return Tensor.device.type == DeviceType.CPU ? values : values.to(Tensor.device);
     }
 
-    /// <summary>Whether Q8_0 rows of a matrix are interleaved in eights: where the VNNI kernel reads them that way.</summary>
-    public static bool Interleaves(long rows) => rows > 0 && rows % 8 == 0 && KernelPaths.Best == KernelPath.Avx512Vnni;
+    /// <summary>Whether Q8_0 rows of a matrix are interleaved in eights: where the VNNI or the AVX2 kernel reads them that way.</summary>
+    public static bool Interleaves(long rows) => rows > 0 && rows % 8 == 0 && KernelPaths.Best is KernelPath.Avx512Vnni or KernelPath.Vector256;
 
     /// <summary>The shape of a quantised matrix [rows, cols] as stored: row by row, or in groups of eight rows.</summary>
     public static long[] QuantizedShape(long rows, long cols, bool interleave)

@@ -24,6 +24,11 @@ static unsafe class Q8x8Kernels
     {
         if (first % 8 != 0 || last % 8 != 0) throw new ArgumentException($"Interleaved Q8_0 rows come in eights, not [{first}, {last}).");
         int blocks = w.Cols / Block;
+        if (path == KernelPath.Vector256)
+        {
+            Q8x8Avx2Kernels.Rows(w, first, last, x, t0, t1, y, ldy);
+            return;
+        }
         if (path != KernelPath.Avx512Vnni)
         {
             for (int t = t0; t < t1; t++)
@@ -78,7 +83,7 @@ static unsafe class Q8x8Kernels
 
     /// <summary>The 8 rows' float16 scales of a block as float32 (the bit shift <see cref="Q8.HalfBias"/> explains).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> Scales(byte* block)
+    internal static Vector256<float> Scales(byte* block)
     {
         var bits = Avx2.ConvertToVector256Int32((ushort*)(block + 256)) & Vector256.Create(0x7FFF);
         return Avx2.ShiftLeftLogical(bits, 13).AsSingle() * Vector256.Create(Q8.HalfBias);
@@ -214,7 +219,7 @@ static unsafe class Q8x8Kernels
 
     /// <summary>Asks for the 272 bytes of one block at <paramref name="at"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void AskBlock(byte* at)
+    internal static void AskBlock(byte* at)
     {
         Sse.Prefetch0(at);
         Sse.Prefetch0(at + 64);

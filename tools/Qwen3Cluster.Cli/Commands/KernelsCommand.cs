@@ -118,6 +118,12 @@ public static class KernelsCommand
         {
             long per = count / chunks;
             float* p = data + chunk * per;
+            if (!Vector512.IsHardwareAccelerated)
+            {
+                // Without AVX-512, Vector512 is emulated in software: it would measure that, not the memory.
+                Sink += Sum256(p, per);
+                return;
+            }
             Vector512<float> a = default, b = default, c = default, d = default;
             for (long i = 0; i < per; i += 64)
             {
@@ -131,6 +137,23 @@ public static class KernelsCommand
                 d += Vector512.Load(p + i + 48);
             }
             Sink += Vector512.Sum(a + b + c + d);
+        }
+
+        float Sum256(float* p, long per)
+        {
+            Vector256<float> a = default, b = default, c = default, d = default;
+            for (long i = 0; i < per; i += 64)
+            {
+                if (prefetch)
+                {
+                    for (int line = 0; line < 256; line += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch0((byte*)(p + i) + 4096 + line);
+                }
+                a += Vector256.Load(p + i) + Vector256.Load(p + i + 8);
+                b += Vector256.Load(p + i + 16) + Vector256.Load(p + i + 24);
+                c += Vector256.Load(p + i + 32) + Vector256.Load(p + i + 40);
+                d += Vector256.Load(p + i + 48) + Vector256.Load(p + i + 56);
+            }
+            return Vector256.Sum(a + b + c + d);
         }
     }
 
