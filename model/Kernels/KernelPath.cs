@@ -4,8 +4,8 @@ namespace Qwen3Cluster.Model.Kernels;
 
 /// <summary>
 /// Which instructions the kernels use, each path a superset of the one before: plain scalar code (every fast path's
-/// reference), 256-bit vectors (AVX2 and FMA, or whatever <c>Vector256</c> maps to), AVX-512, and AVX-512 with the
-/// 256-bit VNNI dot product of bytes (<c>vpdpbusd</c>) for 8-bit weights.
+/// reference), 256-bit vectors (AVX2 and FMA: 8-bit weights by <c>vpmaddubsw</c>, as ggml and ik_llama.cpp do without
+/// VNNI), AVX-512, and AVX-512 with the 256-bit VNNI dot product of bytes (<c>vpdpbusd</c>) for 8-bit weights.
 /// </summary>
 public enum KernelPath
 {
