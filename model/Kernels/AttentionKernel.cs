@@ -7,8 +7,9 @@ namespace Qwen3Cluster.Model.Kernels;
 
 /// <summary>
 /// Attention straight over the paged KV pool, decode and prefill alike: no gather of a sequence's keys into a dense
-/// tensor, no mask built on the host, no [queries, context] score matrix. On the AVX-512 path one job per (block of
-/// consecutive tokens of a sequence, KV head), elsewhere per (token, KV head); a job reads the sequence's keys block
+/// tensor, no mask built on the host, no [queries, context] score matrix. On the vector paths (AVX-512, and 256-bit
+/// for heads a multiple of 8 wide) one job per (block of consecutive tokens of a sequence, KV head), elsewhere per
+/// (token, KV head); a job reads the sequence's keys block
 /// by block through its block table, in tiles of 32 with an online softmax (FlashAttention's running max and sum),
 /// for the query heads that share that KV head.
 /// </summary>
@@ -140,8 +141,8 @@ public static unsafe partial class AttentionKernel
     }
 
     /// <summary>
-    /// A chunk per (token, KV head), for the paths <see cref="BlockJob"/> does not take (256-bit and scalar, head sizes
-    /// not a multiple of 16): one query head at a time against each key.
+    /// A chunk per (token, KV head), for what <see cref="BlockJob"/> does not take (the scalar path, heads not a whole
+    /// number of the path's vectors): one query head at a time against each key.
     /// </summary>
     sealed class HeadsJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output) : TeamJob
     {
