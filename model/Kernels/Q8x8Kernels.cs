@@ -11,6 +11,7 @@ namespace Qwen3Cluster.Model.Kernels;
 /// adds 4 products to each row's lane, so after the 8 runs (started at the block's -128 Σx, <see cref="PreparedInput.BlockSums"/>)
 /// each lane holds its row's exact block dot product; one convert and one multiply-add by the 8 scales times the
 /// activation's scale then serve 8 rows, and the 8 sums are stored as they are, with no reduction across lanes.
+/// Without VNNI (AVX2) <see cref="Q8x8Avx2Kernels"/> reads the same layout.
 /// </summary>
 [SkipLocalsInit]
 static unsafe class Q8x8Kernels
