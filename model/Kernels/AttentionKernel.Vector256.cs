@@ -37,10 +37,7 @@ public static unsafe partial class AttentionKernel
         var s1 = Vector256.ConditionalSelect(in1, Vector256.Load(s + 8), none);
         var s2 = Vector256.ConditionalSelect(in2, Vector256.Load(s + 16), none);
         var s3 = Vector256.ConditionalSelect(in3, Vector256.Load(s + 24), none);
-        var m = Vector256.Max(Vector256.Max(s0, s1), Vector256.Max(s2, s3));
-        var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
-        float tileMax = MathF.Max(MathF.Max(m4.GetElement(0), m4.GetElement(1)), MathF.Max(m4.GetElement(2), m4.GetElement(3)));
-        float next = MathF.Max(max, tileMax);
+        float next = MathF.Max(max, RowOps.HorizontalMax(Vector256.Max(Vector256.Max(s0, s1), Vector256.Max(s2, s3))));
         correction = MathF.Exp(max - next);
         var top = Vector256.Create(next);
         var e0 = VectorMath.Exp(s0 - top) & in0;

@@ -151,11 +151,8 @@ public static unsafe class Q8
             var v1 = Avx.LoadVector256(v + 8);
             var v2 = Avx.LoadVector256(v + 16);
             var v3 = Avx.LoadVector256(v + 24);
-            var m = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
-            var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
-            m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
-            m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(1, 0, 3, 2)));
-            float d = m4.ToScalar() / 127f;
+            float amax = LaneMax(Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3))));
+            float d = amax / 127f;
             float id = d != 0 ? 1f / d : 0f;
             scales[b] = d;
             var scale = Vector256.Create(id);
@@ -177,10 +174,12 @@ public static unsafe class Q8
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float LaneMax(Vector512<float> v)
+    static float LaneMax(Vector512<float> v) => LaneMax(Vector256.Max(v.GetLower(), v.GetUpper()));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float LaneMax(Vector256<float> v)
     {
-        var m8 = Vector256.Max(v.GetLower(), v.GetUpper());
-        var m4 = Vector128.Max(m8.GetLower(), m8.GetUpper());
+        var m4 = Vector128.Max(v.GetLower(), v.GetUpper());
         m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
         m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(1, 0, 3, 2)));
         return m4.ToScalar();

@@ -31,7 +31,7 @@ static unsafe class Q8Avx2Kernels
             for (int r = first; r < last; r++)
             {
                 byte* row = w.Row(r);
-                for (int j = 0; j < 4; j++) Combine((ushort*)(row + k), x.ScaleRow(t + Math.Min(j, count - 1)), blocks, combined + j * blocks);
+                for (int j = 0; j < 4; j++) Q8Kernels.Combine(KernelPath.Vector256, (ushort*)(row + k), x.ScaleRow(t + Math.Min(j, count - 1)), blocks, combined + j * blocks);
                 Tile1x4(row, blocks, x, t, count, combined, y + (t - t0) * ldy + (r - first), ldy);
             }
         }
@@ -43,24 +43,10 @@ static unsafe class Q8Avx2Kernels
             for (int r = first; r < last; r++)
             {
                 byte* row = w.Row(r);
-                Combine((ushort*)(row + k), scales, blocks, combined);
+                Q8Kernels.Combine(KernelPath.Vector256, (ushort*)(row + k), scales, blocks, combined);
                 yt[r - first] = Dot(row, blocks, xq, combined);
             }
         }
-    }
-
-    /// <summary>combined[b] = weight scale b (float16, widened as <see cref="Q8.ScaleToFloat"/> does) * activation scale b.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Combine(ushort* weightScales, float* scales, int blocks, float* combined)
-    {
-        int b = 0;
-        var bias = Vector256.Create(Q8.HalfBias);
-        for (; b + 8 <= blocks; b += 8)
-        {
-            var bits = Avx2.ConvertToVector256Int32(weightScales + b) & Vector256.Create(0x7FFF);
-            (Avx2.ShiftLeftLogical(bits, 13).AsSingle() * bias * Avx.LoadVector256(scales + b)).Store(combined + b);
-        }
-        for (; b < blocks; b++) combined[b] = Q8.ScaleToFloat(weightScales[b]) * scales[b];
     }
 
     /// <summary>A block of weights made ready for any number of activations: its signed values and their magnitudes.</summary>

@@ -101,7 +101,7 @@ static unsafe class Q8Kernels
 
     /// <summary>combined[b] = weight scale b (float16, widened) * activation scale b.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Combine(KernelPath path, ushort* weightScales, float* scales, int blocks, float* combined)
+    internal static void Combine(KernelPath path, ushort* weightScales, float* scales, int blocks, float* combined)
     {
         int b = 0;
         if (path >= KernelPath.Avx512)
@@ -112,6 +112,15 @@ static unsafe class Q8Kernels
             {
                 var bits = Avx512F.ConvertToVector512UInt32(Avx.LoadVector256(weightScales + b)) & mask;
                 (Avx512F.ShiftLeftLogical(bits, 13).AsSingle() * bias * Avx512F.LoadVector512(scales + b)).Store(combined + b);
+            }
+        }
+        else if (path == KernelPath.Vector256)
+        {
+            var bias = Vector256.Create(Q8.HalfBias);
+            for (; b + 8 <= blocks; b += 8)
+            {
+                var bits = Avx2.ConvertToVector256Int32(weightScales + b) & Vector256.Create(0x7FFF);
+                (Avx2.ShiftLeftLogical(bits, 13).AsSingle() * bias * Avx.LoadVector256(scales + b)).Store(combined + b);
             }
         }
         for (; b < blocks; b++) combined[b] = Q8.ScaleToFloat(weightScales[b]) * scales[b];

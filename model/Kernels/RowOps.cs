@@ -104,8 +104,7 @@ public static unsafe class RowOps
         {
             var m = Vector256.Create(float.NegativeInfinity);
             for (; i + 8 <= n; i += 8) m = Vector256.Max(m, Vector256.Load(x + i));
-            var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
-            max = MathF.Max(MathF.Max(m4.GetElement(0), m4.GetElement(1)), MathF.Max(m4.GetElement(2), m4.GetElement(3)));
+            max = HorizontalMax(m);
         }
         for (; i < n; i++) max = MathF.Max(max, x[i]);
         argmax = 0;
@@ -154,10 +153,11 @@ public static unsafe class RowOps
         sumExp = sum;
     }
 
-    internal static float HorizontalMax(Vector512<float> v)
+    internal static float HorizontalMax(Vector512<float> v) => HorizontalMax(Vector256.Max(v.GetLower(), v.GetUpper()));
+
+    internal static float HorizontalMax(Vector256<float> v)
     {
-        var m8 = Vector256.Max(v.GetLower(), v.GetUpper());
-        var m4 = Vector128.Max(m8.GetLower(), m8.GetUpper());
+        var m4 = Vector128.Max(v.GetLower(), v.GetUpper());
         float max = m4.GetElement(0);
         for (int j = 1; j < 4; j++) max = MathF.Max(max, m4.GetElement(j));
         return max;
