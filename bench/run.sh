@@ -122,8 +122,6 @@ scrape() { # file, ports...: the /metrics of every silo given, one after another
   shift
   for port in "$@"; do curl -s "http://127.0.0.1:$port/metrics"; done >"$file"
 }
-metric() { awk -v m="$1" '$1 ~ "^"m"(\\{|$)" { s += $2 } END { printf "%.9g\n", s + 0 }' "$2"; } # name, scrape: summed over its series
-delta() { awk -v a="$(metric "$1" "$3")" -v b="$(metric "$1" "$2")" 'BEGIN { printf "%.9g\n", a - b }'; } # name, before, after
 
 load() { # name, grpc port, the metrics ports of every silo (comma-separated), round ("" or "-rN"), concurrencies...
   local name=$1 grpc=$2 round=$4
@@ -142,20 +140,43 @@ load() { # name, grpc port, the metrics ports of every silo (comma-separated), r
     $QWEN3 bench --endpoint "http://127.0.0.1:$grpc" --concurrency "$c" --requests "$n" \
       --prompt-tokens 128 --max-tokens 64 --output "$out/$run.json" >"$out/$run.txt" 2>/dev/null
     scrape "$after" "${ports[@]}"
-    # Per step: grain calls; per expert-group call: its mean round trip at the stage and the mean computing on the
-    # experts' silo (the difference is what the call itself costs: transport and scheduling).
-    awk -v name="$name$round" -v c="$c" -v tps="$(grep -o '"output_tokens_per_second": [0-9.]*' "$out/$run.json")" \
-      -v steps="$(delta qwen3_step_duration_seconds_count "$before" "$after")" \
-      -v stage="$(delta qwen3_grain_calls_stage_total "$before" "$after")" \
-      -v experts="$(delta qwen3_grain_calls_experts_total "$before" "$after")" \
-      -v call="$(delta qwen3_expert_call_duration_seconds_sum "$before" "$after")" \
-      -v calls="$(delta qwen3_expert_call_duration_seconds_count "$before" "$after")" \
-      -v compute="$(delta qwen3_expert_group_compute_duration_seconds_sum "$before" "$after")" \
-      -v computes="$(delta qwen3_expert_group_compute_duration_seconds_count "$before" "$after")" \
-      'function per(a, b) { return b > 0 ? a / b : 0 }
-       BEGIN { printf "%s c=%-2s %s  steps=%d stage_calls/step=%.2f expert_calls/step=%.2f expert_call=%.3fms (computing %.3fms)\n",
-                 name, c, tps, steps, per(stage, steps), per(experts, steps), 1000 * per(call, calls), 1000 * per(compute, computes) }' \
-      | tee -a "$out/summary.txt"
+    # Per step: grain calls; per expert-group call: its round trip at the stage and its computing on the experts' silo,
+    # as means and as medians (from the histograms' buckets). The means hold every call, and a 128-token prefill's call
+    # computes for 10-30 ms on the AVX2 VM against 0.2-0.7 ms for a decode step's: they are mostly prefill there. The
+    # medians are a decode step's call (nearly every call is one).
+    python3 - "$name$round" "$c" "$out/$run.json" "$before" "$after" <<'PY' | tee -a "$out/summary.txt"
+import json, re, sys
+name, c, result, before, after = sys.argv[1:]
+def scrape(path):
+    sums, buckets = {}, {}
+    for line in open(path):
+        m = re.match(r'^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)', line)
+        if not m or line.startswith('#'): continue
+        metric, labels, value = m.group(1), m.group(2) or '', float(m.group(3))
+        sums[metric] = sums.get(metric, 0) + value
+        le = re.search(r'le="([^"]+)"', labels)
+        if metric.endswith('_bucket') and le:
+            bounds = buckets.setdefault(metric, {})
+            bounds[float(le.group(1))] = bounds.get(float(le.group(1)), 0) + value
+    return sums, buckets
+(s0, b0), (s1, b1) = scrape(before), scrape(after)
+delta = lambda m: s1.get(m, 0) - s0.get(m, 0)
+per = lambda a, b: a / b if b > 0 else 0
+def median(histogram): # the 50th percentile of the calls in between, interpolated in its bucket, in ms
+    counts = sorted((le, n - b0.get(histogram + '_bucket', {}).get(le, 0)) for le, n in b1.get(histogram + '_bucket', {}).items())
+    if not counts or counts[-1][1] <= 0: return 0
+    half, low, below = counts[-1][1] / 2, 0.0, 0
+    for le, n in counts:
+        if n >= half:
+            return 1000 * (low if le == float('inf') else low + (le - low) * (half - below) / max(n - below, 1))
+        low, below = le, n
+steps = delta('qwen3_step_duration_seconds_count')
+call, compute = 'qwen3_expert_call_duration_seconds', 'qwen3_expert_group_compute_duration_seconds'
+print(f"{name} c={c:<2} output tok/s {json.load(open(result))['output_tokens_per_second']}  steps={steps:.0f} "
+      f"stage_calls/step={per(delta('qwen3_grain_calls_stage_total'), steps):.2f} expert_calls/step={per(delta('qwen3_grain_calls_experts_total'), steps):.2f} "
+      f"expert_call mean {1000 * per(delta(call + '_sum'), delta(call + '_count')):.3f}ms (computing {1000 * per(delta(compute + '_sum'), delta(compute + '_count')):.3f}), "
+      f"median {median(call):.3f}ms (computing {median(compute):.3f})")
+PY
   done
 }
 
