@@ -19,6 +19,7 @@
 # EXPERT_THREADS  kernel threads of silos B and C, which compute at the same time on this one machine (default:
 #               half the cores each; silo A, which waits while they run, takes every core)
 # RESTART       1 (default) starts a silo that exited again; 0 stops the cluster when one exits
+# STOP_GRACE    seconds a silo has to stop on Ctrl-C before it is killed (default 25); silos B and C stop before A
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/env.sh"
 RESTART=${RESTART:-1}
@@ -29,11 +30,35 @@ if [[ "$clustering" == auto ]]; then
 fi
 
 declare -A pid_of=() offset_of=() threads_of=() restarts_of=()
+# stop_silos NAME...: asks the silos to stop (SIGTERM: each leaves the cluster gracefully), waits for them, and kills
+# whichever still runs after STOP_GRACE seconds (default 25), so that stopping never hangs on one.
+stop_silos() {
+  local name waited=0
+  for name; do kill -TERM "${pid_of[$name]}" 2>/dev/null || true; done
+  while (( waited < ${STOP_GRACE:-25} * 4 )); do
+    local running=0
+    for name; do kill -0 "${pid_of[$name]}" 2>/dev/null && running=1; done
+    (( running )) || break
+    sleep 0.25
+    waited=$(( waited + 1 ))
+  done
+  for name; do
+    if kill -0 "${pid_of[$name]}" 2>/dev/null; then
+      echo "$name did not stop in ${STOP_GRACE:-25} s; killing it" >&2
+      kill -KILL "${pid_of[$name]}" 2>/dev/null || true
+    fi
+    wait "${pid_of[$name]}" 2>/dev/null || true
+  done
+}
 stop() {
   trap - INT TERM EXIT
   echo "stopping the cluster..." >&2
-  for pid in "${pid_of[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pid_of[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Silo A last: on localhost clustering it hosts the membership table the others record their leaving in (stopped
+  # together, they found it gone: "failed to update its status to Dead" in their logs).
+  local others=() name
+  for name in "${!pid_of[@]}"; do [[ $name == silo-a ]] || others+=("$name"); done
+  if (( ${#others[@]} )); then stop_silos "${others[@]}"; fi
+  if [[ -n "${pid_of[silo-a]:-}" ]]; then stop_silos silo-a; fi
   if [[ -n "${redis_pid:-}" ]]; then kill -TERM "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
   echo "stopped; logs in $LOG_DIR" >&2
 }

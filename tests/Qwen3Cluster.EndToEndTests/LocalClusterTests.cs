@@ -271,4 +271,28 @@ public sealed class LocalClusterTests(LocalClusterFixture fixture) : IClassFixtu
         });
         Assert.Empty(leftovers);
     }
+
+    [Fact]
+    public async Task ASiloStoppedWhileStillJoiningExitsCleanly()
+    {
+        // An experts silo whose primary never answers stays in its start (joining) until stopped; Ctrl-C then is a
+        // stop like any other (exit 0), not an unhandled cancelled start (which aborted the process).
+        int ports = Processes.FreePorts(5);
+        var start = new ProcessStartInfo("dotnet",
+            [Processes.Qwen3Dll, "serve", "--config", Path.Combine(Processes.RepositoryRoot, "silos", "local", "silo-b.json"), "--model", fixture.Model]);
+        start.Environment["Qwen3__Clustering__SiloPort"] = ports.ToString();
+        start.Environment["Qwen3__Clustering__GatewayPort"] = (ports + 1).ToString();
+        start.Environment["Qwen3__Clustering__PrimarySiloPort"] = (ports + 2).ToString(); // nothing listens there
+        start.Environment["Qwen3__Telemetry__MetricsPort"] = (ports + 3).ToString();
+        start.Environment["Qwen3__Telemetry__HealthPort"] = (ports + 4).ToString();
+        await using var silo = new Processes.Running(start);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        while (!silo.Output.Contains($"Unable to connect to 127.0.0.1:{ports + 2}") && !silo.Process.HasExited && DateTime.UtcNow < deadline)
+            await Task.Delay(200);
+        Assert.False(silo.Process.HasExited, silo.Output);
+        Assert.Contains($"Unable to connect to 127.0.0.1:{ports + 2}", silo.Output);
+        Assert.Equal(0, await silo.InterruptAsync(TimeSpan.FromSeconds(60)));
+        Assert.DoesNotContain("Unhandled exception", silo.Output);
+        Assert.Contains("stopped before the silo had started", silo.Output);
+    }
 }

@@ -84,7 +84,16 @@ public static class ServeCommand
                 Console.Error.WriteLine(e.Message);
                 return 2;
             }
-            await RunAsync(parse.GetValue(config), overrides, ct);
+            try
+            {
+                await RunAsync(parse.GetValue(config), overrides, ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Stopped (Ctrl-C, SIGTERM) before the silo had started, e.g. while it was still joining its cluster:
+                // the host gives up the start with this, which is a stop like any other, not a crash.
+                Console.Error.WriteLine("stopped before the silo had started");
+            }
             return 0;
         });
         return command;
