@@ -172,7 +172,9 @@ def median(histogram): # the 50th percentile of the calls in between, interpolat
         low, below = le, n
 steps = delta('qwen3_step_duration_seconds_count')
 call, compute = 'qwen3_expert_call_duration_seconds', 'qwen3_expert_group_compute_duration_seconds'
-print(f"{name} c={c:<2} output tok/s {json.load(open(result))['output_tokens_per_second']}  steps={steps:.0f} "
+served = json.load(open(result))
+print(f"{name} c={c:<2} output tok/s {served['output_tokens_per_second']} (TTFT p50 {served['ttft_ms']['p50']} ms, inter-token p50 "
+      f"{served['itl_ms']['p50']} ms)  steps={steps:.0f} "
       f"stage_calls/step={per(delta('qwen3_grain_calls_stage_total'), steps):.2f} expert_calls/step={per(delta('qwen3_grain_calls_experts_total'), steps):.2f} "
       f"expert_call mean {1000 * per(delta(call + '_sum'), delta(call + '_count')):.3f}ms (computing {1000 * per(delta(compute + '_sum'), delta(compute + '_count')):.3f}), "
       f"median {median(call):.3f}ms (computing {median(compute):.3f})")
