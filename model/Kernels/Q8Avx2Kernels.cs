@@ -53,17 +53,26 @@ static unsafe class Q8Avx2Kernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static (Vector256<sbyte> Signed, Vector256<byte> Magnitude) Weights(byte* w)
     {
-        var signed = (Avx.LoadVector256(w) ^ Vector256.Create((byte)0x80)).AsSByte();
+        var signed = Unbiased(w);
         return (signed, Avx2.Abs(signed));
     }
 
+    /// <summary>32 stored weight bytes without their +128 bias (the interleaved kernel reads its runs so too).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<sbyte> Unbiased(byte* w) => (Avx.LoadVector256(w) ^ Vector256.Create((byte)0x80)).AsSByte();
+
+    /// <summary>
+    /// 32 weights (their signed values and magnitudes) against 32 activation values: the products of each 4 adjacent
+    /// ones summed, exactly, in an int32 lane (a pair is at most 2 · 128 · 127 in <c>vpmaddubsw</c>'s int16).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> Products(Vector256<sbyte> signed, Vector256<byte> magnitude, Vector256<sbyte> x) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitude, Avx2.Sign(x, signed)), Vector256.Create((short)1));
+
     /// <summary>One block's 32 products as 8 exact int32 partial sums, widened to float.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<float> BlockDot(Vector256<sbyte> signed, Vector256<byte> magnitude, sbyte* x)
-    {
-        var pairs = Avx2.MultiplyAddAdjacent(magnitude, Avx2.Sign(Avx.LoadVector256(x), signed));
-        return Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1)));
-    }
+    static Vector256<float> BlockDot(Vector256<sbyte> signed, Vector256<byte> magnitude, sbyte* x) =>
+        Avx.ConvertToVector256Single(Products(signed, magnitude, Avx.LoadVector256(x)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float Dot(byte* w, int blocks, sbyte* x, float* combined)

@@ -40,10 +40,7 @@ static unsafe class Q8x8Avx2Kernels
     /// <summary>Run q of a block against one token's 4 values there: each row's 4 products, summed in its int32 lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<int> Run(Vector256<sbyte> signed, Vector256<byte> magnitude, int values) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitude, Avx2.Sign(Vector256.Create(values).AsSByte(), signed)), Vector256.Create((short)1));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<sbyte> Signed(byte* run) => (Avx.LoadVector256(run) ^ Vector256.Create((byte)0x80)).AsSByte();
+        Q8Avx2Kernels.Products(signed, magnitude, Vector256.Create(values).AsSByte());
 
     /// <summary>One group of 8 rows, one token: y[0..8).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -64,9 +61,9 @@ static unsafe class Q8x8Avx2Kernels
             Vector256<int> i0 = default, i1 = default;
             for (int q = 0; q < 8; q += 2)
             {
-                var s = Signed(block + q * 32);
+                var s = Q8Avx2Kernels.Unbiased(block + q * 32);
                 i0 += Run(s, Avx2.Abs(s), xb[q]);
-                var u = Signed(block + q * 32 + 32);
+                var u = Q8Avx2Kernels.Unbiased(block + q * 32 + 32);
                 i1 += Run(u, Avx2.Abs(u), xb[q + 1]);
             }
             var product = Avx.ConvertToVector256Single(i0 + i1);
@@ -97,7 +94,7 @@ static unsafe class Q8x8Avx2Kernels
             Vector256<int> i0 = default, i1 = default, i2 = default, i3 = default;
             for (int q = 0; q < 8; q++)
             {
-                var s = Signed(block + q * 32);
+                var s = Q8Avx2Kernels.Unbiased(block + q * 32);
                 var m = Avx2.Abs(s);
                 i0 += Run(s, m, x0[at + q]);
                 i1 += Run(s, m, x1[at + q]);
