@@ -2,7 +2,7 @@
 # Benchmarks on bench-moe (a scaled-down Qwen3-30B-A3B: 8 layers, hidden 1024, 16/4 heads of 64, 32 experts of 512,
 # top-4, vocab 151936 untied; 735M parameters, 227M read per decoded token), measured in one run so that the ratios
 # and the fractions of the bandwidth roofline are comparable on a shared machine:
-#   1. the read bandwidth and the matrix kernels (qwen3 kernels);
+#   1. the read bandwidth, the matrix kernels and decode attention's walk over the KV pool (qwen3 kernels);
 #   2. qwen3 generate, one stream, 128 prompt tokens, 64 new tokens, with f32, bf16 and int8 weights, in ROUNDS
 #      rounds, each round also running llama-bench on the same checkpoint as F16 and Q8_0 GGUFs when LLAMA_BENCH is
 #      given (interleaved: ours bf16, llama F16, ours int8, llama Q8_0, ours f32), with the read bandwidth measured
@@ -48,6 +48,9 @@ print(f"read bandwidth {k['read_g_bps']} GB/s; libtorch GEMM f32 {k['torch_prefi
 for f in k['formats']:
     print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}; {f['decode_cached_g_bps']} GB/s from cache), "
           f"prefill product {f['prefill_gflops']} GFLOP/s; a layer's experts: decode {f['moe_decode_g_bps']} GB/s, prefill {f['moe_prefill_gflops']} GFLOP/s")
+for a in k.get('attention') or []:
+    print(f"  decode attention, {a['streams']} stream(s) at {a['context']} tokens: {a['microseconds']} us a layer, "
+          f"keys and values at {a['g_bps']} GB/s ({a['fraction_of_bandwidth']:.0%})")
 PY
 
 prompt=$(python3 -c "import random; r = random.Random(1); print(','.join(str(r.randrange(1000, 150000)) for _ in range(128)))")

@@ -8,10 +8,10 @@ namespace Qwen3Cluster.Model.Kernels;
 /// <summary>
 /// Attention straight over the paged KV pool, decode and prefill alike: no gather of a sequence's keys into a dense
 /// tensor, no mask built on the host, no [queries, context] score matrix. On the vector paths (AVX-512, and 256-bit
-/// for heads a multiple of 8 wide) one job per (block of consecutive tokens of a sequence, KV head), elsewhere per
-/// (token, KV head); a job reads the sequence's keys block
-/// by block through its block table, in tiles of 32 with an online softmax (FlashAttention's running max and sum),
-/// for the query heads that share that KV head.
+/// for heads a multiple of 8 wide) a prompt's tokens run a chunk per (block of its consecutive tokens, KV head) and a
+/// decode token a chunk per part of its keys, every KV head in it; elsewhere a chunk per (token, KV head). A chunk
+/// reads the sequence's keys block by block through its block table, in tiles of 32 with an online softmax
+/// (FlashAttention's running max and sum), for the query heads that share each KV head.
 /// </summary>
 [SkipLocalsInit]
 public static unsafe partial class AttentionKernel
@@ -61,8 +61,15 @@ public static unsafe partial class AttentionKernel
         else for (int i = 0; i < t; i++) prepare.Execute(i);
         if (BlockJob.Takes(path, layer.HeadDim))
         {
+            // Prompts' tokens in blocks (compute-bound: each key serves many rows), decode tokens by parts of their keys.
             var blocks = new BlockJob(path, layer, q, poolKeys, poolValues, step, output);
-            team.Run(blocks.Chunks, blocks);
+            if (blocks.Chunks > 0) team.Run(blocks.Chunks, blocks);
+            var decode = new DecodeJob(path, layer, q, poolKeys, poolValues, step, output);
+            if (decode.Chunks > 0)
+            {
+                team.Run(decode.Chunks, decode);
+                decode.Merge();
+            }
         }
         else
         {
@@ -171,7 +178,7 @@ public static unsafe partial class AttentionKernel
             long values = poolValues - poolKeys;
 
             float** buffer = stackalloc float*[2 * Tile];
-            var tiles = new KeyTiles(slice, blockSize, first, position, keyStride, group * dh, poolKeys, poolValues, dh, buffer);
+            var tiles = new KeyTiles(slice, blockSize, first, position, keyStride, group * dh, poolKeys, poolValues, dh, buffer, everyTile: true);
             for (int tileStart = first; tileStart <= position; tileStart += Tile)
             {
                 int n = tiles.Next(tileStart, out float** keys);
@@ -202,12 +209,11 @@ public static unsafe partial class AttentionKernel
     const int BlockRows = 16;
 
     /// <summary>
-    /// The vector path's attention, a chunk per (block of consecutive tokens of one slice, KV head): every key and value
-    /// of a tile is read once for all the block's query heads of that KV head, where one token at a time reads the
-    /// whole context again for each token of a prompt: a bench-moe prefill of 2048 tokens spent 0.46 ms a token in
-    /// attention that way and 0.24-0.27 ms this way (0.94 against 0.72-0.76 ms a token in all, on the 2-core VM).
-    /// Scores of four rows against one key at a time, each row's online softmax over the tile (keys a row may not see,
-    /// past its position or before its window, left out), then four rows' accumulators held over the tile's values.
+    /// The vector path's attention for prompts (slices of more than one token), a chunk per (block of consecutive tokens
+    /// of one slice, KV head): every key and value of a tile is read once for all the block's query heads of that KV
+    /// head, where one token at a time reads the whole context again for each token of a prompt: a bench-moe prefill of
+    /// 2048 tokens spent 0.46 ms a token in attention that way and 0.24-0.27 ms this way (0.94 against 0.72-0.76 ms a
+    /// token in all, on the 2-core VM). Each tile is one <see cref="AttendTile"/> for the block's rows.
     /// </summary>
     sealed class BlockJob : TeamJob
     {
@@ -235,7 +241,8 @@ public static unsafe partial class AttentionKernel
             int row = 0;
             foreach (var slice in step.Context.Slices)
             {
-                for (int i = 0; i < slice.QueryLength; i += perBlock)
+                // A slice of one token is a decode token's: DecodeJob takes it.
+                for (int i = 0; slice.QueryLength > 1 && i < slice.QueryLength; i += perBlock)
                 {
                     first.Add(row + i);
                     count.Add(Math.Min(perBlock, slice.QueryLength - i));
@@ -253,7 +260,6 @@ public static unsafe partial class AttentionKernel
         {
             int kv = _layer.KvHeads, heads = _layer.Heads, dh = _layer.HeadDim, rep = heads / kv;
             int block = chunk / kv, group = chunk % kv;
-            bool wide = _path >= KernelPath.Avx512;
             int t0 = _firstToken[block], tokens = _tokenCount[block], rows = tokens * rep;
             var slice = _step.Context.Slices[_step.Slice[t0]];
             int blockSize = _step.Context.BlockSize;
@@ -287,51 +293,12 @@ public static unsafe partial class AttentionKernel
             long values = _poolValues - _poolKeys;
 
             float** buffer = stackalloc float*[2 * Tile];
-            var tiles = new KeyTiles(slice, blockSize, from, to, keyStride, group * dh, _poolKeys, _poolValues, dh, buffer);
+            var tiles = new KeyTiles(slice, blockSize, from, to, keyStride, group * dh, _poolKeys, _poolValues, dh, buffer, everyTile: false);
             for (int tileStart = from; tileStart <= to; tileStart += Tile)
             {
                 int n = tiles.Next(tileStart, out float** keys);
-
-                // Scores: four rows against each key, the key read once for them.
-                for (int j = 0; j < n; j++)
-                {
-                    float* key = keys[j];
-                    // Rows past the last four run as four with the last row repeated, so every row's score is
-                    // summed the same way whichever rows share its block (a decode token's and a prompt's alike).
-                    for (int r = 0; r < rows; r += 4)
-                    {
-                        float* q1 = query[Math.Min(r + 1, rows - 1)], q2 = query[Math.Min(r + 2, rows - 1)], q3 = query[Math.Min(r + 3, rows - 1)];
-                        var four = (wide ? Dots4(query[r], q1, q2, q3, key, dh) : Dots4Vector256(query[r], q1, q2, q3, key, dh)) * scale;
-                        scores[r * Tile + j] = four.GetElement(0);
-                        if (r + 1 < rows) scores[(r + 1) * Tile + j] = four.GetElement(1);
-                        if (r + 2 < rows) scores[(r + 2) * Tile + j] = four.GetElement(2);
-                        if (r + 3 < rows) scores[(r + 3) * Tile + j] = four.GetElement(3);
-                    }
-                }
-                // Each row's softmax step over the keys it sees; a row that sees none of this tile keeps its state.
-                for (int r = 0; r < rows; r++)
-                {
-                    float* s = scores + r * Tile;
-                    int lo = Math.Max(first[r], tileStart), hi = Math.Min(last[r], tileStart + n - 1);
-                    if (lo > hi)
-                    {
-                        new Span<float>(s, n).Clear();
-                        correction[r] = 1;
-                        continue;
-                    }
-                    for (int j = 0; j < lo - tileStart; j++) s[j] = float.NegativeInfinity;
-                    for (int j = hi - tileStart + 1; j < n; j++) s[j] = float.NegativeInfinity;
-                    max[r] = wide ? SoftmaxTile(s, n, max[r], ref sum[r], out correction[r])
-                        : SoftmaxTileVector256(s, n, max[r], ref sum[r], out correction[r]);
-                }
-                // Values: four rows' accumulators over the tile, each value read once for them.
-                int q4 = 0;
-                for (; q4 + 4 <= rows; q4 += 4)
-                {
-                    if (wide) AccumulateValues(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
-                    else AccumulateValuesVector256(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
-                }
-                for (; q4 < rows; q4++) AccumulateRow(_path, acc + q4 * dh, correction[q4], scores + q4 * Tile, keys, values, n, dh);
+                AttendTile(_path, query, rows, first, last, max, sum, correction, acc, scores, scale, dh, keys, values, n, tileStart,
+                    tiles.Ahead, tiles.AheadCount, 0);
             }
             for (int r = 0; r < rows; r++)
             {
@@ -339,6 +306,223 @@ public static unsafe partial class AttentionKernel
                 for (int i = 0; i < dh; i++) target[r][i] = acc[r * dh + i] * inv;
             }
         }
+    }
+
+    /// <summary>
+    /// The vector path's attention for decode tokens (slices of one token), a chunk per (token, part of its keys): a
+    /// chunk walks whole slots of the pool, every KV head's key and value of each tile (each KV head's rows one
+    /// <see cref="AttendTile"/> after another), so the walk reads [slot, Hkv, Dh] front to back. A chunk per KV head, as
+    /// <see cref="BlockJob"/> takes prompts, reads a quarter of each slot on bench-moe's four KV heads and left the
+    /// keys at 20% of the bandwidth on the 2-core VM (the prefetchers fetch the rest of the slot for nothing). One
+    /// token's keys are split into parts (flash-decoding's split of the keys) so that one stream's decode uses every
+    /// thread; each part's softmax state is merged afterwards (<see cref="Merge"/>). How many parts depends on the
+    /// number of keys only, so a token's result is the same whatever else its step holds.
+    /// </summary>
+    sealed class DecodeJob : TeamJob
+    {
+        /// <summary>Keys a part takes at most: eight tiles, enough arithmetic that the part's first tile, which nothing asks for ahead, costs little.</summary>
+        const int PartKeys = 256;
+
+        readonly KernelPath _path;
+        readonly AttentionLayer _layer;
+        readonly float* _q, _poolKeys, _poolValues, _output, _partials;
+        readonly Step _step;
+        readonly int[] _tokens, _firstChunk, _parts, _chunkToken;
+
+        public DecodeJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output)
+        {
+            _path = path;
+            _layer = layer;
+            _q = q;
+            _poolKeys = poolKeys;
+            _poolValues = poolValues;
+            _step = step;
+            _output = output;
+            var tokens = new List<int>();
+            int row = 0;
+            foreach (var slice in step.Context.Slices)
+            {
+                if (slice.QueryLength == 1) tokens.Add(row);
+                row += slice.QueryLength;
+            }
+            _tokens = [.. tokens];
+            _firstChunk = new int[_tokens.Length];
+            _parts = new int[_tokens.Length];
+            int chunks = 0;
+            for (int i = 0; i < _tokens.Length; i++)
+            {
+                _firstChunk[i] = chunks;
+                _parts[i] = Parts(step.Position[_tokens[i]] - step.First[_tokens[i]] + 1);
+                chunks += _parts[i];
+            }
+            Chunks = chunks;
+            _chunkToken = new int[chunks];
+            for (int i = 0; i < _tokens.Length; i++) _chunkToken.AsSpan(_firstChunk[i], _parts[i]).Fill(i);
+            // A part's unnormalised state: per query head its max, its sum and its accumulator.
+            _partials = chunks > _tokens.Length ? KernelScratch.ForProduct().Take<float>((long)chunks * PartialSize) : null;
+        }
+
+        public int Chunks { get; }
+
+        int PartialSize => _layer.Heads * (_layer.HeadDim + 2);
+
+        /// <summary>Parts of a token that sees <paramref name="keys"/> keys: one under 64, else at least two, at most <see cref="PartKeys"/> keys each.</summary>
+        static int Parts(int keys) => keys < 64 ? 1 : Math.Max(2, (keys + PartKeys - 1) / PartKeys);
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public override void Execute(int chunk)
+        {
+            int kv = _layer.KvHeads, heads = _layer.Heads, dh = _layer.HeadDim, rep = heads / kv;
+            int index = _chunkToken[chunk], part = chunk - _firstChunk[index], parts = _parts[index], token = _tokens[index];
+            var slice = _step.Context.Slices[_step.Slice[token]];
+            int position = _step.Position[token], firstKey = _step.First[token];
+            int size = (position - firstKey + 1 + parts - 1) / parts;
+            int from = firstKey + part * size, to = Math.Min(position, from + size - 1);
+            float scale = (float)_layer.Scaling;
+            long keyStride = (long)kv * dh, values = _poolValues - _poolKeys;
+
+            float** query = stackalloc float*[heads];
+            int* first = stackalloc int[rep];
+            int* last = stackalloc int[rep];
+            float* max = stackalloc float[heads];
+            float* sum = stackalloc float[heads];
+            float* correction = stackalloc float[rep];
+            float* acc = stackalloc float[heads * dh];
+            float* scores = stackalloc float[rep * Tile];
+            float** headKeys = stackalloc float*[Tile];
+            for (int h = 0; h < heads; h++)
+            {
+                query[h] = _q + ((long)token * heads + h) * dh;
+                max[h] = float.NegativeInfinity;
+                sum[h] = 0;
+            }
+            for (int r = 0; r < rep; r++)
+            {
+                first[r] = firstKey;
+                last[r] = position;
+            }
+            new Span<float>(acc, heads * dh).Clear();
+
+            float** buffer = stackalloc float*[2 * Tile];
+            var tiles = new KeyTiles(slice, _step.Context.BlockSize, from, to, keyStride, 0, _poolKeys, _poolValues, (int)keyStride, buffer, everyTile: false);
+            for (int tileStart = from; tileStart <= to; tileStart += Tile)
+            {
+                int n = tiles.Next(tileStart, out float** keys);
+                for (int g = 0; g < kv; g++)
+                {
+                    for (int j = 0; j < n; j++) headKeys[j] = keys[j] + g * dh;
+                    int h = g * rep;
+                    AttendTile(_path, query + h, rep, first, last, max + h, sum + h, correction, acc + h * dh, scores, scale, dh, headKeys, values,
+                        n, tileStart, tiles.Ahead, tiles.AheadCount, g * dh);
+                }
+            }
+            if (parts == 1)
+            {
+                for (int h = 0; h < heads; h++)
+                {
+                    float* target = _output + ((long)token * heads + h) * dh;
+                    float inv = 1f / sum[h];
+                    for (int i = 0; i < dh; i++) target[i] = acc[h * dh + i] * inv;
+                }
+                return;
+            }
+            float* partial = _partials + (long)chunk * PartialSize;
+            Buffer.MemoryCopy(max, partial, heads * sizeof(float), heads * sizeof(float));
+            Buffer.MemoryCopy(sum, partial + heads, heads * sizeof(float), heads * sizeof(float));
+            Buffer.MemoryCopy(acc, partial + 2 * heads, (long)heads * dh * sizeof(float), (long)heads * dh * sizeof(float));
+        }
+
+        /// <summary>Each split token's output from its parts' states, in part order: Σ e^(max_p - max) acc_p / Σ e^(max_p - max) sum_p.</summary>
+        public void Merge()
+        {
+            int heads = _layer.Heads, dh = _layer.HeadDim;
+            for (int i = 0; i < _tokens.Length; i++)
+            {
+                int parts = _parts[i];
+                if (parts == 1) continue;
+                float* first = _partials + (long)_firstChunk[i] * PartialSize;
+                for (int h = 0; h < heads; h++)
+                {
+                    float top = float.NegativeInfinity;
+                    for (int p = 0; p < parts; p++) top = MathF.Max(top, first[p * PartialSize + h]);
+                    float* target = _output + ((long)_tokens[i] * heads + h) * dh;
+                    new Span<float>(target, dh).Clear();
+                    float total = 0;
+                    for (int p = 0; p < parts; p++)
+                    {
+                        float* partial = first + p * PartialSize;
+                        float weight = MathF.Exp(partial[h] - top);
+                        total += weight * partial[heads + h];
+                        AddScaled(_path, target, partial + 2 * heads + h * dh, weight, dh);
+                    }
+                    Scale(_path, target, 1f / total, dh);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// One tile's step for <paramref name="rows"/> query rows of one KV head, whose state (running max, sum and
+    /// accumulators) it advances: the rows' scores against the tile's n keys (four rows against each key, the key read
+    /// once for them), each row's online-softmax step over the keys it sees (past its position or before its window
+    /// left out), then four rows' accumulators held over the tile's values. While it scores key j it asks for key and
+    /// value j of the next tile (<paramref name="next"/>, <paramref name="nextOffset"/> floats on), so the next tile's
+    /// misses spread over this tile's arithmetic: asked for all at once, as the tile started, they queued behind each
+    /// other (decode attention read its keys 25% faster from memory spread, on the 2-core VM).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void AttendTile(KernelPath path, float** query, int rows, int* first, int* last, float* max, float* sum, float* correction, float* acc,
+        float* scores, float scale, int dh, float** keys, long values, int n, int tileStart, float** next, int nextCount, int nextOffset)
+    {
+        bool wide = path >= KernelPath.Avx512;
+        for (int j = 0; j < n; j++)
+        {
+            if (j < nextCount && Sse.IsSupported)
+            {
+                byte* nextKey = (byte*)(next[j] + nextOffset), nextValue = (byte*)(next[j] + nextOffset + values);
+                for (int b = 0; b < dh * sizeof(float); b += 64)
+                {
+                    Sse.Prefetch0(nextKey + b);
+                    Sse.Prefetch0(nextValue + b);
+                }
+            }
+            float* key = keys[j];
+            // Rows past the last four run as four with the last row repeated, so every row's score is
+            // summed the same way whichever rows share its block (a decode token's and a prompt's alike).
+            for (int r = 0; r < rows; r += 4)
+            {
+                float* q1 = query[Math.Min(r + 1, rows - 1)], q2 = query[Math.Min(r + 2, rows - 1)], q3 = query[Math.Min(r + 3, rows - 1)];
+                var four = (wide ? Dots4(query[r], q1, q2, q3, key, dh) : Dots4Vector256(query[r], q1, q2, q3, key, dh)) * scale;
+                scores[r * Tile + j] = four.GetElement(0);
+                if (r + 1 < rows) scores[(r + 1) * Tile + j] = four.GetElement(1);
+                if (r + 2 < rows) scores[(r + 2) * Tile + j] = four.GetElement(2);
+                if (r + 3 < rows) scores[(r + 3) * Tile + j] = four.GetElement(3);
+            }
+        }
+        // Each row's softmax step over the keys it sees; a row that sees none of this tile keeps its state.
+        for (int r = 0; r < rows; r++)
+        {
+            float* s = scores + r * Tile;
+            int lo = Math.Max(first[r], tileStart), hi = Math.Min(last[r], tileStart + n - 1);
+            if (lo > hi)
+            {
+                new Span<float>(s, n).Clear();
+                correction[r] = 1;
+                continue;
+            }
+            for (int j = 0; j < lo - tileStart; j++) s[j] = float.NegativeInfinity;
+            for (int j = hi - tileStart + 1; j < n; j++) s[j] = float.NegativeInfinity;
+            max[r] = wide ? SoftmaxTile(s, n, max[r], ref sum[r], out correction[r])
+                : SoftmaxTileVector256(s, n, max[r], ref sum[r], out correction[r]);
+        }
+        // Values: four rows' accumulators over the tile, each value read once for them.
+        int q4 = 0;
+        for (; q4 + 4 <= rows; q4 += 4)
+        {
+            if (wide) AccumulateValues(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
+            else AccumulateValuesVector256(acc + q4 * dh, dh, scores + q4 * Tile, correction + q4, keys, values, n);
+        }
+        for (; q4 < rows; q4++) AccumulateRow(path, acc + q4 * dh, correction[q4], scores + q4 * Tile, keys, values, n, dh);
     }
 
     /// <summary>Four query rows against one key: the key is loaded once, the four sums reduced together.</summary>
@@ -431,21 +615,25 @@ public static unsafe partial class AttentionKernel
 
     /// <summary>
     /// A sequence's keys up to <c>to</c>, a tile at a time from where it starts, as pointers (<see cref="Locate"/>):
-    /// each tile is located, and its keys and values asked for, while the tile before it is used, so their DRAM latency
-    /// passes under that tile's arithmetic. <c>buffer</c> holds 2 × <see cref="Tile"/> pointers.
+    /// each tile is located while the tile before it is used. The first tile's keys and values are asked for at once;
+    /// later tiles' too when <c>everyTile</c>, else the caller asks for <see cref="Ahead"/> as it goes
+    /// (<see cref="AttendTile"/>). <c>span</c> is how many floats of each slot are read from the key's pointer on.
+    /// <c>buffer</c> holds 2 × <see cref="Tile"/> pointers.
     /// </summary>
     ref struct KeyTiles
     {
         readonly SequenceSlice _slice;
         readonly int _blockSize, _to, _headOffset, _span;
+        readonly bool _everyTile;
         readonly long _keyStride;
         readonly float* _poolKeys, _poolValues;
         float** _current, _ahead;
         int _aheadCount;
 
         public KeyTiles(SequenceSlice slice, int blockSize, int from, int to, long keyStride, int headOffset, float* poolKeys,
-            float* poolValues, int span, float** buffer)
+            float* poolValues, int span, float** buffer, bool everyTile)
         {
+            _everyTile = everyTile;
             _slice = slice;
             _blockSize = blockSize;
             _to = to;
@@ -456,8 +644,13 @@ public static unsafe partial class AttentionKernel
             _span = span;
             _current = buffer;
             _ahead = buffer + Tile;
-            _aheadCount = Locate(slice, blockSize, from, to, keyStride, headOffset, poolKeys, poolValues, span, _ahead);
+            _aheadCount = Locate(slice, blockSize, from, to, keyStride, headOffset, poolKeys, poolValues, span, _ahead, prefetch: true);
         }
+
+        /// <summary>The tile after the one <see cref="Next"/> gave last (located, not yet asked for unless every tile is), and how many keys it has.</summary>
+        public readonly float** Ahead => _ahead;
+
+        public readonly int AheadCount => _aheadCount;
 
         /// <summary>The tile at <paramref name="tileStart"/> (tiles are taken in order, Tile apart): its keys and how many.</summary>
         public int Next(int tileStart, out float** keys)
@@ -467,7 +660,7 @@ public static unsafe partial class AttentionKernel
             _ahead = _current;
             _current = located;
             _aheadCount = tileStart + Tile <= _to
-                ? Locate(_slice, _blockSize, tileStart + Tile, _to, _keyStride, _headOffset, _poolKeys, _poolValues, _span, _ahead) : 0;
+                ? Locate(_slice, _blockSize, tileStart + Tile, _to, _keyStride, _headOffset, _poolKeys, _poolValues, _span, _ahead, _everyTile) : 0;
             keys = _current;
             return n;
         }
@@ -476,11 +669,11 @@ public static unsafe partial class AttentionKernel
     /// <summary>
     /// The keys of one tile, [tileStart, min(tileStart + Tile, position + 1)), as pointers into the pool's keys (this KV
     /// head's part of each slot), found through the sequence's block table (one division a tile, not two a key: the
-    /// block size is not a constant); each key and its value is prefetched, since no prefetcher sees the walk coming.
-    /// Returns how many keys the tile has.
+    /// block size is not a constant); with <paramref name="prefetch"/> each key and its value is asked for, since no
+    /// prefetcher sees the walk coming. Returns how many keys the tile has.
     /// </summary>
     static int Locate(SequenceSlice slice, int blockSize, int tileStart, int position, long keyStride, int headOffset,
-        float* poolKeys, float* poolValues, int dh, float** keys)
+        float* poolKeys, float* poolValues, int span, float** keys, bool prefetch)
     {
         int n = Math.Min(Tile, position - tileStart + 1);
         int block = tileStart / blockSize, offset = tileStart - block * blockSize;
@@ -493,10 +686,10 @@ public static unsafe partial class AttentionKernel
             }
             long slot = (long)slice.BlockTable[block] * blockSize + offset;
             keys[j] = poolKeys + slot * keyStride + headOffset;
-            if (Sse.IsSupported)
+            if (prefetch && Sse.IsSupported)
             {
                 byte* key = (byte*)keys[j], value = (byte*)(poolValues + (keys[j] - poolKeys));
-                for (int b = 0; b < dh * sizeof(float); b += 64)
+                for (int b = 0; b < span * sizeof(float); b += 64)
                 {
                     Sse.Prefetch0(key + b);
                     Sse.Prefetch0(value + b);

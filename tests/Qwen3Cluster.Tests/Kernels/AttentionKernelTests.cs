@@ -30,17 +30,18 @@ public sealed class AttentionKernelTests
     [Theory, MemberData(nameof(Cases))]
     public void PagedAttentionEqualsThePaddedTorchAttention(KernelPath path, int window, int heads, int kvHeads, int dh)
     {
-        const int blocks = 40, blockSize = 4;
+        const int blocks = 192, blockSize = 4;
         using var generator = new Generator(17);
         // A prefill chunk from 0 over several tiles of keys, a decode token at 20 over cached keys, a later chunk of a
-        // prompt, and a chunk of one token.
+        // prompt, and decode tokens whose keys the vector paths split in two parts (70) and in three (600).
         var context = new ForwardContext(
         [
             new SequenceSlice(0, 45, [3, 9, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]),
             new SequenceSlice(20, 1, [0, 5, 6, 1, 12, 2]),
             new SequenceSlice(5, 3, [7, 15]),
             new SequenceSlice(70, 1, [26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 4, 8, 10, 11]),
-        ], blockSize, [44, 45, 48, 49]);
+            new SequenceSlice(600, 1, [.. Enumerable.Range(40, 151).Reverse()]),
+        ], blockSize, [44, 45, 48, 49, 50]);
         int t = context.TokenCount;
         using var q = randn([t, heads * dh], generator: generator);
         using var k = randn([t, kvHeads * dh], generator: generator);

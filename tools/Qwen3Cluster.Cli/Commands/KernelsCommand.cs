@@ -2,7 +2,10 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.Intrinsics;
 using System.Text.Json;
+using Qwen3Cluster.Model.Cache;
+using Qwen3Cluster.Model.Engine;
 using Qwen3Cluster.Model.Kernels;
+using Qwen3Cluster.Model.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,8 +15,9 @@ namespace Qwen3Cluster.Cli.Commands;
 /// <c>qwen3 kernels</c>: the machine's read bandwidth (a STREAM-like sum over 1 GiB on the thread team) and what the
 /// matrix kernels reach on it: decode products (one token) per weight format as a fraction of that bandwidth, the
 /// same product on weights that fit in the last-level cache (what the kernel's arithmetic allows: when it is not
-/// well above the bandwidth, that format is bound by the kernel, not by memory), and prefill products (128 tokens)
-/// in GFLOP/s beside libtorch's float32 GEMM.
+/// well above the bandwidth, that format is bound by the kernel, not by memory), prefill products (128 tokens)
+/// in GFLOP/s beside libtorch's float32 GEMM, and decode attention's walk over the paged KV pool (the keys and values
+/// one decode token reads, at 512 and 2048 tokens of context, and for 16 streams at 2048).
 /// </summary>
 public static class KernelsCommand
 {
@@ -22,14 +26,15 @@ public static class KernelsCommand
         var threads = new Option<int?>("--threads") { Description = "Kernel threads (default: one per core)" };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
         var bandwidthOnly = new Option<bool>("--bandwidth") { Description = "Measure the read bandwidth only (a second or two)" };
-        var command = new Command("kernels", "Measure read bandwidth and the CPU matrix kernels") { threads, json, bandwidthOnly };
+        var attentionOnly = new Option<bool>("--attention") { Description = "Measure the read bandwidth and decode attention only" };
+        var command = new Command("kernels", "Measure read bandwidth and the CPU matrix kernels") { threads, json, bandwidthOnly, attentionOnly };
         command.SetAction(parse =>
         {
             int n = parse.GetValue(threads) ?? Environment.ProcessorCount;
             ComputeThreads.Configure(n);
             var report = parse.GetValue(bandwidthOnly)
-                ? new Report(n, KernelPaths.Best.ToString(), Math.Round(ReadBandwidth(), 1), 0, 0, [])
-                : Run(n);
+                ? new Report(n, KernelPaths.Best.ToString(), Math.Round(ReadBandwidth(), 1), 0, 0, [], null)
+                : Run(n, parse.GetValue(attentionOnly));
             if (parse.GetValue(json))
                 Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
             else Print(report);
@@ -41,13 +46,25 @@ public static class KernelsCommand
     public sealed record FormatResult(string Format, double DecodeGBps, double DecodeFractionOfBandwidth, double DecodeCachedGBps, double PrefillGflops,
         double MoeDecodeGBps, double MoePrefillGflops);
 
-    public sealed record Report(int Threads, string Path, double ReadGBps, double TorchPrefillGflops, double TorchBf16PrefillGflops,
-        IReadOnlyList<FormatResult> Formats);
+    /// <summary>Decode attention over the paged pool from memory: one token's read of its keys and values, and the time a layer's heads take.</summary>
+    public sealed record AttentionResult(int Context, int Streams, double Microseconds, double GBps, double FractionOfBandwidth);
 
-    static Report Run(int threads)
+    public sealed record Report(int Threads, string Path, double ReadGBps, double TorchPrefillGflops, double TorchBf16PrefillGflops,
+        IReadOnlyList<FormatResult> Formats, IReadOnlyList<AttentionResult>? Attention);
+
+    static Report Run(int threads, bool attentionOnly)
     {
         double bandwidth = ReadBandwidth();
         Terminal.Info($"read bandwidth: {bandwidth:F1} GB/s with {threads} thread(s)");
+        var attention = new List<AttentionResult>();
+        foreach (var (context, streams) in new[] { (512, 1), (2048, 1), (2048, 16) })
+        {
+            var (seconds, bytes) = DecodeAttention(context, streams);
+            double gbps = bytes / seconds / 1e9;
+            attention.Add(new AttentionResult(context, streams, Math.Round(seconds * 1e6, 1), Math.Round(gbps, 1), Math.Round(gbps / bandwidth, 3)));
+            Terminal.Info($"decode attention, {streams} stream(s) at {context} tokens: {seconds * 1e6:F0} us a layer, {gbps:F1} GB/s of keys and values ({gbps / bandwidth:P0} of the bandwidth)");
+        }
+        if (attentionOnly) return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), 0, 0, [], attention);
         var results = new List<FormatResult>();
         foreach (var format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Q8_0 })
         {
@@ -77,7 +94,7 @@ public static class KernelsCommand
         // prefill could take at the price of rounding the activations to bfloat16.
         double torchBf16Gflops = TorchPrefill(ScalarType.BFloat16, rows: 2048, cols: 1024, tokens: 128, repeats: 5);
         Terminal.Info($"libtorch bfloat16 GEMM: prefill {torchBf16Gflops:F1} GFLOP/s");
-        return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), Math.Round(torchGflops, 1), Math.Round(torchBf16Gflops, 1), results);
+        return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), Math.Round(torchGflops, 1), Math.Round(torchBf16Gflops, 1), results, attention);
     }
 
     static unsafe double ReadBandwidth()
@@ -157,6 +174,48 @@ public static class KernelsCommand
         }
     }
 
+    /// <summary>
+    /// One decode step's attention for a bench-moe layer (16 query heads, 4 KV heads of 64) over <paramref name="streams"/>
+    /// sequences of <paramref name="context"/> cached tokens each, their blocks of 16 scattered over a pool of 256 MiB (as
+    /// a serving pool's are after requests come and go), a different pool layer each repeat so the keys come from memory:
+    /// the best time, and the key and value bytes it reads.
+    /// </summary>
+    static (double Seconds, long Bytes) DecodeAttention(int context, int streams)
+    {
+        const int heads = 16, kvHeads = 4, dh = 64, blockSize = 16, layers = 8;
+        int blocksPerSequence = (context + 1 + blockSize - 1) / blockSize;
+        // 8 layers of keys and values, 16 MiB each at least, whatever the step reads.
+        int blocks = Math.Max(blocksPerSequence * streams, (16 << 20) / (blockSize * kvHeads * dh * sizeof(float)));
+        using var pool = new KvCachePool(0, layers, blocks, blockSize, kvHeads, dh, CPU);
+        for (int l = 0; l < layers; l++)
+        {
+            pool.Keys(l).normal_(0, 1);
+            pool.Values(l).normal_(0, 1);
+        }
+        var random = new Random(7);
+        var order = Enumerable.Range(0, blocks).OrderBy(_ => random.Next()).ToArray();
+        var slices = Enumerable.Range(0, streams).Select(s => new SequenceSlice(context, 1,
+            order.AsSpan(s * blocksPerSequence, blocksPerSequence).ToArray())).ToArray();
+        var step = new ForwardContext(slices, blockSize, [.. Enumerable.Range(0, streams)]);
+        using var meta = new AttentionMetadata(step, CPU);
+        // RoPE as the identity: the rotation costs the same at any angle, and what is measured is the walk over the pool.
+        using var cos = ones([streams, dh]);
+        using var sin = zeros([streams, dh]);
+        using var norm = ones([dh]);
+        double best = double.MaxValue;
+        for (int r = 0; r < 3 * layers + 1; r++)
+        {
+            var layer = new AttentionLayer(r % layers, heads, kvHeads, dh, 1 / Math.Sqrt(dh), null, norm, norm, 1e-6);
+            using var q = randn([streams, heads * dh]);
+            using var k = randn([streams, kvHeads * dh]);
+            using var v = randn([streams, kvHeads * dh]);
+            var clock = Stopwatch.StartNew();
+            using var y = CpuKernels.Shared.Attention(q, k, v, layer, cos, sin, meta, pool);
+            if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return (best, 2L * streams * (context + 1) * kvHeads * dh * sizeof(float));
+    }
+
     static unsafe (double Seconds, long Bytes) Product(WeightFormat format, int rows, int cols, int tokens, int repeats)
     {
         using var values = randn([rows, cols]) * 0.05f;
@@ -231,6 +290,8 @@ public static class KernelsCommand
     static void Print(Report r)
     {
         Console.WriteLine($"threads {r.Threads}, path {r.Path}, read bandwidth {r.ReadGBps} GB/s; libtorch GEMM f32 {r.TorchPrefillGflops}, bf16 {r.TorchBf16PrefillGflops} GFLOP/s");
+        foreach (var a in r.Attention ?? [])
+            Console.WriteLine($"  decode attention, {a.Streams,2} stream(s) at {a.Context,5} tokens: {a.Microseconds,7} us a layer, {a.GBps,6} GB/s ({a.FractionOfBandwidth:P0})");
         foreach (var f in r.Formats)
         {
             Console.WriteLine($"  {f.Format,-5} decode {f.DecodeGBps,6} GB/s ({f.DecodeFractionOfBandwidth:P0}), from cache {f.DecodeCachedGBps,6} GB/s   prefill {f.PrefillGflops,6} GFLOP/s" +
