@@ -2,7 +2,8 @@
 # Benchmarks on bench-moe (a scaled-down Qwen3-30B-A3B: 8 layers, hidden 1024, 16/4 heads of 64, 32 experts of 512,
 # top-4, vocab 151936 untied; 735M parameters, 227M read per decoded token), measured in one run so that the ratios
 # and the fractions of the bandwidth roofline are comparable on a shared machine:
-#   1. the read bandwidth, the matrix kernels and decode attention's walk over the KV pool (qwen3 kernels);
+#   1. the read bandwidth, the multiply-add peak, the matrix kernels and decode attention's walk over the KV pool
+#      (qwen3 kernels);
 #   2. qwen3 generate, one stream, 128 prompt tokens, 64 new tokens, with f32, bf16 and int8 weights, in ROUNDS
 #      rounds, each round also running llama-bench on the same checkpoint as F16 and Q8_0 GGUFs when LLAMA_BENCH is
 #      given (interleaved: ours bf16, llama F16, ours int8, llama Q8_0, ours f32), with the read bandwidth measured
@@ -12,7 +13,8 @@
 #   4. constrained decoding (a JSON Schema) at 1 and 16 streams: each token's mask time against the step's;
 #   5. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
 #   6. the three-process cluster (silos/local/run.sh) under the same load at 1 and 16;
-# with grain calls per decode step read from the cluster's own counters. Results go to bench/results/<time>/.
+# with grain calls per decode step read from the cluster's own counters, and the arithmetic the 16-stream figure
+# computes against the multiply-add peak. Results go to bench/results/<time>/.
 #
 #   bench/run.sh [BF16_MODEL_DIR]     (default: makes bench-moe, bf16 and f32, under ~/.cache/qwen3cluster/)
 #   THREADS=2 (default)               kernel and llama.cpp threads
@@ -44,7 +46,8 @@ $QWEN3 kernels --threads "$THREADS" --json >"$out/kernels.json"
 python3 - "$out/kernels.json" <<'PY' | tee -a "$out/summary.txt"
 import json, sys
 k = json.load(open(sys.argv[1]))
-print(f"read bandwidth {k['read_g_bps']} GB/s; libtorch GEMM f32 {k['torch_prefill_gflops']}, bf16 {k['torch_bf16_prefill_gflops']} GFLOP/s")
+print(f"read bandwidth {k['read_g_bps']} GB/s, float32 multiply-add peak {k.get('peak_gflops')} GFLOP/s; "
+      f"libtorch GEMM f32 {k['torch_prefill_gflops']}, bf16 {k['torch_bf16_prefill_gflops']} GFLOP/s")
 for f in k['formats']:
     print(f"  {f['format']:5} decode product {f['decode_g_bps']} GB/s ({f['decode_fraction_of_bandwidth']:.0%}; {f['decode_cached_g_bps']} GB/s from cache), "
           f"prefill product {f['prefill_gflops']} GFLOP/s; a layer's experts: decode {f['moe_decode_g_bps']} GB/s, prefill {f['moe_prefill_gflops']} GFLOP/s")
@@ -207,7 +210,7 @@ done
 load embedded 50151 8100 "" 4 16
 load three-process 50251 8200,9465,9466 "" 16
 kill -TERM $serve $cluster; wait $serve $cluster || true
-python3 - "$out" "$ROUNDS" <<'PY' | tee -a "$out/summary.txt"
+python3 - "$out" "$ROUNDS" "$model/config.json" <<'PY' | tee -a "$out/summary.txt"
 import json, sys, os, statistics
 tps = lambda n: json.load(open(os.path.join(sys.argv[1], n + ".json")))["output_tokens_per_second"]
 rounds = range(1, int(sys.argv[2]) + 1)
@@ -220,5 +223,22 @@ print(f"embedded c=1 median {e1:.1f}, three processes c=1 median {c1:.1f}: {c1 /
       f"(by round {min(ratios):.2f}-{max(ratios):.2f}x, median {statistics.median(ratios):.2f}x)")
 print(f"embedded at 16 streams / 1 stream (median): {tps('embedded-c16') / e1:.2f}x; "
       f"three processes at 16 / embedded at 16: {tps('three-process-c16') / tps('embedded-c16'):.2f}x")
+# The arithmetic a served request costs (128 prompt tokens, 64 output; the LM head for the output tokens only),
+# counted from the model's config, against the machine's float32 multiply-add peak (qwen3 kernels): at 16 streams
+# the batch makes the weights cheap, and what bounds the aggregate is how fast the cores can compute.
+cfg, peak = json.load(open(sys.argv[3])), json.load(open(os.path.join(sys.argv[1], "kernels.json"))).get("peak_gflops", 0)
+d, layers, dh = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["head_dim"]
+h, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+ff = cfg.get("num_experts_per_tok", 0) * 3 * cfg.get("moe_intermediate_size", 0) if cfg.get("num_experts") else 3 * cfg["intermediate_size"]
+def layer(context): # one token's multiply-adds in a layer, x2 for FLOPs: projections, scores and values, router, MLP
+    return 2 * (d * (h + 2 * kv) * dh + h * dh * d + 2 * h * dh * context + d * cfg.get("num_experts", 0) + d * ff)
+prompt, output = 128, 64
+flops = sum(layers * layer(t + 1) for t in range(prompt + output - 1)) + output * 2 * d * cfg["vocab_size"]
+per_token = flops / output / 1e9
+if peak:
+    need = 6 * e1 * per_token
+    print(f"a served request computes {per_token:.3f} GFLOP an output token; embedded at 16 streams {tps('embedded-c16') * per_token:.1f} GFLOP/s "
+          f"({tps('embedded-c16') * per_token / peak:.0%} of the {peak} GFLOP/s multiply-add peak); 6x one stream would compute "
+          f"{need:.1f} GFLOP/s ({need / peak:.2f}x the peak)")
 PY
 say "results in $out"

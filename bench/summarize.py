@@ -55,6 +55,22 @@ for name, r in ours.items():
     print(f"  {name:14} {r['prefill']:13.1f} {r['decode']:12.1f} {r['bytes']:9.3f} {gbps:6.1f} {gbps / median_bandwidth:12.1%} "
           f"{gbps / roofline:10.1%} {r['rss']:6.2f} GB ({r['rss'] / r['size']:.2f}x {r['size']:.2f})")
 
+# Prefill against the compute roofline: the prompt's multiply-adds (every layer for its 128 tokens, the LM head for the
+# last), counted from the config, at the median prefill rate, over the float32 multiply-add peak of qwen3 kernels
+# (int8's products run on integer units, which that peak does not bound).
+peak = json.load(open(kernels)).get("peak_gflops", 0) if os.path.exists(kernels) else 0
+cfg = json.load(open(os.path.join(bf16_dir, "config.json")))
+if peak and ours:
+    d, layers, dh = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["head_dim"]
+    h, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    ff = cfg.get("num_experts_per_tok", 0) * 3 * cfg.get("moe_intermediate_size", 0) if cfg.get("num_experts") else 3 * cfg["intermediate_size"]
+    layer = lambda context: 2 * (d * (h + 2 * kv) * dh + h * dh * d + 2 * h * dh * context + d * cfg.get("num_experts", 0) + d * ff)
+    prompt = 128
+    per_token = (sum(layers * layer(t + 1) for t in range(prompt)) + 2 * d * cfg["vocab_size"]) / prompt / 1e9
+    print(f"prefill computes {per_token:.3f} GFLOP a prompt token: " + ", ".join(
+        f"{name} {r['prefill'] * per_token:.1f} GFLOP/s ({r['prefill'] * per_token / peak:.0%})" for name, r in ours.items())
+        + f" of the {peak} GFLOP/s float32 multiply-add peak")
+
 
 def llama(name):
     runs = [json.load(open(p)) for p in files(f"{name}-r*.json")]

@@ -50,12 +50,14 @@ public static class KernelsCommand
     public sealed record AttentionResult(int Context, int Streams, double Microseconds, double GBps, double FractionOfBandwidth);
 
     public sealed record Report(int Threads, string Path, double ReadGBps, double TorchPrefillGflops, double TorchBf16PrefillGflops,
-        IReadOnlyList<FormatResult> Formats, IReadOnlyList<AttentionResult>? Attention);
+        IReadOnlyList<FormatResult> Formats, IReadOnlyList<AttentionResult>? Attention, double PeakGflops = 0);
 
     static Report Run(int threads, bool attentionOnly)
     {
         double bandwidth = ReadBandwidth();
         Terminal.Info($"read bandwidth: {bandwidth:F1} GB/s with {threads} thread(s)");
+        double peak = PeakGflops();
+        Terminal.Info($"float32 multiply-add peak: {peak:F1} GFLOP/s with {threads} thread(s)");
         var attention = new List<AttentionResult>();
         foreach (var (context, streams) in new[] { (512, 1), (2048, 1), (2048, 16) })
         {
@@ -64,7 +66,7 @@ public static class KernelsCommand
             attention.Add(new AttentionResult(context, streams, Math.Round(seconds * 1e6, 1), Math.Round(gbps, 1), Math.Round(gbps / bandwidth, 3)));
             Terminal.Info($"decode attention, {streams} stream(s) at {context} tokens: {seconds * 1e6:F0} us a layer, {gbps:F1} GB/s of keys and values ({gbps / bandwidth:P0} of the bandwidth)");
         }
-        if (attentionOnly) return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), 0, 0, [], attention);
+        if (attentionOnly) return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), 0, 0, [], attention, Math.Round(peak, 1));
         var results = new List<FormatResult>();
         foreach (var format in new[] { WeightFormat.F32, WeightFormat.BF16, WeightFormat.Q8_0 })
         {
@@ -94,7 +96,8 @@ public static class KernelsCommand
         // prefill could take at the price of rounding the activations to bfloat16.
         double torchBf16Gflops = TorchPrefill(ScalarType.BFloat16, rows: 2048, cols: 1024, tokens: 128, repeats: 5);
         Terminal.Info($"libtorch bfloat16 GEMM: prefill {torchBf16Gflops:F1} GFLOP/s");
-        return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), Math.Round(torchGflops, 1), Math.Round(torchBf16Gflops, 1), results, attention);
+        return new Report(threads, KernelPaths.Best.ToString(), Math.Round(bandwidth, 1), Math.Round(torchGflops, 1), Math.Round(torchBf16Gflops, 1), results, attention,
+            Math.Round(peak, 1));
     }
 
     static unsafe double ReadBandwidth()
@@ -123,6 +126,99 @@ public static class KernelsCommand
         finally
         {
             System.Runtime.InteropServices.NativeMemory.AlignedFree(data);
+        }
+    }
+
+    /// <summary>
+    /// The compute roofline: float32 multiply-adds on registers only, on the widest vectors the machine runs natively
+    /// (512, 256 or 128 bits), ten independent chains per thread so the adds' latency is hidden, one chunk per team
+    /// thread: the best of five, in GFLOP/s (a multiply-add counts two). What a product bound by arithmetic, not by
+    /// memory (a prefill, a batch of many streams), can approach.
+    /// </summary>
+    static double PeakGflops()
+    {
+        int threads = ThreadTeam.Shared.Threads;
+        var job = new FmaJob(iterations: 2_000_000);
+        double best = double.MaxValue;
+        for (int r = 0; r < 6; r++)
+        {
+            var clock = Stopwatch.StartNew();
+            ThreadTeam.Shared.Run(threads, job);
+            if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return threads * job.FlopsPerChunk / best / 1e9;
+    }
+
+    sealed class FmaJob(int iterations) : TeamJob
+    {
+        public float Sink;
+
+        static int Lanes => Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 4;
+
+        public double FlopsPerChunk => 2.0 * 10 * Lanes * iterations;
+
+        public override void Execute(int chunk)
+        {
+            if (Vector512.IsHardwareAccelerated) Sink += Chains(Vector512.Create(1f), Vector512.Create(0.999f));
+            else if (Vector256.IsHardwareAccelerated) Sink += Chains(Vector256.Create(1f), Vector256.Create(0.999f));
+            else Sink += Chains(Vector128.Create(1f), Vector128.Create(0.999f));
+        }
+
+        float Chains(Vector512<float> x, Vector512<float> m)
+        {
+            Vector512<float> a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x;
+            for (int i = 0; i < iterations; i++)
+            {
+                a0 = Vector512.FusedMultiplyAdd(a0, m, x);
+                a1 = Vector512.FusedMultiplyAdd(a1, m, x);
+                a2 = Vector512.FusedMultiplyAdd(a2, m, x);
+                a3 = Vector512.FusedMultiplyAdd(a3, m, x);
+                a4 = Vector512.FusedMultiplyAdd(a4, m, x);
+                a5 = Vector512.FusedMultiplyAdd(a5, m, x);
+                a6 = Vector512.FusedMultiplyAdd(a6, m, x);
+                a7 = Vector512.FusedMultiplyAdd(a7, m, x);
+                a8 = Vector512.FusedMultiplyAdd(a8, m, x);
+                a9 = Vector512.FusedMultiplyAdd(a9, m, x);
+            }
+            return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9);
+        }
+
+        float Chains(Vector256<float> x, Vector256<float> m)
+        {
+            Vector256<float> a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x;
+            for (int i = 0; i < iterations; i++)
+            {
+                a0 = Vector256.FusedMultiplyAdd(a0, m, x);
+                a1 = Vector256.FusedMultiplyAdd(a1, m, x);
+                a2 = Vector256.FusedMultiplyAdd(a2, m, x);
+                a3 = Vector256.FusedMultiplyAdd(a3, m, x);
+                a4 = Vector256.FusedMultiplyAdd(a4, m, x);
+                a5 = Vector256.FusedMultiplyAdd(a5, m, x);
+                a6 = Vector256.FusedMultiplyAdd(a6, m, x);
+                a7 = Vector256.FusedMultiplyAdd(a7, m, x);
+                a8 = Vector256.FusedMultiplyAdd(a8, m, x);
+                a9 = Vector256.FusedMultiplyAdd(a9, m, x);
+            }
+            return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9);
+        }
+
+        float Chains(Vector128<float> x, Vector128<float> m)
+        {
+            Vector128<float> a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x;
+            for (int i = 0; i < iterations; i++)
+            {
+                a0 = Vector128.FusedMultiplyAdd(a0, m, x);
+                a1 = Vector128.FusedMultiplyAdd(a1, m, x);
+                a2 = Vector128.FusedMultiplyAdd(a2, m, x);
+                a3 = Vector128.FusedMultiplyAdd(a3, m, x);
+                a4 = Vector128.FusedMultiplyAdd(a4, m, x);
+                a5 = Vector128.FusedMultiplyAdd(a5, m, x);
+                a6 = Vector128.FusedMultiplyAdd(a6, m, x);
+                a7 = Vector128.FusedMultiplyAdd(a7, m, x);
+                a8 = Vector128.FusedMultiplyAdd(a8, m, x);
+                a9 = Vector128.FusedMultiplyAdd(a9, m, x);
+            }
+            return Vector128.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9);
         }
     }
 
@@ -289,7 +385,8 @@ public static class KernelsCommand
 
     static void Print(Report r)
     {
-        Console.WriteLine($"threads {r.Threads}, path {r.Path}, read bandwidth {r.ReadGBps} GB/s; libtorch GEMM f32 {r.TorchPrefillGflops}, bf16 {r.TorchBf16PrefillGflops} GFLOP/s");
+        Console.WriteLine($"threads {r.Threads}, path {r.Path}, read bandwidth {r.ReadGBps} GB/s, float32 multiply-add peak {r.PeakGflops} GFLOP/s; " +
+            $"libtorch GEMM f32 {r.TorchPrefillGflops}, bf16 {r.TorchBf16PrefillGflops} GFLOP/s");
         foreach (var a in r.Attention ?? [])
             Console.WriteLine($"  decode attention, {a.Streams,2} stream(s) at {a.Context,5} tokens: {a.Microseconds,7} us a layer, {a.GBps,6} GB/s ({a.FractionOfBandwidth:P0})");
         foreach (var f in r.Formats)
