@@ -50,6 +50,8 @@ public static unsafe partial class AttentionKernel
     /// <summary>
     /// q [T, H, Dh] and k [T, Hkv, Dh] get their per-head RMSNorm and RoPE in place; k and v [T, Hkv, Dh] are stored at
     /// <paramref name="slots"/> of the pool's layer [slots, Hkv, Dh]; output [T, H, Dh] is each token's attention.
+    /// Decode tokens' split parts keep their states in the calling thread's <see cref="KernelScratch"/>, which this
+    /// starts afresh: a caller must hold none of its slices across the call.
     /// </summary>
     public static void Run(ThreadTeam team, KernelPath path, AttentionLayer layer, float* q, float* k, float* v, float* qNorm, float* kNorm,
         float* cos, float* sin, float* poolKeys, float* poolValues, Step step, long[] slots, float* output)
@@ -314,13 +316,15 @@ public static unsafe partial class AttentionKernel
     /// <see cref="AttendTile"/> after another), so the walk reads [slot, Hkv, Dh] front to back. A chunk per KV head, as
     /// <see cref="BlockJob"/> takes prompts, reads a quarter of each slot on bench-moe's four KV heads and left the
     /// keys at 20% of the bandwidth on the 2-core VM (the prefetchers fetch the rest of the slot for nothing). One
-    /// token's keys are split into parts (flash-decoding's split of the keys) so that one stream's decode uses every
-    /// thread; each part's softmax state is merged afterwards (<see cref="Merge"/>). How many parts depends on the
-    /// number of keys only, so a token's result is the same whatever else its step holds.
+    /// token's keys are split into parts (flash-decoding's split of the keys), two or more from 64 keys on, so that one
+    /// stream's decode uses more than one thread; each part's softmax state is merged afterwards (<see cref="Merge"/>).
+    /// How many parts depends on the number of keys only, so a token's result is the same whatever else its step holds.
+    /// A prompt's token that ends up alone in its slice (a chunk of one token) is taken here too: its sums then round
+    /// differently from the block job's, well within float32 agreement.
     /// </summary>
     sealed class DecodeJob : TeamJob
     {
-        /// <summary>Keys a part takes at most: eight tiles, enough arithmetic that the part's first tile, which nothing asks for ahead, costs little.</summary>
+        /// <summary>Keys a part takes at most: eight tiles, enough arithmetic that the part's first tile, whose keys are asked for only as it starts, costs little.</summary>
         const int PartKeys = 256;
 
         readonly KernelPath _path;
@@ -667,8 +671,8 @@ public static unsafe partial class AttentionKernel
     }
 
     /// <summary>
-    /// The keys of one tile, [tileStart, min(tileStart + Tile, position + 1)), as pointers into the pool's keys (this KV
-    /// head's part of each slot), found through the sequence's block table (one division a tile, not two a key: the
+    /// The keys of one tile, [tileStart, min(tileStart + Tile, position + 1)), as pointers into the pool's keys (one KV
+    /// head's part of each slot, or the slot's start for a walk over every KV head), found through the sequence's block table (one division a tile, not two a key: the
     /// block size is not a constant); with <paramref name="prefetch"/> each key and its value is asked for, since no
     /// prefetcher sees the walk coming. Returns how many keys the tile has.
     /// </summary>

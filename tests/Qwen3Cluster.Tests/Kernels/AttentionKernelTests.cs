@@ -14,7 +14,8 @@ public sealed class AttentionKernelTests
         var data = new TheoryData<KernelPath, int, int, int, int>();
         foreach (var path in KernelPaths.Available)
         {
-            foreach (int window in new[] { 0, 6, 37 })
+            // 100: the decode token at 600 sees 100 keys, split in two parts that start off the tiles and blocks.
+            foreach (int window in new[] { 0, 6, 37, 100 })
             {
                 // Head sizes the vector paths take in blocks of tokens (64, 128: four and two query heads a KV head,
                 // and eight) and one the AVX-512 path does not (24: the 256-bit path takes it, in vectors of 8).
