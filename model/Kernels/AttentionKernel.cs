@@ -204,6 +204,15 @@ public static unsafe partial class AttentionKernel
         }
     }
 
+    /// <summary>What the vector paths' jobs read and write: the step's queries, the pool's layer and the output.</summary>
+    abstract class PoolJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output) : TeamJob
+    {
+        private protected readonly KernelPath _path = path;
+        private protected readonly AttentionLayer _layer = layer;
+        private protected readonly float* _q = q, _poolKeys = poolKeys, _poolValues = poolValues, _output = output;
+        private protected readonly Step _step = step;
+    }
+
     /// <summary>
     /// Rows of query heads a <see cref="BlockJob"/> chunk computes at once: enough consecutive tokens of one sequence
     /// that each key and value read serves about 16 rows (a token's query heads of one KV head, times the tokens).
@@ -217,26 +226,16 @@ public static unsafe partial class AttentionKernel
     /// 2048 tokens spent 0.46 ms a token in attention that way and 0.24-0.27 ms this way (0.94 against 0.72-0.76 ms a
     /// token in all, on the 2-core VM). Each tile is one <see cref="AttendTile"/> for the block's rows.
     /// </summary>
-    sealed class BlockJob : TeamJob
+    sealed class BlockJob : PoolJob
     {
-        readonly KernelPath _path;
-        readonly AttentionLayer _layer;
-        readonly float* _q, _poolKeys, _poolValues, _output;
-        readonly Step _step;
         readonly int[] _firstToken, _tokenCount;
 
         /// <summary>Whether this job runs on <paramref name="path"/> for heads of <paramref name="dh"/>: whole vectors of a head, 16 or 8 wide.</summary>
         public static bool Takes(KernelPath path, int dh) => path >= KernelPath.Avx512 ? dh % 16 == 0 : path == KernelPath.Vector256 && dh % 8 == 0;
 
         public BlockJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output)
+            : base(path, layer, q, poolKeys, poolValues, step, output)
         {
-            _path = path;
-            _layer = layer;
-            _q = q;
-            _poolKeys = poolKeys;
-            _poolValues = poolValues;
-            _step = step;
-            _output = output;
             int rep = layer.Heads / layer.KvHeads, perBlock = Math.Max(1, BlockRows / rep);
             var first = new List<int>();
             var count = new List<int>();
@@ -322,26 +321,17 @@ public static unsafe partial class AttentionKernel
     /// A prompt's token that ends up alone in its slice (a chunk of one token) is taken here too: its sums then round
     /// differently from the block job's, well within float32 agreement.
     /// </summary>
-    sealed class DecodeJob : TeamJob
+    sealed class DecodeJob : PoolJob
     {
         /// <summary>Keys a part takes at most: eight tiles, enough arithmetic that the part's first tile, whose keys are asked for only as it starts, costs little.</summary>
         const int PartKeys = 256;
 
-        readonly KernelPath _path;
-        readonly AttentionLayer _layer;
-        readonly float* _q, _poolKeys, _poolValues, _output, _partials;
-        readonly Step _step;
+        readonly float* _partials;
         readonly int[] _tokens, _firstChunk, _parts, _chunkToken;
 
         public DecodeJob(KernelPath path, AttentionLayer layer, float* q, float* poolKeys, float* poolValues, Step step, float* output)
+            : base(path, layer, q, poolKeys, poolValues, step, output)
         {
-            _path = path;
-            _layer = layer;
-            _q = q;
-            _poolKeys = poolKeys;
-            _poolValues = poolValues;
-            _step = step;
-            _output = output;
             var tokens = new List<int>();
             int row = 0;
             foreach (var slice in step.Context.Slices)

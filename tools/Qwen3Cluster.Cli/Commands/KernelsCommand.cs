@@ -159,69 +159,57 @@ public static class KernelsCommand
 
         public double FlopsPerChunk => 2.0 * 10 * Lanes * iterations;
 
-        public override void Execute(int chunk)
+        public override void Execute(int chunk) => Sink += Lanes switch
         {
-            if (Lanes == 16) Sink += Chains(Vector512.Create(1f), Vector512.Create(0.999f));
-            else if (Lanes == 8) Sink += Chains(Vector256.Create(1f), Vector256.Create(0.999f));
-            else Sink += Chains(Vector128.Create(1f), Vector128.Create(0.999f));
-        }
+            16 => Chains<Vector512<float>, Wide>(Vector512.Create(1f), Vector512.Create(0.999f)),
+            8 => Chains<Vector256<float>, Half>(Vector256.Create(1f), Vector256.Create(0.999f)),
+            _ => Chains<Vector128<float>, Quarter>(Vector128.Create(1f), Vector128.Create(0.999f)),
+        };
 
-        float Chains(Vector512<float> x, Vector512<float> m)
+        /// <summary>Ten independent chains a += a·m, x per lane; the struct's static methods compile to one width's instructions.</summary>
+        float Chains<TVector, TOps>(TVector x, TVector m) where TOps : struct, IVectorOps<TVector>
         {
-            Vector512<float> a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x;
+            TVector a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x;
             for (int i = 0; i < iterations; i++)
             {
-                a0 = Vector512.FusedMultiplyAdd(a0, m, x);
-                a1 = Vector512.FusedMultiplyAdd(a1, m, x);
-                a2 = Vector512.FusedMultiplyAdd(a2, m, x);
-                a3 = Vector512.FusedMultiplyAdd(a3, m, x);
-                a4 = Vector512.FusedMultiplyAdd(a4, m, x);
-                a5 = Vector512.FusedMultiplyAdd(a5, m, x);
-                a6 = Vector512.FusedMultiplyAdd(a6, m, x);
-                a7 = Vector512.FusedMultiplyAdd(a7, m, x);
-                a8 = Vector512.FusedMultiplyAdd(a8, m, x);
-                a9 = Vector512.FusedMultiplyAdd(a9, m, x);
+                a0 = TOps.Fma(a0, m, x);
+                a1 = TOps.Fma(a1, m, x);
+                a2 = TOps.Fma(a2, m, x);
+                a3 = TOps.Fma(a3, m, x);
+                a4 = TOps.Fma(a4, m, x);
+                a5 = TOps.Fma(a5, m, x);
+                a6 = TOps.Fma(a6, m, x);
+                a7 = TOps.Fma(a7, m, x);
+                a8 = TOps.Fma(a8, m, x);
+                a9 = TOps.Fma(a9, m, x);
             }
-            return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9);
+            return TOps.Sum(a0) + TOps.Sum(a1) + TOps.Sum(a2) + TOps.Sum(a3) + TOps.Sum(a4) + TOps.Sum(a5) + TOps.Sum(a6) + TOps.Sum(a7)
+                + TOps.Sum(a8) + TOps.Sum(a9);
         }
+    }
 
-        float Chains(Vector256<float> x, Vector256<float> m)
-        {
-            Vector256<float> a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x;
-            for (int i = 0; i < iterations; i++)
-            {
-                a0 = Vector256.FusedMultiplyAdd(a0, m, x);
-                a1 = Vector256.FusedMultiplyAdd(a1, m, x);
-                a2 = Vector256.FusedMultiplyAdd(a2, m, x);
-                a3 = Vector256.FusedMultiplyAdd(a3, m, x);
-                a4 = Vector256.FusedMultiplyAdd(a4, m, x);
-                a5 = Vector256.FusedMultiplyAdd(a5, m, x);
-                a6 = Vector256.FusedMultiplyAdd(a6, m, x);
-                a7 = Vector256.FusedMultiplyAdd(a7, m, x);
-                a8 = Vector256.FusedMultiplyAdd(a8, m, x);
-                a9 = Vector256.FusedMultiplyAdd(a9, m, x);
-            }
-            return Vector256.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9);
-        }
+    interface IVectorOps<TVector>
+    {
+        static abstract TVector Fma(TVector a, TVector b, TVector c);
+        static abstract float Sum(TVector v);
+    }
 
-        float Chains(Vector128<float> x, Vector128<float> m)
-        {
-            Vector128<float> a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x;
-            for (int i = 0; i < iterations; i++)
-            {
-                a0 = Vector128.FusedMultiplyAdd(a0, m, x);
-                a1 = Vector128.FusedMultiplyAdd(a1, m, x);
-                a2 = Vector128.FusedMultiplyAdd(a2, m, x);
-                a3 = Vector128.FusedMultiplyAdd(a3, m, x);
-                a4 = Vector128.FusedMultiplyAdd(a4, m, x);
-                a5 = Vector128.FusedMultiplyAdd(a5, m, x);
-                a6 = Vector128.FusedMultiplyAdd(a6, m, x);
-                a7 = Vector128.FusedMultiplyAdd(a7, m, x);
-                a8 = Vector128.FusedMultiplyAdd(a8, m, x);
-                a9 = Vector128.FusedMultiplyAdd(a9, m, x);
-            }
-            return Vector128.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9);
-        }
+    readonly struct Wide : IVectorOps<Vector512<float>>
+    {
+        public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+        public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+    }
+
+    readonly struct Half : IVectorOps<Vector256<float>>
+    {
+        public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+        public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+    }
+
+    readonly struct Quarter : IVectorOps<Vector128<float>>
+    {
+        public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
+        public static float Sum(Vector128<float> v) => Vector128.Sum(v);
     }
 
     /// <summary>A sum over the buffer in chunks, plain or asking for each line 4 KiB ahead as the kernels do.</summary>
