@@ -210,7 +210,7 @@ done
 load embedded 50151 8100 "" 4 16
 load three-process 50251 8200,9465,9466 "" 16
 kill -TERM $serve $cluster; wait $serve $cluster || true
-python3 - "$out" "$ROUNDS" "$model/config.json" <<'PY' | tee -a "$out/summary.txt"
+python3 - "$out" "$ROUNDS" "$model/config.json" "$here" <<'PY' | tee -a "$out/summary.txt"
 import json, sys, os, statistics
 tps = lambda n: json.load(open(os.path.join(sys.argv[1], n + ".json")))["output_tokens_per_second"]
 rounds = range(1, int(sys.argv[2]) + 1)
@@ -226,15 +226,12 @@ print(f"embedded at 16 streams / 1 stream (median): {tps('embedded-c16') / e1:.2
 # The arithmetic a served request costs (128 prompt tokens, 64 output; the LM head for the output tokens only),
 # counted from the model's config, against the machine's float32 multiply-add peak (qwen3 kernels): at 16 streams
 # the batch makes the weights cheap, and what bounds the aggregate is how fast the cores can compute.
-cfg, peak = json.load(open(sys.argv[3])), json.load(open(os.path.join(sys.argv[1], "kernels.json"))).get("peak_gflops", 0)
-d, layers, dh = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["head_dim"]
-h, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-ff = cfg.get("num_experts_per_tok", 0) * 3 * cfg.get("moe_intermediate_size", 0) if cfg.get("num_experts") else 3 * cfg["intermediate_size"]
-def layer(context): # one token's multiply-adds in a layer, x2 for FLOPs: projections, scores and values, router, MLP
-    return 2 * (d * (h + 2 * kv) * dh + h * dh * d + 2 * h * dh * context + d * cfg.get("num_experts", 0) + d * ff)
+sys.path.insert(0, sys.argv[4])
+from flops import forward_flops
+peak = json.load(open(os.path.join(sys.argv[1], "kernels.json"))).get("peak_gflops", 0)
 prompt, output = 128, 64
-flops = sum(layers * layer(t + 1) for t in range(prompt + output - 1)) + output * 2 * d * cfg["vocab_size"]
-per_token = flops / output / 1e9
+# The prompt and the 63 tokens decoded after it go through every layer; the LM head makes the 64 output tokens.
+per_token = forward_flops(json.load(open(sys.argv[3])), 1, prompt + output - 1, output) / output / 1e9
 if peak:
     need = 6 * e1 * per_token
     print(f"a served request computes {per_token:.3f} GFLOP an output token; embedded at 16 streams {tps('embedded-c16') * per_token:.1f} GFLOP/s "

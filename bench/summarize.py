@@ -13,6 +13,8 @@ import re
 import statistics
 import sys
 
+from flops import forward_flops
+
 out, bf16_dir, f32_dir = sys.argv[1:4]
 
 
@@ -59,14 +61,9 @@ for name, r in ours.items():
 # last), counted from the config, at the median prefill rate, over the float32 multiply-add peak of qwen3 kernels
 # (int8's products run on integer units, which that peak does not bound).
 peak = json.load(open(kernels)).get("peak_gflops", 0) if os.path.exists(kernels) else 0
-cfg = json.load(open(os.path.join(bf16_dir, "config.json")))
 if peak and ours:
-    d, layers, dh = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["head_dim"]
-    h, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    ff = cfg.get("num_experts_per_tok", 0) * 3 * cfg.get("moe_intermediate_size", 0) if cfg.get("num_experts") else 3 * cfg["intermediate_size"]
-    layer = lambda context: 2 * (d * (h + 2 * kv) * dh + h * dh * d + 2 * h * dh * context + d * cfg.get("num_experts", 0) + d * ff)
     prompt = 128
-    per_token = (sum(layers * layer(t + 1) for t in range(prompt)) + 2 * d * cfg["vocab_size"]) / prompt / 1e9
+    per_token = forward_flops(json.load(open(os.path.join(bf16_dir, "config.json"))), 1, prompt, 1) / prompt / 1e9
     print(f"prefill computes {per_token:.3f} GFLOP a prompt token: " + ", ".join(
         f"{name} {r['prefill'] * per_token:.1f} GFLOP/s ({r['prefill'] * per_token / peak:.0%})" for name, r in ours.items())
         + f" of the {peak} GFLOP/s float32 multiply-add peak")
