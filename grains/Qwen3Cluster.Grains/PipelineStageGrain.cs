@@ -47,6 +47,11 @@ public sealed partial class PipelineStageGrain(
     readonly ConcurrentDictionary<ExpertGroupKey, ExpertEndpoint?> _routes = new();
     // The dispatch's data-plane calls not yet sent, one frame per expert silo.
     ExpertCallBatch _unsent = null!;
+    // The payloads of the dispatch's last call, for the next call on the same tensors: each group's share of a step
+    // whose every token it takes (every decode step's at one stream) is the step's own x, ids and weights, copied
+    // once instead of once a group. Forgotten as the dispatch is sent, so no later layer's tensors are mistaken for them.
+    (TorchSharp.torch.Tensor X, TorchSharp.torch.Tensor Ids, TorchSharp.torch.Tensor Weights,
+        (TensorPayload X, TensorPayload Ids, TensorPayload Weights) Payloads)? _lastPayloads;
     // The arrays this stage's outputs are written into, by length: the replica has read an output before it sends the
     // next step (TensorPayloads.ToPayload), so each is reused instead of a new large object every step.
     readonly Dictionary<long, byte[]> _outputs = [];
@@ -138,6 +143,7 @@ public sealed partial class PipelineStageGrain(
                 try
                 {
                     // The first output asked for sends the dispatch's data-plane calls, before anything waits or computes here.
+                    _lastPayloads = null;
                     await _unsent.SendAsync(cancellationToken);
                     var (output, transport) = await reply();
                     ShardMetrics.CallSeconds.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("transport", transport));
@@ -178,7 +184,15 @@ public sealed partial class PipelineStageGrain(
     {
         var (key, name, grain) = callee;
         (TensorPayload X, TensorPayload Ids, TensorPayload Weights)? payloads = null;
-        (TensorPayload X, TensorPayload Ids, TensorPayload Weights) Payloads() => payloads ??= (x.ToPayload(), ids.ToPayload(), weights.ToPayload());
+        (TensorPayload X, TensorPayload Ids, TensorPayload Weights) Payloads()
+        {
+            if (payloads is { } made) return made;
+            if (_lastPayloads is { } last && ReferenceEquals(last.X, x) && ReferenceEquals(last.Ids, ids) && ReferenceEquals(last.Weights, weights))
+                return (payloads = last.Payloads).Value;
+            payloads = (x.ToPayload(), ids.ToPayload(), weights.ToPayload());
+            _lastPayloads = (x, ids, weights, payloads.Value);
+            return payloads.Value;
+        }
         Func<ValueTask<(TorchSharp.torch.Tensor, string)>> ThroughGrain()
         {
             var (px, pids, pweights) = Payloads();

@@ -140,18 +140,22 @@ public sealed class PartitionedExperts(IReadOnlyList<ExpertRange> groups, Expert
             routing.Weights.index_select(0, index).MoveToOuterDisposeScope());
     }
 
+    /// <summary>
+    /// The sum of the outputs, each at its share's rows, added in the shares' order (so a token's sum does not depend on
+    /// what else its step holds). When the first share is of every token (the step's rows in order), its output takes
+    /// the others in place: at one token (every decode step at one stream) no zeroed tensor comes first.
+    /// </summary>
     static Tensor Combine(Tensor x, GroupInput[] inputs, Tensor[] outputs)
     {
-        using var scope = NewDisposeScope();
-        var combined = zeros_like(x);
-        for (int i = 0; i < inputs.Length; i++)
+        bool inPlace = inputs[0].Index is null;
+        var combined = inPlace ? outputs[0] : zeros_like(x);
+        for (int i = inPlace ? 1 : 0; i < inputs.Length; i++)
         {
-            // A share of every token is the step's rows in order: its output adds as it is.
             if (inputs[i].Index is { } index) combined.index_add_(0, index, outputs[i], 1);
             else combined.add_(outputs[i]);
             outputs[i].Dispose();
         }
-        return combined.MoveToOuterDisposeScope();
+        return combined;
     }
 
     /// <summary>A share's rows; <see cref="Index"/> null when they are the step's own tensors (not this share's to dispose).</summary>
