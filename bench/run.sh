@@ -12,7 +12,8 @@
 #      with bf16 and int8 weights (and llama-bench -p LONG_PROMPT -n 0 on the same GGUFs when given);
 #   4. constrained decoding (a JSON Schema) at 1 and 16 streams: each token's mask time against the step's;
 #   5. the embedded default (qwen3 serve) under qwen3 bench at concurrency 1, 4 and 16;
-#   6. the three-process cluster (silos/local/run.sh) under the same load at 1 and 16;
+#   6. the three-process cluster (silos/local/run.sh) under the same load at 1 and 16, and at 1 with its experts cut into
+#      two slices (Qwen3:Model:ExpertSlices) rather than four groups;
 # with grain calls per decode step read from the cluster's own counters, and the arithmetic the 16-stream figure
 # computes against the multiply-add peak. Results go to bench/results/<time>/.
 #
@@ -192,35 +193,49 @@ wait_ready() { for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/
 
 # Both deployments up at once (an idle one costs next to nothing), so that their one-stream runs can take turns, as the
 # generate rounds above do: on this kind of machine the speed moves between minutes, and only turns compare.
-say "== embedded default (qwen3 serve, bf16) and three processes (silos/local/run.sh, bf16)"
+say "== embedded default (qwen3 serve, bf16) and three processes (silos/local/run.sh, bf16: four expert groups, and two slices)"
 $QWEN3 serve --model "$model" --grpc-port 50151 --http-port 8100 --threads "$THREADS" >"$out/serve.log" 2>&1 &
 serve=$!
 MODEL_DIR="$model" QWEN3="$QWEN3" GRPC_PORT=50251 HTTP_PORT=8200 SILO_PORT=11211 GATEWAY_PORT=30200 REDIS_PORT=6490 \
   LOG_DIR="$out/local-logs" "$root/silos/local/run.sh" >"$out/local.log" 2>&1 &
 cluster=$!
-trap 'kill $serve $cluster 2>/dev/null || true' EXIT
+# The same three processes with the experts cut into two slices (Qwen3:Model:ExpertSlices) instead of four groups:
+# silo B holds every expert's first half of the intermediate rows, silo C the second, so at one stream each computes
+# half of every token's experts, where whole groups leave one silo with more of them than the other most steps.
+Qwen3__Model__ExpertGroups=1 Qwen3__Model__ExpertSlices=2 MODEL_DIR="$model" QWEN3="$QWEN3" GRPC_PORT=50351 HTTP_PORT=8300 \
+  SILO_PORT=11311 GATEWAY_PORT=30300 REDIS_PORT=6590 METRICS_PORT=9474 HEALTH_PORT=9574 \
+  LOG_DIR="$out/sliced-logs" "$root/silos/local/run.sh" >"$out/sliced.log" 2>&1 &
+sliced=$!
+trap 'kill $serve $cluster $sliced 2>/dev/null || true' EXIT
 wait_ready 8100
 wait_ready 8200
+wait_ready 8300
 # Silo A serves /metrics on HTTP_PORT, silos B and C (the expert groups) at METRICS_PORT + 1 and + 2 (silos/local/env.sh).
 for r in $(seq "$ROUNDS"); do
   echo "  one stream, round $r of $ROUNDS" >&2
   load embedded 50151 8100 "-r$r" 1
   load three-process 50251 8200,9465,9466 "-r$r" 1
+  load three-process-sliced 50351 8300,9475,9476 "-r$r" 1
 done
 load embedded 50151 8100 "" 4 16
 load three-process 50251 8200,9465,9466 "" 16
-kill -TERM $serve $cluster; wait $serve $cluster || true
+kill -TERM $serve $cluster $sliced; wait $serve $cluster $sliced || true
 python3 - "$out" "$ROUNDS" "$model/config.json" "$here" <<'PY' | tee -a "$out/summary.txt"
 import json, sys, os, statistics
 tps = lambda n: json.load(open(os.path.join(sys.argv[1], n + ".json")))["output_tokens_per_second"]
 rounds = range(1, int(sys.argv[2]) + 1)
 e = [tps(f"embedded-c1-r{r}") for r in rounds]
 c = [tps(f"three-process-c1-r{r}") for r in rounds]
+s = [tps(f"three-process-sliced-c1-r{r}") for r in rounds]
 ratios = [b / a for a, b in zip(e, c)]
-e1, c1 = statistics.median(e), statistics.median(c)
-print("one stream, by round (embedded / three processes):", ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(e, c)))
+sliced_ratios = [b / a for a, b in zip(e, s)]
+e1, c1, s1 = statistics.median(e), statistics.median(c), statistics.median(s)
+print("one stream, by round (embedded / three processes / three processes, experts in two slices):",
+      ", ".join(f"{a:.1f}/{b:.1f}/{d:.1f}" for a, b, d in zip(e, c, s)))
 print(f"embedded c=1 median {e1:.1f}, three processes c=1 median {c1:.1f}: {c1 / e1:.2f}x "
       f"(by round {min(ratios):.2f}-{max(ratios):.2f}x, median {statistics.median(ratios):.2f}x)")
+print(f"three processes with the experts in two slices c=1 median {s1:.1f}: {s1 / e1:.2f}x "
+      f"(by round {min(sliced_ratios):.2f}-{max(sliced_ratios):.2f}x, median {statistics.median(sliced_ratios):.2f}x)")
 print(f"embedded at 16 streams / 1 stream (median): {tps('embedded-c16') / e1:.2f}x; "
       f"three processes at 16 / embedded at 16: {tps('three-process-c16') / tps('embedded-c16'):.2f}x")
 # The arithmetic a served request costs (128 prompt tokens, 64 output; the LM head for the output tokens only),

@@ -51,10 +51,11 @@ public sealed class ClusterService(
     GrainInfo ExpertGroupInfo(ExpertGroupKey g)
     {
         var stage = model.Stages[g.Stage];
+        var range = model.ExpertGroups[g.Group];
         return new GrainInfo
         {
             Key = g.ToString(), Kind = "expert_group", LayerStart = stage.Start, LayerEnd = stage.End,
-            ExpertStart = model.ExpertGroups[g.Group].Lo, ExpertEnd = model.ExpertGroups[g.Group].Hi, Copy = g.Copy,
+            ExpertStart = range.Lo, ExpertEnd = range.Hi, ExpertSlice = range.Slice, ExpertSlices = range.Slices, Copy = g.Copy,
         };
     }
 

@@ -11,6 +11,8 @@ public sealed record LocalModelOptions
 {
     public int Stages { get; init; } = 1;
     public int ExpertGroups { get; init; } = 1;
+    /// <summary>Slices each expert group's experts are cut into along their intermediate size (<see cref="ExpertRange"/>).</summary>
+    public int ExpertSlices { get; init; } = 1;
     public int NumBlocks { get; init; } = 2048;
     public int BlockSize { get; init; } = 16;
     public string Device { get; init; } = "cpu";
@@ -45,14 +47,14 @@ public sealed class LocalModel : IModelExecutor, IDisposable
         var device = new Device(options.Device);
         using var reader = CheckpointReader.Open(directory);
         var ranges = StageRange.Split(config.NumHiddenLayers, options.Stages);
-        var groups = config.IsMoe && config.NumExperts > 0 ? ExpertRange.Split(config.NumExperts, options.ExpertGroups) : [];
+        var groups = config.IsMoe && config.NumExperts > 0 ? ExpertRange.Split(config.NumExperts, options.ExpertGroups, options.ExpertSlices) : [];
         var counter = new LoadCounter(CountTensors(config, ranges, groups), progress);
         using var weights = new CheckpointWeights(reader, device, counter, options.Storage);
         var stages = ranges.Select(range =>
         {
             var stage = new ModelStage(config, range, weights);
             var experts = range.SparseLayers(config)
-                .SelectMany(layer => groups.Select(g => new ExpertGroup(config, layer, g.Lo, g.Hi, weights)))
+                .SelectMany(layer => groups.Select(g => new ExpertGroup(config, layer, g, weights)))
                 .ToArray();
             var byLayer = experts.GroupBy(e => e.Layer).ToDictionary(g => g.Key, g => g.ToArray());
             var dispatcher = new PartitionedExperts(groups, (g, _, layer, x, ids, w, _) =>
@@ -73,7 +75,7 @@ public sealed class LocalModel : IModelExecutor, IDisposable
             foreach (int layer in range.SparseLayers(config))
             {
                 foreach (var g in groups)
-                    using (new ExpertGroup(config, layer, g.Lo, g.Hi, meta)) { }
+                    using (new ExpertGroup(config, layer, g, meta)) { }
             }
         }
         return meta.Requested.Count;

@@ -62,15 +62,17 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
 
     /// <summary>
     /// On the CPU each matrix goes straight from the file into its slot (copied at its width, or quantised), with no
-    /// matrix-sized copy on the way; elsewhere as <see cref="IWeightSource.LoadStacked"/> does it.
+    /// matrix-sized copy on the way (a part of columns is gathered first, a part of rows is read in place); elsewhere
+    /// as <see cref="IWeightSource.LoadStacked"/> does it.
     /// </summary>
-    public unsafe Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols)
+    public unsafe Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols, MatrixPart? part = null)
     {
-        if (_arena is null || names.Count == 0) return ((IWeightSource)this).LoadStacked(names, rows, cols);
-        bool quantise = storage == WeightStorage.Int8 && cols % WeightFormats.Q8Block == 0;
-        bool interleave = quantise && MatrixWeight.Interleaves(rows);
+        if (_arena is null || names.Count == 0) return ((IWeightSource)this).LoadStacked(names, rows, cols, part);
+        var (partRows, partCols) = part?.Shape(rows, cols) ?? (rows, cols);
+        bool quantise = storage == WeightStorage.Int8 && partCols % WeightFormats.Q8Block == 0;
+        bool interleave = quantise && MatrixWeight.Interleaves(partRows);
         var dtype = quantise ? ScalarType.Byte : ResidentType(names[0]);
-        long[] slot = quantise ? MatrixWeight.QuantizedShape(rows, cols, interleave) : [rows, cols];
+        long[] slot = quantise ? MatrixWeight.QuantizedShape(partRows, partCols, interleave) : [partRows, partCols];
         var stacked = _arena.Take(dtype, [names.Count, .. slot]);
         for (int e = 0; e < names.Count; e++)
         {
@@ -80,27 +82,54 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
             byte* target = TensorMemory.Address(matrix);
             if (quantise)
             {
-                file.WithBytes(entry, (pointer, _) =>
-                {
-                    MatrixWeight.QuantizeInto(pointer, entry.DType, rows, cols, target, interleave);
-                    return 0;
-                });
+                file.WithBytes(entry, (pointer, _) => WithPart(pointer, entry.DType.ByteSize(), rows, cols, part, source =>
+                    MatrixWeight.QuantizeInto(source, entry.DType, partRows, partCols, target, interleave)));
             }
             else if (TensorFactory.ScalarTypeOf(entry.DType) == dtype)
             {
-                file.WithBytes(entry, (pointer, length) =>
-                {
-                    Buffer.MemoryCopy((void*)pointer, target, length, length);
-                    return 0;
-                });
+                long length = partRows * partCols * entry.DType.ByteSize();
+                file.WithBytes(entry, (pointer, _) => WithPart(pointer, entry.DType.ByteSize(), rows, cols, part, source =>
+                    Buffer.MemoryCopy((void*)source, target, length, length)));
             }
             else
             {
                 using var converted = reader.Load(names[e], [rows, cols], dtype, device);
-                matrix.copy_(converted);
+                using var piece = part is { } p ? converted.narrow(p.Columns ? 1 : 0, p.From, p.Count) : converted.alias();
+                matrix.copy_(piece);
             }
         }
         return stacked;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="use"/> on the part of the matrix [rows, cols] at <paramref name="matrix"/> (elements of
+    /// <paramref name="size"/> bytes), laid out as a matrix of its own: rows where they are, columns gathered.
+    /// </summary>
+    static unsafe int WithPart(IntPtr matrix, int size, long rows, long cols, MatrixPart? part, Action<IntPtr> use)
+    {
+        if (part is not { } p)
+        {
+            use(matrix);
+            return 0;
+        }
+        if (!p.Columns)
+        {
+            use(matrix + (nint)(p.From * cols * size));
+            return 0;
+        }
+        long width = p.Count * size;
+        byte* gathered = (byte*)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)(rows * width));
+        try
+        {
+            for (long r = 0; r < rows; r++)
+                Buffer.MemoryCopy((byte*)matrix + (r * cols + p.From) * size, gathered + r * width, width, width);
+            use((IntPtr)gathered);
+        }
+        finally
+        {
+            System.Runtime.InteropServices.NativeMemory.Free(gathered);
+        }
+        return 0;
     }
 
     /// <summary>bfloat16 stays bfloat16 unless everything is float32; float32 and float16 are float32.</summary>

@@ -18,17 +18,19 @@ public interface IWeightSource
 
     /// <summary>
     /// The matrices [rows, cols] stored under <paramref name="names"/>, stacked [n, rows, cols] (a group's experts) at
-    /// the width <see cref="LoadMatrix"/> gives them; each slot a matrix the kernels read.
+    /// the width <see cref="LoadMatrix"/> gives them; each slot a matrix the kernels read. With <paramref name="part"/>,
+    /// only that part of each matrix ([part rows, cols] or [rows, part columns]): a slice of the experts.
     /// </summary>
-    Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols)
+    Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols, MatrixPart? part = null)
     {
         Tensor? stacked = null;
         for (int e = 0; e < names.Count; e++)
         {
             using var w = LoadMatrix(names[e], rows, cols);
-            stacked ??= empty([names.Count, .. w.shape], w.dtype, Device);
+            using var piece = part is { } p ? w.narrow(p.Columns ? 1 : 0, p.From, p.Count) : w.alias();
+            stacked ??= empty([names.Count, .. piece.shape], piece.dtype, Device);
             using var slot = stacked[e];
-            if (Device.type != TorchSharp.DeviceType.META) slot.copy_(w);
+            if (Device.type != TorchSharp.DeviceType.META) slot.copy_(piece);
         }
         return stacked!;
     }
@@ -37,4 +39,14 @@ public interface IWeightSource
     Tensor LoadTable(string name, long rows, long cols) => Load(name, rows, cols);
 
     bool Contains(string name);
+}
+
+/// <summary>Part of a stored matrix [rows, cols]: its rows [From, From + Count), or those columns when <see cref="Columns"/>.</summary>
+public readonly record struct MatrixPart(bool Columns, long From, long Count)
+{
+    public static MatrixPart RowsOf(long from, long count) => new(false, from, count);
+    public static MatrixPart ColumnsOf(long from, long count) => new(true, from, count);
+
+    /// <summary>The part's shape in a matrix [rows, cols].</summary>
+    public (long Rows, long Cols) Shape(long rows, long cols) => Columns ? (rows, Count) : (Count, cols);
 }

@@ -20,6 +20,8 @@
 #               half the cores each; silo A, which waits while they run, takes every core)
 # RESTART       1 (default) starts a silo that exited again; 0 stops the cluster when one exits
 # STOP_GRACE    seconds a silo has to stop on Ctrl-C before it is killed (default 25); silos B and C stop before A
+# Qwen3__...    any setting, for every silo (over silo-*.json): e.g. Qwen3__Model__ExpertGroups=1 Qwen3__Model__ExpertSlices=2
+#               cuts the experts into two slices, one on silo B and one on C, instead of four groups between them
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/env.sh"
 RESTART=${RESTART:-1}

@@ -21,13 +21,14 @@ public sealed class ClusterEquivalenceTests
         [250, 251],
     ];
 
-    public static TheoryData<string, int, int> Splits => new()
+    public static TheoryData<string, int, int, int> Splits => new()
     {
-        { "moe", 1, 2 },
-        { "moe", 2, 4 },
-        { "moe", 3, 3 },
-        { "dense", 2, 1 },
-        { "dense", 3, 1 },
+        { "moe", 1, 2, 1 },
+        { "moe", 2, 4, 1 },
+        { "moe", 3, 3, 1 },
+        { "moe", 1, 2, 2 },
+        { "dense", 2, 1, 1 },
+        { "dense", 3, 1, 1 },
     };
 
     public static string Checkpoint(string kind) => kind == "moe"
@@ -35,10 +36,12 @@ public sealed class ClusterEquivalenceTests
         : TestCheckpoints.Get("small-dense", TestCheckpoints.SmallDense);
 
     [Theory, MemberData(nameof(Splits))]
-    public async Task ClusterOutputEqualsTheSingleProcessEngine(string kind, int stages, int groups)
+    public async Task ClusterOutputEqualsTheSingleProcessEngine(string kind, int stages, int ranges, int slices)
     {
         string dir = Checkpoint(kind);
-        await using var cluster = await ModelCluster.StartAsync(dir, Silos, stages, groups);
+        await using var cluster = await ModelCluster.StartAsync(dir, Silos, stages, ranges,
+            settings: new() { ["Qwen3:Model:ExpertSlices"] = slices.ToString() });
+        int groups = ranges * slices;
         var description = await cluster.Replica().Warmup();
         Assert.Equal(stages, description.Stages);
 

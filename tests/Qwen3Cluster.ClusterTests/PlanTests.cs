@@ -56,6 +56,30 @@ public sealed class PlanTests
     }
 
     [Fact]
+    public void SlicedGroupsGiveEachExpertsSiloOneSliceOfEveryRange()
+    {
+        var options = new ModelOptions { Stages = 1, ExpertGroups = 2, ExpertSlices = 2 };
+        var config = Qwen3Cluster.Model.Config.ModelPresets.Moe(layers: 2, hidden: 32, heads: 2, kvHeads: 1, headDim: 16,
+            experts: 8, topK: 2, moeIntermediate: 24, intermediate: 32, vocab: 64);
+        var ranges = ModelDeployment.SplitExperts(config, options);
+        Assert.Equal(["[0, 4) slice 1/2", "[0, 4) slice 2/2", "[4, 8) slice 1/2", "[4, 8) slice 2/2"], ranges.Select(r => r.ToString()));
+
+        var plan = new ClusterPlan(new Dictionary<string, string>(), options);
+        SiloDescriptor[] silos = [Silo("silo-a", "gateway", "stage"), Silo("silo-b", "experts"), Silo("silo-c", "experts")];
+        var placed = Enumerable.Range(0, ranges.Length).Select(g => plan.SiloFor(new ExpertGroupKey("m", 0, g), silos)).ToList();
+        Assert.Equal(["silo-b", "silo-c", "silo-b", "silo-c"], placed);
+        // A silo that joins takes one of the four grains, as with four whole groups.
+        SiloDescriptor[] withD = [.. silos, Silo("silo-d", "experts")];
+        Assert.Contains("silo-d", Enumerable.Range(0, ranges.Length).Select(g => plan.SiloFor(new ExpertGroupKey("m", 0, g), withD)));
+
+        var uneven = Assert.Throws<ArgumentException>(() => ModelDeployment.SplitExperts(config, options with { ExpertSlices = 5 }));
+        Assert.Contains("Qwen3:Model:ExpertSlices", uneven.Message);
+        Assert.Contains("moe_intermediate_size 24", uneven.Message);
+        Assert.Contains("Qwen3:Model:ExpertGroups", Assert.Throws<ArgumentException>(() =>
+            ModelDeployment.SplitExperts(config, options with { ExpertGroups = 9 })).Message);
+    }
+
+    [Fact]
     public void AHotGroupsCopiesGoToOtherSilosAndOnlyAsManyAsThereAre()
     {
         var plan = new ClusterPlan(new Dictionary<string, string>(), new ModelOptions { Stages = 1, ExpertGroups = 4 });

@@ -50,8 +50,23 @@ public sealed class ModelDeployment
 
     public StageRange[] Stages => StageRange.Split(Config.NumHiddenLayers, Options.Stages);
 
-    public ExpertRange[] ExpertGroups =>
-        Config.IsMoe && Config.NumExperts > 0 ? ExpertRange.Split(Config.NumExperts, Options.ExpertGroups) : [];
+    /// <summary>A stage's expert groups (<c>Qwen3:Model:ExpertGroups</c> ranges, each cut into <c>ExpertSlices</c>), by group index.</summary>
+    public ExpertRange[] ExpertGroups => _expertGroups ??= SplitExperts(Config, Options);
+    ExpertRange[]? _expertGroups;
+
+    /// <summary>The expert groups <paramref name="options"/> cut <paramref name="config"/>'s experts into; an option that cannot be met is named.</summary>
+    public static ExpertRange[] SplitExperts(Qwen3Config config, ModelOptions options)
+    {
+        if (!config.IsMoe || config.NumExperts <= 0) return [];
+        if (options.ExpertGroups < 1 || options.ExpertGroups > config.NumExperts)
+            throw new ArgumentException($"Qwen3:Model:ExpertGroups: cannot split {config.NumExperts} experts into {options.ExpertGroups} groups.");
+        if (options.ExpertSlices < 1 || config.MoeIntermediateSize % options.ExpertSlices != 0)
+        {
+            throw new ArgumentException($"Qwen3:Model:ExpertSlices: {options.ExpertSlices} does not cut the experts' intermediate size " +
+                                        $"(moe_intermediate_size {config.MoeIntermediateSize}) into equal slices.");
+        }
+        return ExpertRange.Split(config.NumExperts, options.ExpertGroups, options.ExpertSlices);
+    }
 
     public SchedulerOptions Scheduler => new()
     {

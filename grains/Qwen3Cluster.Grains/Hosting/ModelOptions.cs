@@ -13,6 +13,15 @@ public sealed record ModelOptions
     public int Replicas { get; set; } = 1;
     public int Stages { get; set; } = 1;
     public int ExpertGroups { get; set; } = 1;
+    /// <summary>
+    /// Slices each expert group's experts are cut into along their intermediate size, each a group grain of its own
+    /// (so a stage has ExpertGroups x ExpertSlices of them): every slice of a group computes its share of every token
+    /// routed there, as tensor-parallel ranks share vLLM's MoE layers, where whole groups on different silos share a
+    /// token's experts as its routing falls. The model's moe_intermediate_size must divide by it.
+    /// </summary>
+    public int ExpertSlices { get; set; } = 1;
+    /// <summary>The expert-group grains of a stage: <see cref="ExpertGroups"/> x <see cref="ExpertSlices"/>.</summary>
+    public int ExpertGroupGrains => ExpertGroups * Math.Max(1, ExpertSlices);
     public int KvBlocks { get; set; } = 2048;
     public int BlockSize { get; set; } = 16;
     public int MaxBatchTokens { get; set; } = 512;

@@ -47,7 +47,7 @@ public sealed class ShardLoader(ModelDeployment model) : IDisposable
         using var reader = CheckpointReader.Open(model.Path);
         using var weights = new CheckpointWeights(reader, model.Device, storage: model.Storage);
         return new ExpertGroupWeights(model.Stages[key.Stage].SparseLayers(model.Config)
-            .ToDictionary(layer => layer, layer => new ExpertGroup(model.Config, layer, range.Lo, range.Hi, weights)));
+            .ToDictionary(layer => layer, layer => new ExpertGroup(model.Config, layer, range, weights)));
     }
 
     /// <summary>Loads the grain's weights now, to be taken by its activation on this silo; the seconds it took.</summary>

@@ -32,7 +32,7 @@ public sealed class ClusterPlan(IReadOnlyDictionary<string, string> pins, ModelO
         int slot = key switch
         {
             StageKey s => s.Replica * model.Stages + s.Stage,
-            ExpertGroupKey g => g.Stage * model.ExpertGroups + g.Group,
+            ExpertGroupKey g => g.Stage * model.ExpertGroupGrains + g.Group,
             ReplicaKey r => r.Replica,
             _ => 0,
         };
@@ -47,7 +47,7 @@ public sealed class ClusterPlan(IReadOnlyDictionary<string, string> pins, ModelO
         if (eligible.Count == 0) eligible = Eligible(present, SiloRoleOptions.Stage);
         var others = eligible.Where(s => s.Name != primary).ToList();
         if (copy.Copy > others.Count) return null;
-        int slot = copy.Stage * model.ExpertGroups + copy.Group;
+        int slot = copy.Stage * model.ExpertGroupGrains + copy.Group;
         return others[(slot + copy.Copy - 1) % others.Count].Name;
     }
 

@@ -16,7 +16,7 @@ public sealed class HotExpertSplitTests
         using var reader = CheckpointReader.Open(dir);
         using var weights = new CheckpointWeights(reader, new Device("cpu"));
         var ranges = ExpertRange.Split(config.NumExperts, 2);
-        var groups = ranges.Select(r => new ExpertGroup(config, 0, r.Lo, r.Hi, weights)).ToArray();
+        var groups = ranges.Select(r => new ExpertGroup(config, 0, r, weights)).ToArray();
         var generator = new TorchSharp.torch.Generator((ulong)seed, new Device("cpu"));
         var x = randn([tokens, config.HiddenSize], generator: generator);
         var logits = randn([tokens, config.NumExperts], generator: generator);

@@ -147,7 +147,7 @@ public sealed class CheckpointErrorTests
         string dir = TestCheckpoints.Get("small-moe", config, shards: 3);
         using var reader = CheckpointReader.Open(dir);
         var weights = new CountingWeights(new Qwen3Cluster.Model.Layers.CheckpointWeights(reader, CPU));
-        using var group = new Qwen3Cluster.Model.Layers.ExpertGroup(config, layer: 2, lo: 2, hi: 5, weights);
+        using var group = new Qwen3Cluster.Model.Layers.ExpertGroup(config, layer: 2, new Qwen3Cluster.Model.Layers.ExpertRange(2, 5), weights);
         Assert.Equal(9, weights.Names.Count);
         Assert.All(weights.Names, n => Assert.Matches(@"^model\.layers\.2\.mlp\.experts\.[234]\.", n));
     }

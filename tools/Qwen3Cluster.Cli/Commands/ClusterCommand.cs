@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Qwen3Cluster.Model.Layers;
 using Qwen3Cluster.Protos.V1;
 using Spectre.Console;
 
@@ -37,7 +38,7 @@ public static class ClusterCommand
                 grains.AddRow(Markup.Escape(g.Key), g.Kind,
                     g.Error.Length > 0 ? $"[red]{Markup.Escape(g.Error)}[/]" : Markup.Escape(g.Silo),
                     g.Kind == "replica" ? "" : Markup.Escape($"[{g.LayerStart}, {g.LayerEnd})"),
-                    g.Kind == "expert_group" ? Markup.Escape($"[{g.ExpertStart}, {g.ExpertEnd})") : "",
+                    g.Kind == "expert_group" ? Markup.Escape(new ExpertRange(g.ExpertStart, g.ExpertEnd, g.ExpertSlice, Math.Max(1, g.ExpertSlices)).ToString()) : "",
                     g.Loaded ? "yes" : "no", g.Calls.ToString(), g.Kind == "expert_group" ? g.RoutedTokens.ToString() : "");
             }
             console.Write(grains);

@@ -32,6 +32,7 @@ public static class ServeCommand
         var roles = new Option<string?>("--roles") { Description = "Comma-separated roles: gateway, stage, experts (default: all)" };
         var stages = new Option<int?>("--stages") { Description = "Pipeline stages to cut the model into" };
         var groups = new Option<int?>("--expert-groups") { Description = "Expert groups per stage" };
+        var slices = new Option<int?>("--expert-slices") { Description = "Slices each expert group is cut into along the experts' intermediate size (tensor-parallel experts)" };
         var blocks = new Option<int?>("--kv-blocks") { Description = "KV cache blocks per stage pool" };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for tensor work" };
         var device = new Option<string?>("--device") { Description = "cpu or cuda[:N]" };
@@ -39,7 +40,7 @@ public static class ServeCommand
         quantize.AcceptOnlyFromAmong("none", "int8");
         var command = new Command("serve", "Run a silo of the cluster (by default: the whole cluster in this process)")
         {
-            model, grpcPort, httpPort, config, name, roles, stages, groups, blocks, threads, device, quantize,
+            model, grpcPort, httpPort, config, name, roles, stages, groups, slices, blocks, threads, device, quantize,
         };
         command.SetAction(async (parse, ct) =>
         {
@@ -54,6 +55,7 @@ public static class ServeCommand
             Set(name, "Qwen3:Silo:Name");
             Set(stages, "Qwen3:Model:Stages");
             Set(groups, "Qwen3:Model:ExpertGroups");
+            Set(slices, "Qwen3:Model:ExpertSlices");
             Set(blocks, "Qwen3:Model:KvBlocks");
             Set(threads, "Qwen3:Silo:Threads");
             Set(device, "Qwen3:Silo:Device");
@@ -73,8 +75,9 @@ public static class ServeCommand
             try
             {
                 // Fail now, with the file and field at fault, rather than leave the silo forever not ready.
-                Qwen3Cluster.Model.Config.Qwen3Config.Load(path);
+                var modelConfig = Qwen3Cluster.Model.Config.Qwen3Config.Load(path);
                 Qwen3Cluster.Model.Checkpoint.CheckpointReader.Open(path).Dispose();
+                ModelDeployment.SplitExperts(modelConfig, settings.GetSection("Qwen3:Model").Get<ModelOptions>() ?? new ModelOptions());
                 Qwen3Cluster.Model.Layers.WeightStorages.Parse(overrides.GetValueOrDefault("Qwen3:Model:Quantize") ?? settings["Qwen3:Model:Quantize"],
                     "Qwen3:Model:Quantize");
             }
