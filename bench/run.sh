@@ -191,7 +191,7 @@ PY
 
 wait_ready() { for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.5; done; return 1; }
 
-# Both deployments up at once (an idle one costs next to nothing), so that their one-stream runs can take turns, as the
+# All three deployments up at once (an idle one costs next to nothing), so that their one-stream runs can take turns, as the
 # generate rounds above do: on this kind of machine the speed moves between minutes, and only turns compare.
 say "== embedded default (qwen3 serve, bf16) and three processes (silos/local/run.sh, bf16: four expert groups, and two slices)"
 $QWEN3 serve --model "$model" --grpc-port 50151 --http-port 8100 --threads "$THREADS" >"$out/serve.log" 2>&1 &

@@ -103,7 +103,7 @@ public sealed partial class ExpertGroupGrain(
             activity?.SetTag("qwen3.layer", layer);
             var range = model.ExpertGroups[key.Group];
             using (var hostIds = ids.cpu())
-                _routed += ShardMetrics.Record(key, layer, range.Lo, range.Hi, hostIds.data<long>().ToArray(), telemetry.Value.ExpertDetail);
+                _routed += ShardMetrics.Record(key, layer, range, hostIds.data<long>().ToArray(), telemetry.Value.ExpertDetail);
             long started = Stopwatch.GetTimestamp();
             var output = group.Forward(xs, ids, w);
             // On a GPU this is the host's part (kernels queued may still run); the payload call's copy to the host waits for them.

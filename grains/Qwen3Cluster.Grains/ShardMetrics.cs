@@ -33,9 +33,14 @@ public static class ShardMetrics
     public static readonly Counter<long> LayerRoutedTokens = EngineMetrics.Meter.CreateCounter<long>("qwen3.expert.layer_routed_tokens",
         description: "(token, expert) assignments by decoder layer and expert (opt-in: Qwen3:Telemetry:ExpertDetail)");
 
-    /// <summary>Counts one call's assignments to experts [lo, hi); returns how many there were.</summary>
-    public static long Record(ExpertGroupKey key, int layer, int lo, int hi, ReadOnlySpan<long> expertIds, bool detail)
+    /// <summary>
+    /// Counts one call's assignments to the experts of <paramref name="range"/>; returns how many there were. Every
+    /// slice of a range runs the same assignments: only its first slice adds them to the counters, so their sums stay
+    /// the assignments routed (a sliced range's share shows under its first slice's group).
+    /// </summary>
+    public static long Record(ExpertGroupKey key, int layer, Qwen3Cluster.Model.Layers.ExpertRange range, ReadOnlySpan<long> expertIds, bool detail)
     {
+        int lo = range.Lo, hi = range.Hi;
         Span<long> perExpert = stackalloc long[Math.Max(0, hi - lo)];
         long total = 0;
         foreach (long id in expertIds)
@@ -44,6 +49,7 @@ public static class ShardMetrics
             perExpert[(int)(id - lo)]++;
             total++;
         }
+        if (range.Slice != 0) return total;
         RoutedTokens.Add(total, new("stage", key.Stage), new("group", key.Group), new("copy", key.Copy));
         if (detail)
         {

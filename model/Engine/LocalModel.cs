@@ -64,21 +64,28 @@ public sealed class LocalModel : IModelExecutor, IDisposable
         return new LocalModel(config, device, stages);
     }
 
-    /// <summary>How many tensors loading these stages and groups reads: the meta device builds them for free.</summary>
+    /// <summary>
+    /// How many tensors loading these stages and groups reads: the meta device builds them for free. A range's slices
+    /// after its first read its experts' tensors again.
+    /// </summary>
     public static int CountTensors(Qwen3Config config, IEnumerable<StageRange> ranges, IReadOnlyList<ExpertRange> groups,
         MetaWeights? meta = null)
     {
         meta ??= new MetaWeights();
+        int again = 0;
         foreach (var range in ranges)
         {
             using var stage = new ModelStage(config, range, meta);
             foreach (int layer in range.SparseLayers(config))
             {
                 foreach (var g in groups)
+                {
                     using (new ExpertGroup(config, layer, g, meta)) { }
+                    if (g.Slice > 0) again += 3 * (g.Hi - g.Lo);
+                }
             }
         }
-        return meta.Requested.Count;
+        return meta.Requested.Count + again;
     }
 
     public async ValueTask<Tensor> ExecuteAsync(ForwardContext context, int[] inputIds, CancellationToken cancellationToken)

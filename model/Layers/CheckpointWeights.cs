@@ -67,7 +67,7 @@ public sealed class CheckpointWeights(CheckpointReader reader, Device device, IP
     /// </summary>
     public unsafe Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols, MatrixPart? part = null)
     {
-        if (_arena is null || names.Count == 0) return ((IWeightSource)this).LoadStacked(names, rows, cols, part);
+        if (_arena is null || names.Count == 0) return IWeightSource.Stack(this, names, rows, cols, part);
         var (partRows, partCols) = part?.Shape(rows, cols) ?? (rows, cols);
         bool quantise = storage == WeightStorage.Int8 && partCols % WeightFormats.Q8Block == 0;
         bool interleave = quantise && MatrixWeight.Interleaves(partRows);

@@ -28,7 +28,7 @@ public sealed class ExpertGroup : nn.Module
     public int Hi => Range.Hi;
 
     public ExpertGroup(Qwen3Config config, int layer, ExpertRange range, IWeightSource weights)
-        : base($"model.layers.{layer}.mlp.experts[{range.Lo}..{range.Hi})" + (range.Slices > 1 ? $".slice{range.Slice}of{range.Slices}" : ""))
+        : base($"model.layers.{layer}.mlp.experts[{range.Lo}..{range.Hi})" + (range.Slices > 1 ? $".slice{range.Slice + 1}of{range.Slices}" : ""))
     {
         if (range.Lo < 0 || range.Hi > config.NumExperts || range.Lo >= range.Hi)
             throw new ArgumentOutOfRangeException(nameof(range), $"Expert range {range} is not within 0..{config.NumExperts}.");

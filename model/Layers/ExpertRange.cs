@@ -13,6 +13,7 @@ public readonly record struct ExpertRange(int Lo, int Hi, int Slice = 0, int Sli
     /// <summary>The intermediate rows this slice holds, [From, From + Count), of <paramref name="intermediate"/>.</summary>
     public (long From, long Count) Part(long intermediate)
     {
+        if (Slices < 1) throw new ArgumentOutOfRangeException(nameof(Slices), $"Expert range {this}: {Slices} slices.");
         if (intermediate % Slices != 0)
             throw new ArgumentException($"The experts' intermediate size {intermediate} does not cut into {Slices} equal slices.");
         long count = intermediate / Slices;

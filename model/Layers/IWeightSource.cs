@@ -21,16 +21,24 @@ public interface IWeightSource
     /// the width <see cref="LoadMatrix"/> gives them; each slot a matrix the kernels read. With <paramref name="part"/>,
     /// only that part of each matrix ([part rows, cols] or [rows, part columns]): a slice of the experts.
     /// </summary>
-    Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols, MatrixPart? part = null)
+    Tensor LoadStacked(IReadOnlyList<string> names, long rows, long cols, MatrixPart? part = null) => Stack(this, names, rows, cols, part);
+
+    /// <summary>
+    /// <see cref="LoadStacked"/> by <see cref="LoadMatrix"/> one matrix at a time, copied into its slot (an
+    /// implementation that has a faster way for some devices calls this for the others).
+    /// </summary>
+    internal static Tensor Stack(IWeightSource source, IReadOnlyList<string> names, long rows, long cols, MatrixPart? part)
     {
         Tensor? stacked = null;
         for (int e = 0; e < names.Count; e++)
         {
-            using var w = LoadMatrix(names[e], rows, cols);
+            using var w = source.LoadMatrix(names[e], rows, cols);
+            if (part is not null && w.dtype == ScalarType.Byte)
+                throw new NotSupportedException($"{names[e]}: a part of a quantised matrix cannot be cut from its blocks; load it from the checkpoint.");
             using var piece = part is { } p ? w.narrow(p.Columns ? 1 : 0, p.From, p.Count) : w.alias();
-            stacked ??= empty([names.Count, .. piece.shape], piece.dtype, Device);
+            stacked ??= empty([names.Count, .. piece.shape], piece.dtype, source.Device);
             using var slot = stacked[e];
-            if (Device.type != TorchSharp.DeviceType.META) slot.copy_(piece);
+            if (source.Device.type != TorchSharp.DeviceType.META) slot.copy_(piece);
         }
         return stacked!;
     }

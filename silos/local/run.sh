@@ -21,7 +21,8 @@
 # RESTART       1 (default) starts a silo that exited again; 0 stops the cluster when one exits
 # STOP_GRACE    seconds a silo has to stop on Ctrl-C before it is killed (default 25); silos B and C stop before A
 # Qwen3__...    any setting, for every silo (over silo-*.json): e.g. Qwen3__Model__ExpertGroups=1 Qwen3__Model__ExpertSlices=2
-#               cuts the experts into two slices, one on silo B and one on C, instead of four groups between them
+#               cuts the experts into two slices, one on silo B and one on C, instead of four groups between them;
+#               join.sh must be given the same, or its silo reads another cut of the experts under the same group number
 set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/env.sh"
 RESTART=${RESTART:-1}

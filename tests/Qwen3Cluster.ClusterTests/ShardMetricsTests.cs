@@ -30,7 +30,7 @@ public sealed class ShardMetricsTests
         listener.Start();
 
         // Experts [4, 8) of a top-2 routing of four tokens: 4, 5, 5, 7 are this group's; 0, 1, 9, 3 are not.
-        long routed = ShardMetrics.Record(key, layer: 7, lo: 4, hi: 8, [4, 0, 5, 1, 5, 9, 7, 3], detail);
+        long routed = ShardMetrics.Record(key, layer: 7, new Qwen3Cluster.Model.Layers.ExpertRange(4, 8), [4, 0, 5, 1, 5, 9, 7, 3], detail);
         Assert.Equal(4, routed);
         var group = Assert.Single(seen, s => s.Instrument == "qwen3.expert.routed_tokens");
         Assert.Equal(4, group.Value);
@@ -40,5 +40,11 @@ public sealed class ShardMetricsTests
             .ToDictionary(s => (int)s.Tags["expert"]!, s => s.Value);
         if (detail) Assert.Equal(new Dictionary<int, long> { [4] = 1, [5] = 2, [7] = 1 }, perExpert);
         else Assert.Empty(perExpert);
+
+        // The second slice of a sliced range runs the same assignments: it returns them, and the counters take them
+        // from the first slice only, so their sums stay the assignments routed.
+        seen.Clear();
+        Assert.Equal(4, ShardMetrics.Record(key with { Group = 3 }, layer: 7, new Qwen3Cluster.Model.Layers.ExpertRange(4, 8, 1, 2), [4, 0, 5, 1, 5, 9, 7, 3], detail));
+        Assert.Empty(seen);
     }
 }

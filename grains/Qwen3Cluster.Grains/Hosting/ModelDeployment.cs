@@ -2,6 +2,7 @@ using Qwen3Cluster.Model.Constraints;
 using Microsoft.Extensions.Options;
 using Qwen3Cluster.Model.Config;
 using Qwen3Cluster.Model.Engine;
+using Qwen3Cluster.Model.Kernels;
 using Qwen3Cluster.Model.Layers;
 using Qwen3Cluster.Model.Sampling;
 using Qwen3Cluster.Model.Tokenization;
@@ -60,10 +61,20 @@ public sealed class ModelDeployment
         if (!config.IsMoe || config.NumExperts <= 0) return [];
         if (options.ExpertGroups < 1 || options.ExpertGroups > config.NumExperts)
             throw new ArgumentException($"Qwen3:Model:ExpertGroups: cannot split {config.NumExperts} experts into {options.ExpertGroups} groups.");
-        if (options.ExpertSlices < 1 || config.MoeIntermediateSize % options.ExpertSlices != 0)
+        int slices = options.ExpertSlices, inner = config.MoeIntermediateSize;
+        if (slices < 1) throw new ArgumentException($"Qwen3:Model:ExpertSlices: {slices} is not a number of slices (1: whole experts).");
+        if (inner % slices != 0)
         {
-            throw new ArgumentException($"Qwen3:Model:ExpertSlices: {options.ExpertSlices} does not cut the experts' intermediate size " +
-                                        $"(moe_intermediate_size {config.MoeIntermediateSize}) into equal slices.");
+            throw new ArgumentException($"Qwen3:Model:ExpertSlices: {slices} does not cut the experts' intermediate size " +
+                                        $"(moe_intermediate_size {inner}) into equal slices.");
+        }
+        // Q8_0 quantises a row in blocks of 32: a slice's down projection narrower than that would stay at the stored width.
+        if (WeightStorages.Parse(options.Quantize, "Qwen3:Model:Quantize") == WeightStorage.Int8
+            && inner % WeightFormats.Q8Block == 0 && inner / slices % WeightFormats.Q8Block != 0)
+        {
+            throw new ArgumentException($"Qwen3:Model:ExpertSlices: {slices} slices of moe_intermediate_size {inner} are {inner / slices} " +
+                                        $"columns wide, and int8 (Qwen3:Model:Quantize) quantises the down projection in blocks of " +
+                                        $"{WeightFormats.Q8Block} columns: each slice's would stay unquantised. Take a count that leaves a multiple of {WeightFormats.Q8Block}.");
         }
         return ExpertRange.Split(config.NumExperts, options.ExpertGroups, options.ExpertSlices);
     }

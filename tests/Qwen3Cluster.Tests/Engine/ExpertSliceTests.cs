@@ -75,6 +75,63 @@ public sealed class ExpertSliceTests
         Assert.Equal(0f, (parameters["down_proj"][1] - down.narrow(1, 32, 32)).abs().max().item<float>());
     }
 
+    /// <summary>Progress counts each slice's reads: the last report is the total, not past it.</summary>
+    [Fact]
+    public void LoadingSlicesReportsEveryTensorOnce()
+    {
+        string dir = TestCheckpoints.Get("wide-moe", WideMoe, SafetensorsDType.F32);
+        var reports = new List<Qwen3Cluster.Model.Engine.LoadProgress>();
+        using (Qwen3Cluster.Model.Engine.LocalModel.Load(dir, new Qwen3Cluster.Model.Engine.LocalModelOptions
+               { ExpertGroups = 2, ExpertSlices = 2, NumBlocks = 16, BlockSize = 4 }, new Recorder(reports.Add)))
+        {
+        }
+        Assert.NotEmpty(reports);
+        Assert.Equal(reports[^1].Total, reports[^1].Loaded);
+    }
+
+    sealed class Recorder(Action<Qwen3Cluster.Model.Engine.LoadProgress> report) : IProgress<Qwen3Cluster.Model.Engine.LoadProgress>
+    {
+        public void Report(Qwen3Cluster.Model.Engine.LoadProgress value) => report(value);
+    }
+
+    /// <summary>
+    /// Off the CPU (here the meta device, which holds shapes only) a group loads matrix by matrix through the
+    /// interface's stacking, slices as the CPU does; a part of a quantised matrix is refused rather than cut from its blocks.
+    /// </summary>
+    [Fact]
+    public void OffTheCpuSlicesLoadMatrixByMatrix()
+    {
+        var config = WideMoe;
+        var meta = new MetaWeights();
+        using var slice = new ExpertGroup(config, 0, new ExpertRange(0, 8, 1, 4), meta);
+        var shapes = slice.named_parameters().ToDictionary(p => p.name, p => p.parameter.shape);
+        Assert.Equal([8L, 16, 64], shapes["gate_proj"]);
+        Assert.Equal([8L, 64, 16], shapes["down_proj"]);
+
+        string dir = TestCheckpoints.Get("wide-moe", config, SafetensorsDType.BF16);
+        using var reader = CheckpointReader.Open(dir);
+        // A checkpoint's weights off the CPU take the same way (it once called itself there until the stack overflowed).
+        using (var offCpu = new CheckpointWeights(reader, new Device(TorchSharp.DeviceType.META)))
+        using (var fromCheckpoint = new ExpertGroup(config, 0, new ExpertRange(2, 4, 0, 2), offCpu))
+        {
+            Assert.Equal([2L, 64, 32], fromCheckpoint.named_parameters().Single(p => p.name == "down_proj").parameter.shape);
+        }
+
+        using var int8 = new CheckpointWeights(reader, new Device("cpu"), storage: WeightStorage.Int8);
+        IWeightSource wrapped = new Wrapper(int8);
+        Assert.Throws<NotSupportedException>(() => wrapped.LoadStacked([ExpertGroup.ExpertWeightName(0, 0, "down_proj")], 64, 64,
+            MatrixPart.ColumnsOf(0, 32)));
+    }
+
+    /// <summary>Another weight source over a checkpoint's, with the interface's own stacking.</summary>
+    sealed class Wrapper(CheckpointWeights inner) : IWeightSource
+    {
+        public Device Device => inner.Device;
+        public Tensor Load(string name, params long[] shape) => inner.Load(name, shape);
+        public Tensor LoadMatrix(string name, long rows, long cols) => inner.LoadMatrix(name, rows, cols);
+        public bool Contains(string name) => inner.Contains(name);
+    }
+
     [Fact]
     public void ASliceCountThatDoesNotCutTheIntermediateSizeIsRefused()
     {
