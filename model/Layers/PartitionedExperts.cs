@@ -3,7 +3,10 @@ using static TorchSharp.torch;
 
 namespace Qwen3Cluster.Model.Layers;
 
-/// <summary>Waits for a started expert-group call's output [Tg, D].</summary>
+/// <summary>
+/// Waits for a started expert-group call's output [Tg, D]: a new tensor, the caller's (the sum of a step's outputs is
+/// made in the first of them).
+/// </summary>
 public delegate ValueTask<Tensor> ExpertGroupOutput();
 
 /// <summary>
