@@ -66,7 +66,7 @@ public sealed class LocalModel : IModelExecutor, IDisposable
 
     /// <summary>
     /// How many tensors loading these stages and groups reads: the meta device builds them for free. A range's slices
-    /// after its first read its experts' tensors again.
+    /// after its first read its experts' tensors again, each counted on a meta source of its own.
     /// </summary>
     public static int CountTensors(Qwen3Config config, IEnumerable<StageRange> ranges, IReadOnlyList<ExpertRange> groups,
         MetaWeights? meta = null)
@@ -80,8 +80,9 @@ public sealed class LocalModel : IModelExecutor, IDisposable
             {
                 foreach (var g in groups)
                 {
-                    using (new ExpertGroup(config, layer, g, meta)) { }
-                    if (g.Slice > 0) again += 3 * (g.Hi - g.Lo);
+                    var source = g.Slice == 0 ? meta : new MetaWeights();
+                    using (new ExpertGroup(config, layer, g, source)) { }
+                    if (source != meta) again += source.Requested.Count;
                 }
             }
         }

@@ -662,8 +662,8 @@ public static unsafe partial class AttentionKernel
 
     /// <summary>
     /// The keys of one tile, [tileStart, min(tileStart + Tile, position + 1)), as pointers into the pool's keys (one KV
-    /// head's part of each slot, or the slot's start for a walk over every KV head), found through the sequence's block table (one division a tile, not two a key: the
-    /// block size is not a constant); with <paramref name="prefetch"/> each key and its value is asked for, since no
+    /// head's part of each slot, or the slot's start for a walk over every KV head), found through the sequence's block
+    /// table (one division a tile, not two a key: the block size is not a constant); with <paramref name="prefetch"/> each key and its value is asked for, since no
     /// prefetcher sees the walk coming. Returns how many keys the tile has.
     /// </summary>
     static int Locate(SequenceSlice slice, int blockSize, int tileStart, int position, long keyStride, int headOffset,

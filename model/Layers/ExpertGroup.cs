@@ -38,9 +38,11 @@ public sealed class ExpertGroup : nn.Module
         Range = range;
         long d = config.HiddenSize, inner = config.MoeIntermediateSize;
         var (from, i) = range.Part(inner);
-        _gate = new Parameter(Stack(weights, layer, "gate_proj", inner, d, range.Slices > 1 ? MatrixPart.RowsOf(from, i) : null), requires_grad: false);
-        _up = new Parameter(Stack(weights, layer, "up_proj", inner, d, range.Slices > 1 ? MatrixPart.RowsOf(from, i) : null), requires_grad: false);
-        _down = new Parameter(Stack(weights, layer, "down_proj", d, inner, range.Slices > 1 ? MatrixPart.ColumnsOf(from, i) : null), requires_grad: false);
+        // Whole experts load whole matrices (no part: a column part would be gathered for nothing).
+        MatrixPart? rows = range.Slices > 1 ? MatrixPart.RowsOf(from, i) : null, columns = range.Slices > 1 ? MatrixPart.ColumnsOf(from, i) : null;
+        _gate = new Parameter(Stack(weights, layer, "gate_proj", inner, d, rows), requires_grad: false);
+        _up = new Parameter(Stack(weights, layer, "up_proj", inner, d, rows), requires_grad: false);
+        _down = new Parameter(Stack(weights, layer, "down_proj", d, inner, columns), requires_grad: false);
         _experts = new ExpertWeights(Lo, Hi, Matrices(_gate, i, d), Matrices(_up, i, d), Matrices(_down, d, i));
         _kernels = TensorKernels.For(weights.Device);
         RegisterComponents();
