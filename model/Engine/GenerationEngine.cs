@@ -247,12 +247,17 @@ public sealed class GenerationEngine : IAsyncDisposable
         }
     }
 
-    /// <summary>The sequence has answered: its client is done with it, and the scheduler frees or parks its cache.</summary>
+    /// <summary>
+    /// The sequence has answered: the scheduler frees or parks its cache, and then its stream completes, so a client that
+    /// sees the end of its stream sees the blocks it held already given back (the stream used to complete first, and a
+    /// test reading the pool right after its streams ended now and then found their blocks still held).
+    /// </summary>
     void Finish(Sequence sequence)
     {
         EngineMetrics.Finished(sequence);
         _live.Remove(sequence.Id);
         _scheduler.Finish(sequence);
+        sequence.Updates.Writer.TryComplete();
         sequence.Dispose();
     }
 

@@ -8,7 +8,10 @@ namespace Qwen3Cluster.Model.Engine;
 /// </summary>
 public sealed class OutputProcessor(IReadOnlyCollection<int> eosTokenIds, int maxModelLength)
 {
-    /// <summary>Returns true when the sequence finished with this token.</summary>
+    /// <summary>
+    /// Returns true when the sequence finished with this token; its last update is written then, and its stream is left
+    /// for the engine to complete once it has freed or parked the sequence's cache.
+    /// </summary>
     public bool Apply(Sequence sequence, SampledToken sampled)
     {
         sequence.Append(sampled.Id);
@@ -36,7 +39,6 @@ public sealed class OutputProcessor(IReadOnlyCollection<int> eosTokenIds, int ma
         sequence.FinishReason = finish;
         var usage = new GenerationUsage(sequence.PromptLength, sequence.CachedPromptTokens, sequence.OutputLength);
         sequence.Updates.Writer.TryWrite(new GenerationUpdate([token], released, finish, usage));
-        sequence.Updates.Writer.TryComplete();
         return true;
     }
 }
